@@ -1,0 +1,42 @@
+# Two commands do all the set-up on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-fast lint format bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip setuptools wheel
+	$(PY) -m pip install -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install the project with its dev extras (quick when nothing changed)
+
+run: install ## run the whole pipeline on the embedded BraTS-format demo data
+	$(PY) -m src.run $(ARGS)
+
+test: install ## run the test suite
+	$(PY) -m pytest $(ARGS)
+
+test-fast: install ## run the tests not marked slow
+	$(PY) -m pytest -m "not slow" $(ARGS)
+
+lint: install ## ruff check and format check
+	$(PY) -m ruff check src tests benchmarks experiments
+	$(PY) -m ruff format --check src tests benchmarks experiments
+
+format: install ## apply ruff fixes and formatting
+	$(PY) -m ruff check --fix src tests benchmarks experiments
+	$(PY) -m ruff format src tests benchmarks experiments
+
+bench: install ## run the benchmarks and write benchmarks/results.md
+	$(PY) -m benchmarks.run $(ARGS)
+
+clean: ## remove caches and run outputs (keeps .venv)
+	rm -rf outputs multirun .cache .pytest_cache .ruff_cache

@@ -1,0 +1,69 @@
+"""Figures people would rather look at than read: image / ground truth / CAM / mask."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+# (image (H,W,3) uint8, ground truth (H,W) bool, CAM map (H,W) float, mask (H,W) bool)
+Panel = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def pick_examples(rows: Sequence[dict[str, Any]], count: int, metric: str = "dice") -> list[str]:
+    """Ids spread from best to worst `metric` among abnormal images (normal ones if none)."""
+    pool = [r for r in rows if r["group"] == "abnormal"] or list(rows)
+    ranked = sorted(pool, key=lambda r: (-r[metric], r["id"]))
+    if len(ranked) <= count:
+        return [r["id"] for r in ranked]
+    positions = np.linspace(0, len(ranked) - 1, count).round().astype(int)
+    return [ranked[p]["id"] for p in positions]
+
+
+def save_overview(
+    ids: Sequence[str],
+    panel_of: Callable[[str], Panel],
+    rows_by_id: dict[str, dict[str, Any]],
+    path: str | os.PathLike,
+    title: str = "",
+) -> None:
+    """One row per image: input, ground truth, CAM overlay, predicted mask (with its Dice)."""
+    if not ids:
+        return
+    fig, axes = plt.subplots(len(ids), 4, figsize=(10, 2.6 * len(ids)), squeeze=False)
+    for r, image_id in enumerate(ids):
+        image, gt, cam_map, mask = panel_of(image_id)
+        row = rows_by_id[image_id]
+        panels = [
+            (image, None, image_id),
+            (gt, "gray", f"ground truth ({row['group']})"),
+            (cam_map, "jet", f"CAM (score {row['score']:.2f})"),
+            (mask, "gray", f"mask: Dice {row['dice']:.2f}, HD95 {row['hd95']:.1f}"),
+        ]
+        for c, (data, cmap, label) in enumerate(panels):
+            ax = axes[r, c]
+            if c == 2:
+                ax.imshow(image)
+                ax.imshow(data, cmap=cmap, alpha=0.5, vmin=0, vmax=1)
+            else:
+                ax.imshow(data, cmap=cmap, vmin=0 if cmap else None, vmax=1 if cmap else None)
+            if c in (1, 3):
+                ax.contour(gt if c == 3 else mask, levels=[0.5], colors="r" if c == 3 else "c",
+                           linewidths=0.8)
+            ax.set_title(label, fontsize=8)
+            ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)

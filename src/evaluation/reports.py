@@ -1,0 +1,64 @@
+"""Result files of an evaluation: per_image.csv, summary.json and the printed table.
+
+Everything is written to a temporary file and renamed, so an interrupted run never leaves a
+half-written result beside complete ones.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+GROUPS = ("abnormal", "normal", "all")
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_per_image_csv(rows: Sequence[dict[str, Any]], path: str | os.PathLike) -> None:
+    if not rows:
+        raise ValueError("no evaluated images to write")
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    for row in sorted(rows, key=lambda r: r["id"]):
+        writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})
+    atomic_write_text(path, buffer.getvalue())
+
+
+def write_json(data: dict[str, Any], path: str | os.PathLike) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def format_table(summary: dict[str, Any], metrics: Sequence[str], title: str = "") -> str:
+    """A fixed-width table, one row per group: `mean ± std` of each metric and the count."""
+    header = ["group", "n", *metrics]
+    lines = []
+    for group in GROUPS:
+        stats = summary.get(group)
+        if not stats or not stats.get("n"):
+            continue
+        cells = [group, str(stats["n"])]
+        for metric in metrics:
+            cells.append(f"{stats[metric]['mean']:.3f} ± {stats[metric]['std']:.3f}")
+        lines.append(cells)
+    widths = [max(len(h), *(len(row[i]) for row in lines)) if lines else len(h)
+              for i, h in enumerate(header)]
+
+    def fmt(cells: Sequence[str]) -> str:
+        return " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True))
+
+    rule = "-+-".join("-" * w for w in widths)
+    out = [title] if title else []
+    out += [fmt(header), rule, *(fmt(row) for row in lines)]
+    return "\n".join(out)

@@ -1,0 +1,223 @@
+"""Classifier backbones with their CAM stage names (SPEC sections 1, 4 and 8).
+
+Every network built here
+- takes images (B, 3, H, W) with values in [0, 1] and normalises them INSIDE the model
+  (module ``input_norm``), so the CAM engine's blank image ``zeros_like(x)`` is a black image
+  whatever the normalisation (SPEC 1, step 1);
+- keeps torchvision's module names, so CAM target layers read as in the papers: ResNet stages
+  ``layer1..layer4``, VGG16 max-pool outputs ``features.4/9/16/23/30`` (SPEC 4);
+- exposes ``cam_stages`` (those names, shallow to deep), ``feature_dim`` (width of the
+  encoder output, i.e. the input of the final linear layer) and ``head_name`` (the final
+  linear layer, the only module the SupCon encoder lacks; SPEC 8).
+
+The SupCon encoder is the same network with the final linear layer replaced by
+``nn.Identity`` (``num_classes=0`` or ``remove_head()``), so a fine-tuned classifier loads the
+pretrained encoder by parameter name: every key but the head's matches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models.resnet import BasicBlock, ResNet
+from torchvision.models.vgg import VGG, cfgs, make_layers
+
+ARCHS = ("resnet18", "vgg16")
+NORMS = {"resnet18": ("instance", "batch"), "vgg16": ("none", "batch")}
+INPUT_NORMS = {
+    "identity": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+
+
+class InputNormalization(nn.Module):
+    """``(x - mean) / std`` per channel; buffer-only and not persistent.
+
+    The buffers are left out of the state_dict on purpose: the normalisation is a property of
+    the config (``input_norm``), not of trained weights, so ImageNet files and SupCon
+    checkpoints load the same whatever normalisation either side was built with.
+    """
+
+    def __init__(self, mean: Iterable[float], std: Iterable[float]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(list(mean)).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(list(std)).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class _CamBackbone:
+    """Mixin shared by both architectures: head handling and CAM metadata."""
+
+    cam_stages: list[str]
+    feature_dim: int
+    head_name: str
+
+    def _get_head(self) -> nn.Module:
+        return self.get_submodule(self.head_name)  # type: ignore[attr-defined]
+
+    def _set_head(self, module: nn.Module) -> None:
+        parent_name, _, child = self.head_name.rpartition(".")
+        parent = self.get_submodule(parent_name) if parent_name else self  # type: ignore[attr-defined]
+        setattr(parent, child, module)
+
+    def remove_head(self) -> _CamBackbone:
+        """Replace the final linear layer by ``nn.Identity`` (the SupCon encoder); returns self."""
+        self._set_head(nn.Identity())
+        return self
+
+    @property
+    def has_head(self) -> bool:
+        return isinstance(self._get_head(), nn.Linear)
+
+    def head_state_keys(self) -> set[str]:
+        """State-dict keys of the final linear layer (present or not), e.g. ``fc.weight``."""
+        return {f"{self.head_name}.weight", f"{self.head_name}.bias"}
+
+
+class CamResNet(_CamBackbone, ResNet):
+    """torchvision ResNet that normalises its input first (names unchanged)."""
+
+    head_name = "fc"
+
+    def __init__(self, *args, input_norm: InputNormalization, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.input_norm = input_norm
+        self.cam_stages = ["layer1", "layer2", "layer3", "layer4"]
+        self.feature_dim = self.fc.in_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._forward_impl(self.input_norm(x))
+
+
+class CamVGG(_CamBackbone, VGG):
+    """torchvision VGG that normalises its input first (names unchanged).
+
+    The CAM stages are the outputs of the five max-pools, found by type so the indices are
+    right for plain VGG16 (4, 9, 16, 23, 30) and VGG16-BN (6, 13, 23, 33, 43) alike.
+    """
+
+    head_name = "classifier.6"
+
+    def __init__(self, *args, input_norm: InputNormalization, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.input_norm = input_norm
+        self.cam_stages = [
+            f"features.{name}"
+            for name, module in self.features.named_children()
+            if isinstance(module, nn.MaxPool2d)
+        ]
+        self.feature_dim = self.classifier[6].in_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(self.input_norm(x))
+
+
+def _choice(field: str, value: str, valid: Iterable[str]) -> str:
+    valid = tuple(valid)
+    if value not in valid:
+        raise ValueError(f"backbone.{field}={value!r} is not one of {list(valid)}")
+    return value
+
+
+def build_backbone(
+    arch: str,
+    num_classes: int,
+    norm: str = "instance",
+    weights: str | None = None,
+    input_norm: str = "identity",
+    **kw,
+) -> nn.Module:
+    """Build a classifier (``num_classes >= 1``) or a SupCon encoder (``num_classes = 0``).
+
+    ``arch``: ``resnet18`` (``norm``: ``instance`` = ``InstanceNorm2d(affine=False)`` as the
+    Cfd-CAM authors, or ``batch``) or ``vgg16`` (``norm``: ``none`` = VGG16, ``batch`` =
+    VGG16-BN). ``input_norm``: ``identity`` (MRI default, SPEC 1) or ``imagenet``.
+    ``weights``: path of a local torchvision state_dict (e.g. ImageNet); its final linear layer
+    is skipped (other class count), every other parameter must match by name and shape.
+    Extra keyword arguments go to the torchvision constructor (e.g. ``dropout`` for VGG).
+    """
+    _choice("arch", arch, ARCHS)
+    _choice("norm", norm, NORMS[arch])
+    _choice("input_norm", input_norm, INPUT_NORMS)
+    if num_classes < 0:
+        raise ValueError(f"backbone num_classes must be >= 0 (0 = encoder), got {num_classes}")
+    normaliser = InputNormalization(*INPUT_NORMS[input_norm])
+    out = max(num_classes, 1)
+    if arch == "resnet18":
+        norm_layer = partial(nn.InstanceNorm2d, affine=False) if norm == "instance" else None
+        net: _CamBackbone = CamResNet(
+            BasicBlock, [2, 2, 2, 2], num_classes=out, norm_layer=norm_layer,
+            input_norm=normaliser, **kw,
+        )  # fmt: skip
+    else:
+        features = make_layers(cfgs["D"], batch_norm=norm == "batch")
+        net = CamVGG(features, num_classes=out, input_norm=normaliser, **kw)
+    if num_classes == 0:
+        net.remove_head()
+    if weights is not None:
+        state = read_state_dict(weights)
+        load_by_name(net, state, source=str(weights), skip=net.head_state_keys())
+    return net  # type: ignore[return-value]
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state_dict (or a Lightning checkpoint's ``state_dict``) from a local file.
+
+    Never downloads. A missing file raises FileNotFoundError, an unreadable one ValueError,
+    both naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for truncated or foreign files
+        raise ValueError(f"cannot read weights file {path}: {err}") from err
+    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    ):
+        raise ValueError(f"weights file {path} holds no state_dict of tensors")
+    return dict(obj)
+
+
+def load_by_name(
+    net: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    source: str,
+    skip: Iterable[str] = (),
+) -> None:
+    """Copy ``state`` into ``net`` by parameter name; every key outside ``skip`` must match.
+
+    Raises ValueError naming ``source`` and the first missing, unexpected or mis-shaped keys,
+    so a checkpoint of another architecture or normalisation is refused rather than
+    half-loaded.
+    """
+    skip = set(skip)
+    own = {k: v for k, v in net.state_dict().items() if k not in skip}
+    given = {k: v for k, v in state.items() if k not in skip}
+    # BatchNorm fills a missing step counter itself (older torchvision files lack it).
+    missing = sorted(k for k in own.keys() - given.keys() if not k.endswith("num_batches_tracked"))
+    unexpected = sorted(given.keys() - own.keys())
+    mis_shaped = sorted(
+        f"{k} {tuple(given[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own.keys() & given.keys()
+        if given[k].shape != own[k].shape
+    )
+    problems = [
+        f"{what} ({len(keys)}): {keys[:5]}{' ...' if len(keys) > 5 else ''}"
+        for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape", mis_shaped))
+        if keys
+    ]
+    if problems:
+        raise ValueError(
+            f"weights in {source} do not match the network: " + "; ".join(problems)
+        )
+    net.load_state_dict(given, strict=False)

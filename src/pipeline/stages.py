@@ -1,0 +1,154 @@
+"""The stages of a run: pretrain (SupCon) -> finetune (classifier) -> eval (CAMs -> masks -> metrics).
+
+Each stage can run alone (`stage=pretrain|finetune|eval`); `stage=all` runs them in order.
+Trained networks go to the model store keyed by their config, so a later run with the same
+data/backbone/training config (e.g. every job of a CAM sweep) loads them instead of training.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
+from torch.utils.data import DataLoader, Subset
+
+from src.pipeline.config import cam_options, validate_config
+from src.pipeline.store import ModelStore, load_state_dict, load_weights
+from src.pipeline.trainer import build_trainer, finish_loggers
+
+log = logging.getLogger(__name__)
+
+METRICS = ("dice", "iou", "hd95", "precision", "recall")
+
+
+def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
+    """Instantiate the `data` group; a `demo` entry first generates its dataset (once)."""
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    assert isinstance(data_cfg, dict)
+    demo = data_cfg.pop("demo", None)
+    if demo:
+        from src.data.demo import ensure_demo_brats
+
+        ensure_demo_brats(data_cfg["root"], **demo)
+    return instantiate(data_cfg, output_dir=str(cfg.paths.output_dir), _convert_="all")
+
+
+def build_net(cfg: DictConfig, num_classes: int) -> torch.nn.Module:
+    return instantiate(cfg.backbone.net, num_classes=num_classes)
+
+
+def pretrain_stage(cfg: DictConfig, datamodule: pl.LightningDataModule, store: ModelStore) -> Path | None:
+    """SupCon pretraining of the encoder; returns the stored encoder weights (None if disabled)."""
+    if not cfg.pretrain.get("enabled", True):
+        return None
+    explicit = cfg.pretrain.get("ckpt")
+    if explicit:
+        return Path(explicit)
+    stored = store.lookup(cfg, "pretrain")
+    if stored is not None and cfg.reuse_classifier:
+        log.info("Reusing the SupCon encoder in %s (same data/backbone/pretrain config)", stored.parent)
+        return stored
+    pl.seed_everything(cfg.seed, workers=True)
+    encoder = build_net(cfg, datamodule.num_classes).remove_head()
+    module = instantiate(cfg.pretrain.module, encoder=encoder)
+    datamodule.batch_size = cfg.pretrain.batch_size
+    checkpoints = ModelCheckpoint(
+        dirpath=Path(cfg.paths.output_dir) / "checkpoints" / "pretrain", save_last=True
+    )
+    trainer = build_trainer(cfg, "pretrain", max_epochs=cfg.pretrain.epochs, callbacks=[checkpoints])
+    trainer.fit(module, datamodule=datamodule)
+    return store.save(cfg, "pretrain", module.encoder.state_dict())
+
+
+def finetune_stage(cfg: DictConfig, datamodule: pl.LightningDataModule, store: ModelStore) -> Path:
+    """Fine-tune the whole classifier; keeps the best-validation-AUC weights."""
+    stored = store.lookup(cfg, "finetune")
+    if stored is not None and cfg.reuse_classifier:
+        log.info("Reusing the classifier in %s (same data/backbone/training config)", stored.parent)
+        return stored
+    encoder_path = pretrain_stage(cfg, datamodule, store) if cfg.pretrain.get("enabled", True) else None
+    pl.seed_everything(cfg.seed, workers=True)
+    net = build_net(cfg, datamodule.num_classes)
+    if encoder_path is not None:
+        from src.models.classifier import load_encoder_weights
+
+        load_encoder_weights(net, encoder_path)
+    module = instantiate(cfg.finetune.module, net=net)
+    datamodule.batch_size = cfg.finetune.batch_size
+    checkpoints = ModelCheckpoint(
+        dirpath=Path(cfg.paths.output_dir) / "checkpoints" / "finetune",
+        filename="best-{epoch}", monitor="val/auc", mode="max", save_last=True,
+    )
+    trainer = build_trainer(cfg, "finetune", max_epochs=cfg.finetune.epochs, callbacks=[checkpoints])
+    trainer.fit(module, datamodule=datamodule)
+    best = checkpoints.best_model_path or checkpoints.last_model_path
+    best_auc = checkpoints.best_model_score
+    log.info("Best validation AUC %s (%s)", None if best_auc is None else f"{float(best_auc):.4f}", best)
+    return store.save(
+        cfg, "finetune", load_state_dict(best),
+        extra={"best_val_auc": None if best_auc is None else float(best_auc), "checkpoint": best},
+    )
+
+
+def _eval_loader(cfg: DictConfig, datamodule: pl.LightningDataModule) -> DataLoader:
+    loader = datamodule.eval_dataloader(cfg.eval.split, batch_size=cfg.eval.batch_size)
+    dataset = loader.dataset
+    if len(dataset) == 0:
+        raise RuntimeError(f"The {cfg.eval.split} split is empty: nothing to evaluate")
+    limit = cfg.eval.get("limit")
+    if limit is not None and limit < len(dataset):
+        # Evenly spaced over the split (ordered by case and slice), so both classes stay in.
+        indices = np.linspace(0, len(dataset) - 1, limit).round().astype(int).tolist()
+        loader = DataLoader(Subset(dataset, indices), batch_size=cfg.eval.batch_size,
+                            shuffle=False, num_workers=loader.num_workers,
+                            collate_fn=loader.collate_fn)
+    return loader
+
+
+def eval_stage(cfg: DictConfig, datamodule: pl.LightningDataModule, store: ModelStore) -> dict[str, Any]:
+    """CAMs of the evaluation split -> masks -> metrics, result files and figure."""
+    from src.evaluation.run_eval import evaluate
+
+    ckpt = cfg.get("ckpt") or store.lookup(cfg, "finetune")
+    if ckpt is None:
+        raise FileNotFoundError(
+            "No trained classifier for this data/backbone/training config: run with stage=all "
+            "(or stage=finetune) first, or give one with ckpt=/path/to/weights"
+        )
+    net = build_net(cfg, datamodule.num_classes)
+    load_weights(net, ckpt)
+    datamodule.setup("test")
+    loader = _eval_loader(cfg, datamodule)
+    stages = list(cfg.backbone.cam_stages)
+    return evaluate(
+        cfg, net, loader, target_layers=stages[-cfg.cam.layers:], options=cam_options(cfg.cam),
+        checkpoint=str(ckpt),
+    )
+
+
+def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
+    """Run the configured stage(s); returns the evaluation summary (empty if no eval ran)."""
+    validate_config(cfg)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
+    store = ModelStore(cfg.paths.model_store)
+    datamodule = build_datamodule(cfg)
+    summary: dict[str, Any] = {}
+    try:
+        if cfg.stage == "pretrain":
+            pretrain_stage(cfg, datamodule, store)
+        if cfg.stage in ("all", "finetune"):
+            finetune_stage(cfg, datamodule, store)
+        if cfg.stage in ("all", "eval"):
+            summary = eval_stage(cfg, datamodule, store)
+    finally:
+        finish_loggers()
+    return summary

@@ -1,0 +1,132 @@
+"""A content-addressed store of trained networks, so CAM sweeps never retrain.
+
+A trained encoder or classifier is saved together with the exact config that made it, under
+a key hashed from the parts of the config that change its weights (data, backbone, training
+hyper-parameters, seed). A later run whose key matches loads it instead of training again.
+Fields that only change speed or where files go (workers, cache folders, logging) are left
+out of the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+# Data-config fields that do not change what a network learns.
+_RUNTIME_DATA_KEYS = ("num_workers", "cache_dir", "output_dir", "on_error", "demo")
+WEIGHTS_FILE = "weights.pt"
+CONFIG_FILE = "config.yaml"
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def training_key(cfg: DictConfig, stage: str) -> dict[str, Any]:
+    """The config subset that determines the weights produced by `stage` (pretrain|finetune)."""
+    data = {k: v for k, v in _plain(cfg.data).items() if k not in _RUNTIME_DATA_KEYS}
+    key: dict[str, Any] = {
+        "data": data,
+        "backbone": _plain(cfg.backbone.net),
+        "seed": cfg.seed,
+        "precision": cfg.trainer.get("precision"),
+    }
+    pretrain = _plain(cfg.pretrain)
+    key["pretrain"] = pretrain if pretrain.get("enabled", True) else {"enabled": False}
+    if stage == "finetune":
+        key["finetune"] = _plain(cfg.finetune)
+    elif stage != "pretrain":
+        raise ValueError(f"unknown training stage {stage!r}")
+    return key
+
+
+def fingerprint(key: dict[str, Any]) -> str:
+    text = json.dumps(key, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class ModelStore:
+    """Folder `<root>/<stage>-<hash>/` holding `weights.pt` (a state_dict) and `config.yaml`."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+
+    def entry(self, cfg: DictConfig, stage: str) -> Path:
+        return self.root / f"{stage}-{fingerprint(training_key(cfg, stage))}"
+
+    def lookup(self, cfg: DictConfig, stage: str) -> Path | None:
+        """Path of the stored weights for this config, or None."""
+        weights = self.entry(cfg, stage) / WEIGHTS_FILE
+        return weights if weights.is_file() else None
+
+    def save(self, cfg: DictConfig, stage: str, state_dict: dict[str, torch.Tensor],
+             extra: dict[str, Any] | None = None) -> Path:
+        """Store weights with the config that made them; atomic (a half-written entry never
+        looks valid to a concurrent run)."""
+        entry = self.entry(cfg, stage)
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}-", dir=entry.parent))
+        try:
+            torch.save(state_dict, tmp / WEIGHTS_FILE)
+            OmegaConf.save(cfg, tmp / CONFIG_FILE, resolve=True)
+            (tmp / "key.json").write_text(json.dumps(training_key(cfg, stage), indent=2,
+                                                     sort_keys=True, default=str))
+            if extra:
+                (tmp / "info.json").write_text(json.dumps(extra, indent=2, default=str))
+            if entry.exists():
+                shutil.rmtree(entry)
+            os.replace(tmp, entry)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        log.info("Stored %s weights in %s", stage, entry)
+        return entry / WEIGHTS_FILE
+
+
+def load_state_dict(path: str | os.PathLike, prefix: str = "net.") -> dict[str, torch.Tensor]:
+    """Read a network state_dict from a plain `torch.save` file or a Lightning checkpoint.
+
+    Lightning checkpoints hold the LightningModule's state; the network's entries carry
+    `prefix`, which is stripped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated zip, pickle garbage, ...
+        raise RuntimeError(f"Checkpoint {path} is corrupt or not a PyTorch file: {err}") from err
+    if isinstance(obj, dict) and "state_dict" in obj:
+        state = obj["state_dict"]
+        if any(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        return state
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise RuntimeError(f"Checkpoint {path} holds no state_dict")
+    return obj
+
+
+def load_weights(net: torch.nn.Module, path: str | os.PathLike) -> None:
+    """Load a classifier's weights, naming the file and the mismatching keys on failure."""
+    state = load_state_dict(path)
+    try:
+        result = net.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shape mismatches
+        raise RuntimeError(f"Checkpoint {path} does not fit the configured backbone: {err}") from err
+    if result.missing_keys or result.unexpected_keys:
+        raise RuntimeError(
+            f"Checkpoint {path} does not fit the configured backbone: "
+            f"missing keys {result.missing_keys[:5]} (of {len(result.missing_keys)}), "
+            f"unexpected keys {result.unexpected_keys[:5]} (of {len(result.unexpected_keys)})"
+        )

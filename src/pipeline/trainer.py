@@ -1,0 +1,60 @@
+"""Lightning Trainers and loggers for the stages, built from the `trainer` and `logger` groups."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import Logger
+
+_WANDB_LOGGERS: dict[str, Logger] = {}
+
+
+def build_loggers(cfg: DictConfig, stage: str) -> list[Logger]:
+    """One logger per entry of the `logger` group.
+
+    CSV logs go to `<run>/csv/<stage>/`. W&B is one run for the whole pipeline (all stages log
+    to it) and stays offline unless the environment sets WANDB_MODE=online.
+    """
+    loggers: list[Logger] = []
+    for name, logger_cfg in (cfg.get("logger") or {}).items():
+        if logger_cfg is None:
+            continue
+        target = logger_cfg.get("_target_", "")
+        if target.endswith("WandbLogger"):
+            key = str(cfg.paths.output_dir)
+            if key not in _WANDB_LOGGERS:
+                overrides: dict[str, Any] = {}
+                if logger_cfg.get("offline") is None:
+                    overrides["offline"] = os.environ.get("WANDB_MODE", "offline") != "online"
+                Path(logger_cfg.save_dir).mkdir(parents=True, exist_ok=True)
+                wandb_logger = instantiate(logger_cfg, **overrides)
+                wandb_logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+                _WANDB_LOGGERS[key] = wandb_logger
+            loggers.append(_WANDB_LOGGERS[key])
+        elif target.endswith("CSVLogger"):
+            loggers.append(instantiate(logger_cfg, version=stage))
+        else:
+            raise ValueError(f"logger.{name}: unsupported logger {target!r}")
+    return loggers
+
+
+def finish_loggers() -> None:
+    """Close the run-wide W&B run (each process at the end of a pipeline)."""
+    for wandb_logger in _WANDB_LOGGERS.values():
+        wandb_logger.experiment.finish()
+    _WANDB_LOGGERS.clear()
+
+
+def build_trainer(cfg: DictConfig, stage: str, **overrides: Any) -> pl.Trainer:
+    """A Trainer with the `trainer` group's settings, this stage's loggers and `overrides`."""
+    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    assert isinstance(kwargs, dict)
+    kwargs.update(overrides)
+    kwargs.setdefault("logger", build_loggers(cfg, stage) or False)
+    kwargs.setdefault("default_root_dir", str(Path(cfg.paths.output_dir) / stage))
+    return pl.Trainer(**kwargs)
