@@ -54,40 +54,38 @@ def to_uint8(cam: np.ndarray) -> np.ndarray:
 
 
 def otsu_threshold(cam_u8: np.ndarray) -> int | None:
-    """Otsu threshold of a uint8 image, computed exactly as OpenCV's ``THRESH_OTSU``.
+    """Otsu threshold of a uint8 image, as OpenCV's ``THRESH_OTSU`` chooses it.
 
-    OpenCV walks the 256-bin histogram in order, skips thresholds that leave one side
-    (almost) empty, and keeps the FIRST threshold with the largest between-class variance;
-    the mask is then ``pixel > threshold``. The same float64 operations are repeated here in
-    the same order so ties resolve identically. Returns ``None`` when no threshold splits the
-    histogram (a single grey level): OpenCV then returns 0 and would mark every non-zero pixel,
-    while this module defines such a constant map as carrying no object (empty mask).
+    For each candidate ``t`` (class 1 = grey levels <= t) the between-class variance is
+    ``(S * w - N * s)^2 / (w * (N - w))`` with ``N`` pixels of grey sum ``S``, ``w`` pixels
+    of grey sum ``s`` at or below ``t``; the FIRST ``t`` with the largest variance wins and
+    the mask is ``pixel > t``. The comparison is done in exact integer arithmetic, so exact
+    ties resolve to the lowest ``t`` as OpenCV 5 does (checked against ``cv2.threshold`` on
+    thousands of random maps; a float evaluation can flip such ties).
+
+    Returns ``None`` when no threshold splits the histogram (a single grey level): OpenCV then
+    returns 0 and marks every non-zero pixel, while this module defines such a constant map as
+    carrying no object (empty mask).
     """
     if cam_u8.dtype != np.uint8:
         raise ValueError(f"otsu_threshold: expected uint8 input, got {cam_u8.dtype}")
     if cam_u8.size == 0:
         raise ValueError("otsu_threshold: empty input")
     hist = np.bincount(cam_u8.ravel(), minlength=256).tolist()
-    scale = 1.0 / cam_u8.size
-    eps = float(np.finfo(np.float32).eps)
-    mu = 0.0
-    for i, count in enumerate(hist):
-        mu += i * float(count)
-    mu *= scale
-    mu1 = q1 = max_sigma = 0.0
+    total = cam_u8.size
+    grey_sum = sum(level * count for level, count in enumerate(hist))
+    below = below_sum = 0
     best: int | None = None
-    for i, count in enumerate(hist):
-        p_i = count * scale
-        mu1 *= q1
-        q1 += p_i
-        q2 = 1.0 - q1
-        if min(q1, q2) < eps or max(q1, q2) > 1.0 - eps:
+    best_num, best_den = 0, 1
+    for level, count in enumerate(hist):
+        below += count
+        below_sum += level * count
+        if count == 0 or below == total:
             continue
-        mu1 = (mu1 + i * p_i) / q1
-        mu2 = (mu - q1 * mu1) / q2
-        sigma = q1 * q2 * (mu1 - mu2) * (mu1 - mu2)
-        if sigma > max_sigma:
-            max_sigma, best = sigma, i
+        num = (grey_sum * below - total * below_sum) ** 2
+        den = below * (total - below)
+        if num * best_den > best_num * den:
+            best, best_num, best_den = level, num, den
     return best
 
 

@@ -80,11 +80,13 @@ def finetune_stage(cfg: DictConfig, datamodule: pl.LightningDataModule, store: M
         from src.models.classifier import load_encoder_weights
 
         load_encoder_weights(net, encoder_path)
-    module = instantiate(cfg.finetune.module, net=net)
+    module = instantiate(cfg.finetune.module, net=net, task=datamodule.task,
+                         num_classes=datamodule.num_classes)
     datamodule.batch_size = cfg.finetune.batch_size
     checkpoints = ModelCheckpoint(
         dirpath=Path(cfg.paths.output_dir) / "checkpoints" / "finetune",
-        filename="best-{epoch}", monitor="val/auc", mode="max", save_last=True,
+        filename="best-{epoch}", monitor=cfg.finetune.monitor, mode=cfg.finetune.monitor_mode,
+        save_last=True,
     )
     trainer = build_trainer(cfg, "finetune", max_epochs=cfg.finetune.epochs, callbacks=[checkpoints])
     trainer.fit(module, datamodule=datamodule)

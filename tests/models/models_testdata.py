@@ -1,0 +1,54 @@
+"""Test helpers: tiny in-memory data in the batch format of the DataModules (dicts of image/label/mask/id),
+and quiet CPU trainer settings."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+# InstanceNorm needs more than one spatial element in layer4: 64 px gives 2x2.
+SIZE = 64
+
+
+class DictDataset(Dataset):
+    """Images whose class shows as a bright square, labels (N, K) float 0/1."""
+
+    def __init__(self, n: int = 8, num_classes: int = 1, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.labels = (torch.rand(n, num_classes, generator=g) > 0.5).float()
+        self.labels[0], self.labels[1] = 0.0, 1.0  # both values present in every column
+        self.images = 0.3 * torch.rand(n, 3, SIZE, SIZE, generator=g)
+        for i in range(n):
+            for k in torch.nonzero(self.labels[i]).flatten().tolist():
+                row, col = divmod(k % 16, 4)
+                self.images[i, :, 16 * row : 16 * row + 12, 16 * col : 16 * col + 12] += 0.6
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict:
+        return {
+            "image": self.images[i],
+            "label": self.labels[i],
+            "mask": torch.zeros(SIZE, SIZE, dtype=torch.uint8),
+            "id": f"img{i:03d}",
+        }
+
+
+def loader(n: int = 8, num_classes: int = 1, batch_size: int = 4, seed: int = 0) -> DataLoader:
+    return DataLoader(DictDataset(n, num_classes, seed), batch_size=batch_size)
+
+
+def trainer_kwargs(**overrides) -> dict:
+    """Quiet CPU trainer settings used by every fit in these tests."""
+    kwargs = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    kwargs.update(overrides)
+    return kwargs

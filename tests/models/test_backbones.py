@@ -1,0 +1,126 @@
+"""Backbones: names, normalisation inside the model, head split, local weight files."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from src.models.backbones import INPUT_NORMS, build_backbone
+
+X = torch.rand(2, 3, 64, 64)
+
+
+@pytest.fixture(scope="module")
+def vgg16() -> nn.Module:
+    return build_backbone("vgg16", 1, norm="none").eval()
+
+
+@pytest.mark.parametrize("norm", ["instance", "batch"])
+def test_resnet_stages_and_norm(norm):
+    net = build_backbone("resnet18", 3, norm=norm).eval()
+    modules = dict(net.named_modules())
+    assert net.cam_stages == ["layer1", "layer2", "layer3", "layer4"]
+    assert all(name in modules for name in net.cam_stages)
+    assert net.feature_dim == 512 and net(X).shape == (2, 3)
+    norms = [m for m in net.modules() if isinstance(m, nn.InstanceNorm2d | nn.BatchNorm2d)]
+    if norm == "instance":  # the authors' choice: InstanceNorm2d without affine parameters
+        assert norms and all(isinstance(m, nn.InstanceNorm2d) and not m.affine for m in norms)
+    else:
+        assert norms and all(isinstance(m, nn.BatchNorm2d) for m in norms)
+
+
+def test_vgg16_stages_are_the_five_maxpools(vgg16):
+    modules = dict(vgg16.named_modules())
+    assert vgg16.cam_stages == [f"features.{i}" for i in (4, 9, 16, 23, 30)]
+    assert all(isinstance(modules[s], nn.MaxPool2d) for s in vgg16.cam_stages)
+    assert vgg16.feature_dim == 4096 and vgg16(X).shape == (2, 1)
+
+
+def test_vgg16_bn_stage_indices_are_computed():
+    net = build_backbone("vgg16", 1, norm="batch")
+    modules = dict(net.named_modules())
+    assert net.cam_stages == [f"features.{i}" for i in (6, 13, 23, 33, 43)]
+    assert all(isinstance(modules[s], nn.MaxPool2d) for s in net.cam_stages)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in net.features)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"arch": "resnet50"}, "arch"),
+        ({"arch": "resnet18", "norm": "group"}, "norm"),
+        ({"arch": "vgg16", "norm": "instance"}, "norm"),
+        ({"arch": "resnet18", "input_norm": "cifar"}, "input_norm"),
+    ],
+)
+def test_unknown_choices_name_field_and_valid_values(kwargs, field):
+    with pytest.raises(ValueError, match=rf"backbone\.{field}=.*not one of \["):
+        build_backbone(num_classes=1, **kwargs)
+
+
+def test_input_normalisation_lives_inside_the_model():
+    torch.manual_seed(0)
+    plain = build_backbone("resnet18", 1, norm="batch", input_norm="identity").eval()
+    imagenet = build_backbone("resnet18", 1, norm="batch", input_norm="imagenet").eval()
+    # Normaliser buffers are not weights: the state_dicts have the same keys and load across.
+    assert plain.state_dict().keys() == imagenet.state_dict().keys()
+    assert not any(k.startswith("input_norm") for k in plain.state_dict())
+    imagenet.load_state_dict(plain.state_dict())
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in INPUT_NORMS["imagenet"])
+    torch.testing.assert_close(imagenet(X), plain((X - mean) / std))
+    assert not torch.allclose(imagenet(X), plain(X))
+    # The blank image the CAM engine feeds (zeros) is black: normalised to -mean/std.
+    torch.testing.assert_close(imagenet.input_norm(torch.zeros(1, 3, 2, 2)), (-mean / std).expand(1, 3, 2, 2))
+    torch.testing.assert_close(plain.input_norm(X), X)
+
+
+def test_encoder_is_the_classifier_without_its_final_linear(vgg16):
+    resnet = build_backbone("resnet18", 1)
+    encoder = build_backbone("resnet18", 0)
+    assert encoder(X).shape == (2, 512) and not encoder.has_head and resnet.has_head
+    assert set(resnet.state_dict()) - set(encoder.state_dict()) == {"fc.weight", "fc.bias"}
+    assert set(encoder.state_dict()) <= set(resnet.state_dict())
+    vgg_keys = set(vgg16.state_dict())
+    vgg16_encoder_keys = vgg_keys - vgg16.head_state_keys()
+    assert vgg_keys - vgg16_encoder_keys == {"classifier.6.weight", "classifier.6.bias"}
+
+
+def _imagenet_like_file(tmp_path, drop_step_counters: bool = False):
+    """A torchvision-style 1000-class state_dict, as an ImageNet download would be."""
+    source = build_backbone("resnet18", 1000, norm="batch")
+    for m in source.modules():  # trained-like statistics, so loading them is visible
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+    state = source.state_dict()
+    if drop_step_counters:
+        state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    path = tmp_path / "resnet18_imagenet.pth"
+    torch.save(state, path)
+    return path, state
+
+
+@pytest.mark.parametrize("drop_step_counters", [False, True])
+def test_local_weights_load_everything_but_the_head(tmp_path, drop_step_counters):
+    path, state = _imagenet_like_file(tmp_path, drop_step_counters)
+    net = build_backbone("resnet18", 1, norm="batch", weights=str(path))
+    loaded = net.state_dict()
+    for key, value in state.items():
+        if not key.startswith("fc."):
+            torch.testing.assert_close(loaded[key], value, msg=key)
+    assert loaded["fc.weight"].shape == (1, 512)
+
+
+def test_weights_of_other_norm_are_refused_with_keys(tmp_path):
+    path, _ = _imagenet_like_file(tmp_path)
+    with pytest.raises(ValueError, match=r"resnet18_imagenet\.pth.*unexpected.*bn1\.running_mean"):
+        build_backbone("resnet18", 1, norm="instance", weights=str(path))
+
+
+def test_missing_or_corrupt_weights_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere.pth"):
+        build_backbone("resnet18", 1, weights=str(tmp_path / "nowhere.pth"))
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="bad.pth"):
+        build_backbone("resnet18", 1, weights=str(bad))

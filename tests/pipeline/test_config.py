@@ -1,0 +1,86 @@
+"""Every dataset x backbone x CAM combination composes; bad values fail at start-up, naming the field."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf import OmegaConf
+
+from src.pipeline.config import ConfigError, cam_options, validate_config
+
+DATASETS = ("demo", "brats", "tcga_lgg", "voc", "ksdd2")
+BACKBONES = ("resnet18", "vgg16")
+CAMS = ("cam", "gradcam", "gradcampp", "xgradcam", "layercam", "fullgrad", "scorecam",
+        "cfdcam", "ltgradcam", "ltlayercam", "ltfullgrad")
+
+
+@pytest.mark.parametrize(("data", "backbone"), list(itertools.product(DATASETS, BACKBONES)))
+def test_every_combination_composes_and_validates(make_config, data, backbone):
+    for cam in CAMS:
+        cfg = make_config(f"data={data}", f"backbone={backbone}", f"cam={cam}",
+                          "data.root=/some/where")
+        OmegaConf.resolve(cfg)  # every interpolation resolves
+        validate_config(cfg)
+        assert cfg.cam.name == cam
+        assert cfg.cam.layers <= len(cfg.backbone.cam_stages)
+        assert {"name", "layers", "mask"}.isdisjoint(cam_options(cfg.cam))
+
+
+def test_readme_command_composes(make_config):
+    cfg = make_config("cam=cfdcam", "data=brats", "modality=flair", "data.root=/data/brats")
+    assert cfg.data.modality == "flair"
+    cfg = make_config("cam=cfdcam", "data=brats", "modality=t1ce", "data.root=/data/brats")
+    assert cfg.data.modality == "t1ce"
+    assert cfg.cam.scales == [1, 2] and cfg.cam.mask == "densecrf"
+
+
+def test_defaults_are_demo_cfdcam(make_config):
+    cfg = make_config()
+    assert cfg.cam.name == "cfdcam"
+    assert cfg.stage == "all"
+    assert "demo" in cfg.data
+    validate_config(cfg)
+
+
+def test_unknown_group_option_names_the_group(make_config):
+    with pytest.raises(MissingConfigException, match="cam"):
+        make_config("cam=gradcamm")
+
+
+def test_misspelt_key_names_the_key(make_config):
+    with pytest.raises(ConfigCompositionException, match="detla"):
+        make_config("cam=ltgradcam", "cam.detla=20")
+
+
+@pytest.mark.parametrize("delta", [100, -1, 150.5])
+def test_delta_out_of_range_names_the_field(make_config, delta):
+    cfg = make_config("cam=ltgradcam", f"cam.delta={delta}")
+    with pytest.raises(ConfigError, match=r"cam\.delta"):
+        validate_config(cfg)
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ("stage=train", "stage"),
+        ("modality=t3", "data.modality"),
+        ("eval.split=dev", "eval.split"),
+        ("cam.mask=crf", "cam.mask"),
+        ("cam.layers=9", "cam.layers"),
+        ("eval.limit=0", "eval.limit"),
+    ],
+)
+def test_bad_values_name_their_field(make_config, override, field):
+    cfg = make_config(override)
+    with pytest.raises(ConfigError) as info:
+        validate_config(cfg)
+    assert info.value.field == field
+    assert field in str(info.value)
+
+
+def test_real_dataset_without_root_is_rejected(make_config):
+    cfg = make_config("data=brats")
+    with pytest.raises(Exception, match="root"):
+        validate_config(cfg)
