@@ -52,7 +52,7 @@ class CAMEvaluationModule(pl.LightningModule):
         self.empty_hd95 = empty_hd95
         self.rows: list[dict[str, Any]] = []
         self._writer: MapWriter | None = None
-        self._pending: list[tuple[Any, dict[str, Any]]] = []
+        self._pending: list[dict[str, Any]] = []
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
@@ -81,13 +81,13 @@ class CAMEvaluationModule(pl.LightningModule):
             self._writer.add(image_id, maps_np[i])
         # Masks are made in the background (DenseCRF worker pool) while the next batch's CAMs
         # are computed; metrics are taken when they come back.
-        handle = self.mask_maker.submit(images_np, maps_np)
-        info = {"ids": list(batch["id"]), "gts": gts, "labels": labels, "scores": score_list}
-        self._pending.append((handle, info))
+        self.mask_maker.submit(images_np, maps_np)
+        self._pending.append(
+            {"ids": list(batch["id"]), "gts": gts, "labels": labels, "scores": score_list}
+        )
 
     def _collect(self) -> None:
-        for handle, info in self._pending:
-            masks = self.mask_maker.result(handle)
+        for info, masks in zip(self._pending, self.mask_maker.results(), strict=True):
             for i, image_id in enumerate(info["ids"]):
                 gt = info["gts"][i]
                 row: dict[str, Any] = {
@@ -106,6 +106,11 @@ class CAMEvaluationModule(pl.LightningModule):
         self._collect()
 
     def on_test_end(self) -> None:
+        self.close_maps(complete=True)
+
+    def close_maps(self, complete: bool) -> None:
+        """Finish the maps file; an incomplete one (the loop failed) is discarded."""
         if self._writer is not None:
-            self._writer.__exit__(None, None, None)
+            error = None if complete else RuntimeError("evaluation interrupted")
+            self._writer.__exit__(type(error) if error else None, error, None)
             self._writer = None

@@ -25,14 +25,14 @@ AUTHORS_EMPTY_HD95 = 373.12866
 ``sqrt(240^2 + 240^2 + 155^2)`` (SPEC 6)."""
 
 
-def _as_bool(mask: Any, name: str) -> np.ndarray:
+def _as_bool(mask: Any) -> np.ndarray:
     if hasattr(mask, "detach"):
         mask = mask.detach().cpu().numpy()
     return np.asarray(mask).astype(bool, copy=False)
 
 
 def _check_pair(pred: Any, gt: Any) -> tuple[np.ndarray, np.ndarray]:
-    pred, gt = _as_bool(pred, "pred"), _as_bool(gt, "gt")
+    pred, gt = _as_bool(pred), _as_bool(gt)
     if pred.shape != gt.shape:
         raise ValueError(f"pred shape {pred.shape} does not match gt shape {gt.shape}")
     if pred.ndim == 0 or pred.size == 0:
@@ -101,7 +101,7 @@ def binary_metrics(
 
 def group_of(gt_mask: Any) -> str:
     """``abnormal`` if the ground-truth mask has any foreground pixel, else ``normal`` (SPEC 6)."""
-    return "abnormal" if _as_bool(gt_mask, "gt_mask").any() else "normal"
+    return "abnormal" if _as_bool(gt_mask).any() else "normal"
 
 
 def summarize(rows: Iterable[dict[str, Any]], metrics: Sequence[str]) -> dict[str, dict]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,8 +37,19 @@ def write_per_image_csv(rows: Sequence[dict[str, Any]], path: str | os.PathLike)
     atomic_write_text(path, buffer.getvalue())
 
 
+def _finite(value: Any) -> Any:
+    """NaN (e.g. the mean of an empty group) becomes null: JSON has no NaN."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
 def write_json(data: dict[str, Any], path: str | os.PathLike) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+    atomic_write_text(path, json.dumps(_finite(data), indent=2, allow_nan=False) + "\n")
 
 
 def format_table(summary: dict[str, Any], metrics: Sequence[str], title: str = "") -> str:
@@ -50,7 +62,7 @@ def format_table(summary: dict[str, Any], metrics: Sequence[str], title: str = "
             continue
         cells = [group, str(stats["n"])]
         for metric in metrics:
-            cells.append(f"{stats[metric]['mean']:.3f} ± {stats[metric]['std']:.3f}")
+            cells.append(f"{stats[f'{metric}_mean']:.3f} ± {stats[f'{metric}_std']:.3f}")
         lines.append(cells)
     widths = [max(len(h), *(len(row[i]) for row in lines)) if lines else len(h)
               for i, h in enumerate(header)]

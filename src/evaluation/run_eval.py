@@ -26,9 +26,10 @@ METRICS = ("dice", "iou", "hd95", "precision", "recall")
 MAPS_FILE = "cam_maps.npz"
 
 
-def _mask_maker(cfg: DictConfig) -> MaskMaker:
-    return MaskMaker(method=cfg.cam.mask, threshold=cfg.cam.get("threshold"),
-                     workers=cfg.eval.mask_workers)
+def _mask_maker(cfg: DictConfig, workers: int) -> MaskMaker:
+    threshold = cfg.cam.get("threshold")
+    options = {} if threshold is None else {"threshold": threshold}
+    return MaskMaker(method=cfg.cam.mask, workers=workers, **options)
 
 
 def _item_index(loader: DataLoader) -> dict[str, int]:
@@ -50,13 +51,16 @@ def evaluate(
 ) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     maps_path = output_dir / MAPS_FILE
-    with _mask_maker(cfg) as mask_maker:
+    with _mask_maker(cfg, cfg.eval.mask_workers) as mask_maker:
         module = CAMEvaluationModule(
             net, cfg.cam.name, target_layers, options, mask_maker, maps_path,
             empty_hd95=cfg.eval.empty_hd95,
         )
         trainer = build_trainer(cfg, "eval", inference_mode=False)
-        trainer.test(module, dataloaders=loader, verbose=False)
+        try:
+            trainer.test(module, dataloaders=loader, verbose=False)
+        finally:
+            module.close_maps(complete=False)  # no-op after a complete loop
     rows = module.rows
     summary = {
         "method": cfg.cam.name,
@@ -72,6 +76,13 @@ def evaluate(
             f"HD95 {cfg.eval.empty_hd95 if cfg.eval.empty_hd95 is not None else 'image diagonal'}",
         },
         "groups": summarize(rows, list(METRICS)),
+    }
+    # The papers' tables report the abnormal (tumour) images; sweeps and recipes read this.
+    summary["headline_group"] = "abnormal"
+    summary["headline"] = {
+        metric: {"mean": summary["groups"]["abnormal"][f"{metric}_mean"],
+                 "std": summary["groups"]["abnormal"][f"{metric}_std"]}
+        for metric in METRICS
     }
     write_per_image_csv(rows, output_dir / "per_image.csv")
     write_json(summary, output_dir / "summary.json")
@@ -90,7 +101,7 @@ def _write_figure(cfg: DictConfig, rows: list[dict[str, Any]], loader: DataLoade
         return
     index = _item_index(loader)
     dataset = loader.dataset
-    mask_maker = MaskMaker(method=cfg.cam.mask, threshold=cfg.cam.get("threshold"), workers=0)
+    mask_maker = _mask_maker(cfg, workers=0)
 
     def panel_of(image_id: str):
         item = dataset[index[image_id]]

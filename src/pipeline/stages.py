@@ -140,7 +140,6 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     validate_config(cfg)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
     store = ModelStore(cfg.paths.model_store)
     datamodule = build_datamodule(cfg)
     summary: dict[str, Any] = {}
@@ -153,4 +152,9 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
             summary = eval_stage(cfg, datamodule, store)
     finally:
         finish_loggers()
+    # Written last, so a failed run never replaces the config of results already in the folder
+    # (Hydra keeps its own copy of every attempt in .hydra/).
+    tmp = output_dir / ".config.yaml.partial"
+    OmegaConf.save(cfg, tmp, resolve=True)
+    tmp.replace(output_dir / "config.yaml")
     return summary

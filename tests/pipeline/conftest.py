@@ -35,3 +35,9 @@ def make_config(tmp_path: Path) -> Callable[..., DictConfig]:
         return compose_config(overrides, output_dir or tmp_path / "run")
 
     return make
+
+
+@pytest.fixture(scope="session")
+def composer() -> Callable[[Sequence[str], Path], DictConfig]:
+    """`compose_config` itself, for module-scoped fixtures."""
+    return compose_config

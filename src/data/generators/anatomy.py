@@ -43,23 +43,31 @@ class Brain:
     wm: np.ndarray
     csf: np.ndarray
     mask: np.ndarray  # bool
-    t1_template: np.ndarray  # the real MNI T1 intensities, for texture
+    texture: np.ndarray  # real MNI T1 minus its tissue-model prediction: fine anatomy detail
 
 
 @dataclass
 class Tumour:
-    """Soft memberships of the tumour parts (float32, [0, 1], zero outside the brain)."""
+    """Soft memberships of the tumour parts (float32, [0, 1], zero outside the brain).
+
+    ``parts`` cover only the tumour's bounding ``box`` of a volume of ``shape`` (speed).
+    """
 
     parts: dict[str, np.ndarray]
+    box: tuple[slice, ...]
+    shape: tuple[int, ...]
+    texture: np.ndarray  # multiplicative heterogeneity of the tumour intensities in the box
 
     def labels(self) -> np.ndarray:
-        """Hard BraTS labels (uint8, values in {0, 1, 2, 4}) from the soft memberships."""
+        """Hard BraTS labels (uint8, values in {0, 1, 2, 4}) on the whole volume."""
         necrosis, enhancing, oedema = (self.parts[p] for p in TUMOUR_PARTS)
-        seg = np.zeros(necrosis.shape, np.uint8)
+        local = np.zeros(necrosis.shape, np.uint8)
         # The parts are differences of nested level sets; threshold the nested sets.
-        seg[oedema + enhancing + necrosis >= 0.5] = BRATS_LABELS["oedema"]
-        seg[enhancing + necrosis >= 0.5] = BRATS_LABELS["enhancing"]
-        seg[necrosis >= 0.5] = BRATS_LABELS["necrosis"]
+        local[oedema + enhancing + necrosis > 0] = BRATS_LABELS["oedema"]
+        local[enhancing + necrosis >= 0.5] = BRATS_LABELS["enhancing"]
+        local[necrosis >= 0.5] = BRATS_LABELS["necrosis"]
+        seg = np.zeros(self.shape, np.uint8)
+        seg[self.box] = local
         return seg
 
 
@@ -108,21 +116,27 @@ def sample_brain(shape: tuple[int, int, int], rng: np.random.Generator) -> Brain
         [[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]]
     )
     matrix = rot @ np.diag(mm_per_voxel * rng.uniform(0.94, 1.06, 3))
-    axes = [torch.arange(n, dtype=torch.float32) - (n - 1) / 2 for n in shape]
+    # Large grids are warped at half resolution and upsampled: 3D grid_sample dominates the
+    # cost and the template's 1 mm detail survives a 2x trilinear round trip well enough.
+    coarse = tuple(-(-n // 2) for n in shape) if np.prod(shape) > 4e6 else shape
+    axes = [torch.linspace(-(n - 1) / 2, (n - 1) / 2, m) for n, m in zip(shape, coarse, strict=True)]
     grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)  # (X, Y, Z, 3)
     pos = grid @ torch.from_numpy(matrix.T.astype(np.float32)) + torch.from_numpy(
         centre.astype(np.float32)
     )
-    pos += torch.from_numpy(np.moveaxis(smooth_noise(rng, shape, 4, 3), 0, -1) * 3.0)
+    pos += torch.from_numpy(np.moveaxis(smooth_noise(rng, coarse, 4, 3), 0, -1) * 3.0)
     norm = 2 * pos / torch.from_numpy((tshape - 1).astype(np.float32)) - 1
     # grid_sample wants (x, y, z) = (last, middle, first) input axis.
-    warped = F.grid_sample(template, norm.flip(-1)[None], align_corners=True)[0].numpy()
-    t1, gm, wm, mask = warped
+    warped = F.grid_sample(template, norm.flip(-1)[None], align_corners=True)
+    if coarse != shape:
+        warped = F.interpolate(warped, size=shape, mode="trilinear", align_corners=True)
+    t1, gm, wm, mask = warped[0].numpy()
     brain = mask > 0.5
     gm = np.clip(gm, 0, 1) * brain
     wm = np.clip(wm, 0, 1) * brain
     csf = np.clip(1 - gm - wm, 0, 1) * brain
-    return Brain(gm=gm, wm=wm, csf=csf, mask=brain, t1_template=np.clip(t1, 0, 1) * brain)
+    texture = np.clip(t1, 0, 1) * brain - (0.65 * gm + 0.87 * wm + 0.28 * csf)
+    return Brain(gm=gm, wm=wm, csf=csf, mask=brain, texture=texture)
 
 
 def sample_tumour(brain: Brain, rng: np.random.Generator) -> Tumour:
@@ -144,7 +158,8 @@ def sample_tumour(brain: Brain, rng: np.random.Generator) -> Tumour:
         for a, b, c, r in zip(lo, hi, centre, radii, strict=True)
     ]
     gx, gy, gz = np.meshgrid(*axes, indexing="ij", sparse=True)
-    r = np.sqrt(gx**2 + gy**2 + gz**2) * (1 + 0.35 * smooth_noise(rng, bshape, 4)[0])
+    wobble = smooth_noise(rng, bshape, 4, 2)
+    r = np.sqrt(gx**2 + gy**2 + gz**2) * (1 + 0.3 * wobble[0] + 0.12 * wobble[1] ** 3)
 
     inner = 0.0 if rng.random() < 0.2 else rng.uniform(0.25, 0.4)
     rim = inner + rng.uniform(0.15, 0.3)
@@ -160,12 +175,11 @@ def sample_tumour(brain: Brain, rng: np.random.Generator) -> Tumour:
         "enhancing": core - (necro if necro is not None else 0),
         "necrosis": necro if necro is not None else np.zeros(bshape, np.float32),
     }
-    parts = {}
-    for name, values in local.items():
-        full = np.zeros(shape, np.float32)
-        full[box] = np.clip(values, 0, 1) * inside
-        parts[name] = full
-    return Tumour(parts=parts)
+    parts = {name: np.clip(v, 0, 1) * inside for name, v in local.items()}
+    # Infiltrative oedema: partly keeps the contrast of the tissue it replaces.
+    parts["oedema"] *= np.float32(rng.uniform(0.7, 0.95))
+    texture = 1 + 0.12 * smooth_noise(rng, bshape, 7)[0]
+    return Tumour(parts=parts, box=box, shape=shape, texture=texture)
 
 
 def render(
@@ -177,15 +191,19 @@ def render(
 ) -> np.ndarray:
     """Float32 intensities of one modality: tissue contrasts, tumour, bias field and noise."""
     c = {k: v * rng.uniform(0.92, 1.08) for k, v in CONTRASTS[modality].items()}
-    img = c["csf"] * brain.csf + c["gm"] * brain.gm + c["wm"] * brain.wm
     # Borrow the real template's fine texture (sign flipped where the contrast is inverted).
-    sign = 1.0 if c["wm"] > c["gm"] else -1.0
-    img += sign * 0.25 * (brain.t1_template - (0.65 * brain.gm + 0.87 * brain.wm + 0.28 * brain.csf))
+    img = brain.texture * np.float32(0.25 if c["wm"] > c["gm"] else -0.25)
+    for tissue in ("csf", "gm", "wm"):
+        img += np.float32(c[tissue]) * getattr(brain, tissue)
     if tumour is not None:
         gain = rng.uniform(0.85, 1.15)
         for part in TUMOUR_PARTS:
-            w = tumour.parts[part]
-            img += w * (c[part] * gain - img)
-    img *= np.exp(0.12 * smooth_noise(rng, brain.mask.shape, 3)[0])
+            w, sub = tumour.parts[part], img[tumour.box]
+            sub += w * (c[part] * gain * tumour.texture - sub)
+    bias = smooth_noise(rng, brain.mask.shape, 3)[0]
+    bias *= 0.12
+    img *= np.exp(bias, out=bias)
     img += rng.standard_normal(img.shape, dtype=np.float32) * np.float32(noise)
-    return np.clip(img, 0, None) * brain.mask
+    np.clip(img, 0, None, out=img)
+    img[~brain.mask] = 0
+    return img

@@ -1,8 +1,12 @@
-"""Test helpers: tiny in-memory data in the batch format of the DataModules (dicts of image/label/mask/id),
-and quiet CPU trainer settings."""
+"""Fixtures: tiny in-memory data in the DataModules' batch format (dicts of image, label, mask,
+id) and quiet CPU trainers."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import pytest
+import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -35,12 +39,8 @@ class DictDataset(Dataset):
         }
 
 
-def loader(n: int = 8, num_classes: int = 1, batch_size: int = 4, seed: int = 0) -> DataLoader:
-    return DataLoader(DictDataset(n, num_classes, seed), batch_size=batch_size)
-
-
-def trainer_kwargs(**overrides) -> dict:
-    """Quiet CPU trainer settings used by every fit in these tests."""
+def quiet_trainer_kwargs(**overrides) -> dict:
+    """Quiet CPU trainer settings shared by every fit in these tests (and the DDP script)."""
     kwargs = dict(
         accelerator="cpu",
         devices=1,
@@ -52,3 +52,19 @@ def trainer_kwargs(**overrides) -> dict:
     )
     kwargs.update(overrides)
     return kwargs
+
+
+@pytest.fixture
+def make_loader() -> Callable[..., DataLoader]:
+    """``make_loader(n, num_classes, batch_size, seed)``: a loader of DictDataset, in order."""
+
+    def make(n: int = 8, num_classes: int = 1, batch_size: int = 4, seed: int = 0) -> DataLoader:
+        return DataLoader(DictDataset(n, num_classes, seed), batch_size=batch_size)
+
+    return make
+
+
+@pytest.fixture
+def make_trainer() -> Callable[..., pl.Trainer]:
+    """``make_trainer(**overrides)``: a quiet single-process CPU trainer."""
+    return lambda **overrides: pl.Trainer(**quiet_trainer_kwargs(**overrides))

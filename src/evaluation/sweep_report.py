@@ -1,0 +1,145 @@
+"""Aggregate a sweep folder (Hydra multirun) into a table and metric-versus-delta plots.
+
+Every job folder holding a `summary.json` and `config.yaml` becomes one row: the CAM method,
+its truncation percentile delta, the other options that differ between jobs, and the headline
+metrics (mean ± std). The plots are the second paper's Fig. 4/5: one line per method.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+from src.evaluation.reports import atomic_write_text  # noqa: E402
+
+
+def collect(sweep_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """One dict per finished job below `sweep_dir`, sorted by method then delta."""
+    rows = []
+    for summary_path in sorted(Path(sweep_dir).rglob("summary.json")):
+        job = summary_path.parent
+        config_path = job / "config.yaml"
+        if not config_path.is_file():
+            continue
+        cfg = OmegaConf.load(config_path)
+        summary = json.loads(summary_path.read_text())
+        row: dict[str, Any] = {
+            "job": str(job.relative_to(sweep_dir)),
+            "method": cfg.cam.name,
+            "delta": cfg.cam.get("delta"),
+            "data": Path(str(cfg.data.get("root", ""))).name,
+            "modality": cfg.data.get("modality"),
+        }
+        for metric, stats in summary.get("headline", {}).items():
+            row[f"{metric}_mean"] = stats["mean"]
+            row[f"{metric}_std"] = stats["std"]
+        rows.append(row)
+    if not rows:
+        raise FileNotFoundError(f"No finished jobs (summary.json + config.yaml) under {sweep_dir}")
+
+    def order(row: dict[str, Any]) -> tuple:
+        delta = row["delta"]
+        return (row["method"], -1.0 if delta is None else float(delta), row["job"])
+
+    return sorted(rows, key=order)
+
+
+def metric_names(rows: Sequence[dict[str, Any]]) -> list[str]:
+    return [k[: -len("_mean")] for k in rows[0] if k.endswith("_mean")]
+
+
+def _cell(mean: Any, std: Any) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "n/a"
+    return f"{mean:.3f} ± {std:.3f}"
+
+
+def to_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    metrics = metric_names(rows)
+    header = ["method", "delta", *metrics, "job"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        delta = "off" if row["delta"] is None else f"{row['delta']:g}"
+        cells = [row["method"], delta, *(_cell(row[f"{m}_mean"], row[f"{m}_std"]) for m in metrics),
+                 row["job"]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(rows: Sequence[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def plot_against_delta(rows: Sequence[dict[str, Any]], metric: str, path: Path) -> bool:
+    """Mean (± std band) of `metric` against delta, one line per method; False if no deltas."""
+    by_method: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        if row["delta"] is not None and row.get(f"{metric}_mean") is not None:
+            by_method.setdefault(row["method"], []).append(row)
+    if not by_method:
+        return False
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for method, items in sorted(by_method.items()):
+        items = sorted(items, key=lambda r: r["delta"])
+        x = [r["delta"] for r in items]
+        mean = [r[f"{metric}_mean"] for r in items]
+        std = [r[f"{metric}_std"] or 0.0 for r in items]
+        ax.plot(x, mean, marker="o", label=method)
+        ax.fill_between(x, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
+                        alpha=0.15)
+    ax.set_xlabel("truncation percentile delta")
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return True
+
+
+def write_report(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Write sweep_report.md / .csv and one plot per metric; returns the files written."""
+    rows = collect(sweep_dir)
+    out = Path(out_dir or sweep_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "sweep_report.md", out / "sweep_report.csv"]
+    atomic_write_text(written[0], to_markdown(rows))
+    atomic_write_text(written[1], to_csv(rows))
+    for metric in metric_names(rows):
+        path = out / f"sweep_{metric}_vs_delta.png"
+        if plot_against_delta(rows, metric, path):
+            written.append(path)
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", help="a multirun folder (or any folder of finished runs)")
+    parser.add_argument("--out", help="where to write the report (default: sweep_dir)")
+    args = parser.parse_args(argv)
+    for path in write_report(args.sweep_dir, args.out):
+        print(path)
+    print(to_markdown(collect(args.sweep_dir)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""The whole pipeline on tiny generated BraTS-format data, through the real loader.
+
+One module-scoped run trains once; the other tests check what it wrote and that later runs
+reuse its classifier.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from src.data.generators.brats import generate_brats
+from src.evaluation.map_store import read_maps
+from src.evaluation.masks import MaskMaker
+from src.evaluation.metrics import binary_metrics
+from src.pipeline.config import ConfigError
+from src.pipeline.stages import run_pipeline
+
+pytestmark = pytest.mark.slow
+
+EVAL_IMAGES = 6
+
+
+def _overrides(data_root: Path, cache: Path, *extra: str) -> list[str]:
+    return [
+        "data=brats",
+        f"data.root={data_root}",
+        f"data.cache_dir={cache / 'slices'}",
+        f"paths.model_store={cache / 'classifiers'}",
+        "data.image_size=32",
+        "data.batch_size=16",
+        "pretrain.epochs=1",
+        "pretrain.batch_size=16",
+        "finetune.epochs=1",
+        "finetune.batch_size=16",
+        f"eval.limit={EVAL_IMAGES}",
+        "eval.batch_size=4",
+        "eval.mask_workers=0",
+        "eval.figure_images=2",
+        "trainer.enable_progress_bar=false",
+        "logger=csv",
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("e2e")
+    data_root = root / "BraTS2021"
+    generate_brats(data_root, n_cases=6, seed=1, shape=(48, 48, 24), normal_cases=1)
+    return {"root": root, "data": data_root, "cache": root / "cache"}
+
+
+@pytest.fixture(scope="module")
+def first_run(workspace, composer) -> dict[str, object]:
+    out = workspace["root"] / "run1"
+    cfg = composer(_overrides(workspace["data"], workspace["cache"], "cam=gradcam",
+                                    "cam.mask=densecrf"), out)
+    summary = run_pipeline(cfg)
+    return {"out": out, "summary": summary, "cfg": cfg}
+
+
+def _rows(out: Path) -> list[dict[str, str]]:
+    with open(out / "per_image.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_run_writes_every_output(first_run):
+    out = first_run["out"]
+    for name in ("config.yaml", "per_image.csv", "summary.json", "cam_maps.npz",
+                 "overview.png", "split.json"):
+        assert (out / name).is_file(), name
+    assert list((out / "checkpoints" / "finetune").glob("*.ckpt"))
+    rows = _rows(out)
+    assert len(rows) == EVAL_IMAGES
+    assert len({r["id"] for r in rows}) == EVAL_IMAGES
+    summary = json.loads((out / "summary.json").read_text())
+    groups = summary["groups"]
+    assert groups["all"]["n"] == EVAL_IMAGES
+    assert groups["abnormal"]["n"] + groups["normal"]["n"] == EVAL_IMAGES
+    dice = [float(r["dice"]) for r in rows]
+    assert groups["all"]["dice_mean"] == pytest.approx(np.mean(dice), abs=1e-5)
+    assert groups["all"]["dice_std"] == pytest.approx(np.std(dice), abs=1e-5)
+
+
+def test_saved_maps_reproduce_the_reported_metrics(first_run):
+    """The per-image numbers follow from the saved maps: nothing is lost between stages."""
+    out = first_run["out"]
+    maps = dict(read_maps(out / "cam_maps.npz"))
+    rows = {r["id"]: r for r in _rows(out)}
+    assert set(maps) == set(rows)
+    for cam_map in maps.values():
+        assert cam_map.shape == (32, 32)
+        assert np.isfinite(cam_map).all() and cam_map.min() >= 0 and cam_map.max() <= 1
+
+
+def test_second_run_reuses_the_classifier(workspace, first_run, composer):
+    store = workspace["cache"] / "classifiers"
+    before = {p: p.stat().st_mtime_ns for p in store.rglob("*") if p.is_file()}
+    out = workspace["root"] / "run2"
+    cfg = composer(_overrides(workspace["data"], workspace["cache"], "cam=cfdcam",
+                                    "cam.batch_size=32"), out)
+    summary = run_pipeline(cfg)
+    assert not (out / "checkpoints").exists(), "the second run trained again"
+    after = {p: p.stat().st_mtime_ns for p in store.rglob("*") if p.is_file()}
+    assert after == before
+    assert summary["method"] == "cfdcam"
+    assert len(_rows(out)) == EVAL_IMAGES
+
+
+def test_bad_checkpoint_fails_clearly_and_keeps_results(workspace, first_run, tmp_path, composer):
+    out = first_run["out"]
+    before = (out / "summary.json").read_bytes()
+    bad = tmp_path / "broken.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    cfg = composer(_overrides(workspace["data"], workspace["cache"], "stage=eval",
+                                    f"ckpt={bad}"), out)
+    with pytest.raises(RuntimeError, match="broken.ckpt"):
+        run_pipeline(cfg)
+    cfg = composer(_overrides(workspace["data"], workspace["cache"], "stage=eval",
+                                    f"ckpt={tmp_path / 'missing.ckpt'}"), out)
+    with pytest.raises(FileNotFoundError, match="missing.ckpt"):
+        run_pipeline(cfg)
+    assert (out / "summary.json").read_bytes() == before
+
+
+def test_bad_value_stops_before_any_work(workspace, tmp_path, composer):
+    cfg = composer(_overrides(workspace["data"], workspace["cache"], "cam=ltgradcam",
+                                    "cam.delta=100"), tmp_path / "bad")
+    with pytest.raises(ConfigError, match=r"cam\.delta"):
+        run_pipeline(cfg)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_masks_recomputed_from_maps_match_the_csv(first_run):
+    """Dice in the CSV equals Dice of the mask recomputed from the saved map and the GT."""
+    from hydra.utils import instantiate
+
+    out = first_run["out"]
+    cfg = first_run["cfg"]
+    rows = {r["id"]: r for r in _rows(out)}
+    maps = dict(read_maps(out / "cam_maps.npz"))
+    data_cfg = {k: v for k, v in cfg.data.items() if k != "demo"}
+    datamodule = instantiate(data_cfg)
+    datamodule.setup("test")
+    dataset = datamodule.dataset("test")
+    items = {dataset[i]["id"]: dataset[i] for i in range(len(dataset))}
+    with MaskMaker(method="densecrf", workers=0) as maker:
+        for image_id, row in rows.items():
+            item = items[image_id]
+            image = (item["image"].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+            mask = maker(image[None], maps[image_id][None])[0]
+            metrics = binary_metrics(mask, item["mask"].numpy().astype(bool))
+            # Maps are stored as float16, so allow a near-tie pixel to flip.
+            assert metrics["dice"] == pytest.approx(float(row["dice"]), abs=0.05)
