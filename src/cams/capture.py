@@ -118,7 +118,9 @@ class FeatureCapture:
     @property
     def outputs(self) -> list[torch.Tensor]:
         """The outputs stored by the last ``record()``, in the order of ``modules``."""
-        missing = [name for name, out in zip(self.names, self._outputs) if out is None]
+        missing = [
+            name for name, out in zip(self.names, self._outputs, strict=False) if out is None
+        ]
         if missing or len(self._outputs) != len(self.modules):
             raise RuntimeError(
                 f"target layer(s) {missing or self.names} produced no output during the forward "
@@ -134,8 +136,7 @@ class FeatureCapture:
         if not isinstance(output, torch.Tensor) or output.ndim != 4:
             shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output)
             raise ValueError(
-                f"target layer {self.names[index]!r} must output a (B, C, h, w) tensor, "
-                f"got {shape}"
+                f"target layer {self.names[index]!r} must output a (B, C, h, w) tensor, got {shape}"
             )
         self._outputs[index] = output
         return output.clone()

@@ -26,6 +26,27 @@ def to_uint8_rgb(images: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(array.permute(0, 2, 3, 1).cpu().numpy())
 
 
+def image_row(
+    image_id: str,
+    gt: np.ndarray,
+    mask: np.ndarray,
+    label: int,
+    score: float,
+    empty_hd95: float | None,
+) -> dict[str, Any]:
+    """The per_image.csv row of one image: identity, group, classifier output, metrics."""
+    row: dict[str, Any] = {
+        "id": image_id,
+        "group": group_of(gt),
+        "label": int(label),
+        "score": float(score),
+        "gt_area": int(gt.sum()),
+        "pred_area": int(mask.sum()),
+    }
+    row.update(binary_metrics(mask, gt, empty_hd95=empty_hd95))
+    return row
+
+
 class CAMEvaluationModule(pl.LightningModule):
     """Computes a CAM per test image, turns it into a mask and scores it against the GT.
 
@@ -64,14 +85,19 @@ class CAMEvaluationModule(pl.LightningModule):
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         images = batch["image"]
-        with torch.enable_grad(), build_cam(
-            self.cam_name, self.net, target_layers=self.target_layers, **self.cam_options
-        ) as cam:
+        with (
+            torch.enable_grad(),
+            build_cam(
+                self.cam_name, self.net, target_layers=self.target_layers, **self.cam_options
+            ) as cam,
+        ):
             maps = cam(images, None)
         with torch.no_grad():
             logits = self.net(images)
         scores = torch.sigmoid(logits[:, 0]) if logits.shape[1] == 1 else logits.softmax(1).amax(1)
-        maps_np = maps.detach().float().cpu().numpy()
+        # Masks are made from the float16 maps that are saved, so `stage=masks` can recompute
+        # them exactly from the maps file.
+        maps_np = maps.detach().half().float().cpu().numpy()
         images_np = to_uint8_rgb(images)
         gts = batch["mask"].cpu().numpy().astype(bool)
         labels = batch["label"].cpu().numpy()
@@ -89,17 +115,16 @@ class CAMEvaluationModule(pl.LightningModule):
     def _collect(self) -> None:
         for info, masks in zip(self._pending, self.mask_maker.results(), strict=True):
             for i, image_id in enumerate(info["ids"]):
-                gt = info["gts"][i]
-                row: dict[str, Any] = {
-                    "id": image_id,
-                    "group": group_of(gt),
-                    "label": int(info["labels"][i].max() > 0.5),
-                    "score": float(info["scores"][i]),
-                    "gt_area": int(gt.sum()),
-                    "pred_area": int(masks[i].sum()),
-                }
-                row.update(binary_metrics(masks[i], gt, empty_hd95=self.empty_hd95))
-                self.rows.append(row)
+                self.rows.append(
+                    image_row(
+                        image_id,
+                        info["gts"][i],
+                        masks[i],
+                        int(info["labels"][i].max() > 0.5),
+                        info["scores"][i],
+                        self.empty_hd95,
+                    )
+                )
         self._pending = []
 
     def on_test_epoch_end(self) -> None:

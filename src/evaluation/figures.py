@@ -17,6 +17,16 @@ import numpy as np  # noqa: E402
 Panel = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
+def overlay_rgb(image: np.ndarray, cam_map: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Image blended with the jet-coloured CAM, the predicted mask's border in white (uint8)."""
+    heat = plt.get_cmap("jet")(np.clip(cam_map, 0, 1))[..., :3] * 255
+    blend = 0.5 * image.astype(np.float32) + 0.5 * heat
+    border = mask & ~np.pad(mask, 1)[2:, 1:-1] | mask & ~np.pad(mask, 1)[:-2, 1:-1]
+    border |= mask & ~np.pad(mask, 1)[1:-1, 2:] | mask & ~np.pad(mask, 1)[1:-1, :-2]
+    blend[border] = 255
+    return blend.round().astype(np.uint8)
+
+
 def pick_examples(rows: Sequence[dict[str, Any]], count: int, metric: str = "dice") -> list[str]:
     """Ids spread from best to worst `metric` among abnormal images (normal ones if none)."""
     pool = [r for r in rows if r["group"] == "abnormal"] or list(rows)
@@ -55,8 +65,12 @@ def save_overview(
             else:
                 ax.imshow(data, cmap=cmap, vmin=0 if cmap else None, vmax=1 if cmap else None)
             if c in (1, 3):
-                ax.contour(gt if c == 3 else mask, levels=[0.5], colors="r" if c == 3 else "c",
-                           linewidths=0.8)
+                ax.contour(
+                    gt if c == 3 else mask,
+                    levels=[0.5],
+                    colors="r" if c == 3 else "c",
+                    linewidths=0.8,
+                )
             ax.set_title(label, fontsize=8)
             ax.axis("off")
     if title:

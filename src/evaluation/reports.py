@@ -64,8 +64,10 @@ def format_table(summary: dict[str, Any], metrics: Sequence[str], title: str = "
         for metric in metrics:
             cells.append(f"{stats[f'{metric}_mean']:.3f} ± {stats[f'{metric}_std']:.3f}")
         lines.append(cells)
-    widths = [max(len(h), *(len(row[i]) for row in lines)) if lines else len(h)
-              for i, h in enumerate(header)]
+    widths = [
+        max(len(h), *(len(row[i]) for row in lines)) if lines else len(h)
+        for i, h in enumerate(header)
+    ]
 
     def fmt(cells: Sequence[str]) -> str:
         return " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True))

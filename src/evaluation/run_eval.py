@@ -3,6 +3,8 @@ a figure into the run folder, and print the results table."""
 
 from __future__ import annotations
 
+import csv
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -10,15 +12,16 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, Subset
 
-from src.evaluation.cam_module import CAMEvaluationModule, to_uint8_rgb
-from src.evaluation.figures import pick_examples, save_overview
-from src.evaluation.map_store import load_map
+from src.evaluation.cam_module import CAMEvaluationModule, image_row, to_uint8_rgb
+from src.evaluation.figures import Panel, overlay_rgb, pick_examples, save_overview
+from src.evaluation.map_store import load_map, read_maps
 from src.evaluation.masks import MaskMaker
 from src.evaluation.metrics import summarize
 from src.evaluation.reports import format_table, write_json, write_per_image_csv
-from src.pipeline.trainer import build_trainer
+from src.evaluation.wandb_report import log_results
+from src.pipeline.trainer import active_wandb_run, build_trainer
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +35,12 @@ def _mask_maker(cfg: DictConfig, workers: int) -> MaskMaker:
     return MaskMaker(method=cfg.cam.mask, workers=workers, **options)
 
 
-def _item_index(loader: DataLoader) -> dict[str, int]:
-    """Position of each image id in the loader's dataset, for fetching figure panels."""
-    dataset = loader.dataset
+def _item_index(dataset: Dataset) -> dict[str, int]:
+    """Position of each image id in the dataset (a Subset maps through its indices)."""
+    if isinstance(dataset, Subset):
+        inner = _item_index(dataset.dataset)
+        wanted = {position: i for i, position in enumerate(dataset.indices)}
+        return {image_id: wanted[pos] for image_id, pos in inner.items() if pos in wanted}
     ids = getattr(dataset, "ids", None)
     if ids is None:
         ids = [dataset[i]["id"] for i in range(len(dataset))]
@@ -49,11 +55,17 @@ def evaluate(
     options: dict[str, Any],
     checkpoint: str,
 ) -> dict[str, Any]:
+    """Run the CAM test loop over `loader` and write the results of the run."""
     output_dir = Path(cfg.paths.output_dir)
     maps_path = output_dir / MAPS_FILE
     with _mask_maker(cfg, cfg.eval.mask_workers) as mask_maker:
         module = CAMEvaluationModule(
-            net, cfg.cam.name, target_layers, options, mask_maker, maps_path,
+            net,
+            cfg.cam.name,
+            target_layers,
+            options,
+            mask_maker,
+            maps_path,
             empty_hd95=cfg.eval.empty_hd95,
         )
         trainer = build_trainer(cfg, "eval", inference_mode=False)
@@ -61,54 +73,123 @@ def evaluate(
             trainer.test(module, dataloaders=loader, verbose=False)
         finally:
             module.close_maps(complete=False)  # no-op after a complete loop
-    rows = module.rows
+    info = {"target_layers": target_layers, "cam_options": options, "checkpoint": checkpoint}
+    return write_results(cfg, module.rows, loader.dataset, maps_path, info)
+
+
+def remask(cfg: DictConfig, dataset: Dataset, source_dir: str | Path) -> dict[str, Any]:
+    """`stage=masks`: masks and metrics again from a finished run's saved maps, with this
+    run's mask options (`cam.mask`, `cam.threshold`, `eval.empty_hd95`); no network runs."""
+    source = Path(source_dir)
+    maps_path = source / MAPS_FILE
+    for needed in (maps_path, source / "per_image.csv", source / "summary.json"):
+        if not needed.is_file():
+            raise FileNotFoundError(
+                f"stage=masks needs {needed.name} of a finished run: {needed} is missing"
+            )
+    with open(source / "per_image.csv") as handle:
+        previous = {row["id"]: row for row in csv.DictReader(handle)}
+    index = _item_index(dataset)
+    rows = []
+    with _mask_maker(cfg, cfg.eval.mask_workers) as mask_maker:
+        ids = []
+        for image_id, cam_map in read_maps(maps_path):
+            if image_id not in index:
+                raise KeyError(f"{maps_path}: image {image_id!r} is not in the configured dataset")
+            item = dataset[index[image_id]]
+            mask_maker.submit(to_uint8_rgb(item["image"][None]), cam_map[None])
+            ids.append((image_id, item["mask"].numpy().astype(bool)))
+        for (image_id, gt), masks in zip(ids, mask_maker.results(), strict=True):
+            old = previous[image_id]
+            rows.append(
+                image_row(
+                    image_id,
+                    gt,
+                    masks[0],
+                    int(old["label"]),
+                    float(old["score"]),
+                    cfg.eval.empty_hd95,
+                )
+            )
+    info = json.loads((source / "summary.json").read_text())
+    info = {key: info.get(key) for key in ("target_layers", "cam_options", "checkpoint")}
+    info["maps_from"] = str(maps_path)
+    return write_results(cfg, rows, dataset, maps_path, info)
+
+
+def write_results(
+    cfg: DictConfig,
+    rows: list[dict[str, Any]],
+    dataset: Dataset,
+    maps_path: Path,
+    info: dict[str, Any],
+) -> dict[str, Any]:
+    """per_image.csv, summary.json, overview.png and the printed table."""
+    output_dir = Path(cfg.paths.output_dir)
+    groups = summarize(rows, list(METRICS))
+    empty_hd95 = cfg.eval.empty_hd95 if cfg.eval.empty_hd95 is not None else "image diagonal"
     summary = {
         "method": cfg.cam.name,
-        "target_layers": target_layers,
-        "cam_options": options,
+        **info,
         "mask": cfg.cam.mask,
         "split": cfg.eval.split,
-        "checkpoint": checkpoint,
         "conventions": {
             "groups": "abnormal = ground truth non-empty; normal = empty; all = both",
             "std": "population (ddof=0)",
             "empty_cases": "both empty: Dice 1, IoU 1, HD95 0; one empty: Dice 0, IoU 0, "
-            f"HD95 {cfg.eval.empty_hd95 if cfg.eval.empty_hd95 is not None else 'image diagonal'}",
+            f"HD95 {empty_hd95}",
         },
-        "groups": summarize(rows, list(METRICS)),
-    }
-    # The papers' tables report the abnormal (tumour) images; sweeps and recipes read this.
-    summary["headline_group"] = "abnormal"
-    summary["headline"] = {
-        metric: {"mean": summary["groups"]["abnormal"][f"{metric}_mean"],
-                 "std": summary["groups"]["abnormal"][f"{metric}_std"]}
-        for metric in METRICS
+        "groups": groups,
+        # The papers' tables report the abnormal (tumour) images; sweeps and recipes read this.
+        "headline_group": "abnormal",
+        "headline": {
+            metric: {
+                "mean": groups["abnormal"][f"{metric}_mean"],
+                "std": groups["abnormal"][f"{metric}_std"],
+            }
+            for metric in METRICS
+        },
     }
     write_per_image_csv(rows, output_dir / "per_image.csv")
     write_json(summary, output_dir / "summary.json")
-    _write_figure(cfg, rows, loader, maps_path, output_dir / "overview.png")
-    table = format_table(summary["groups"], ("dice", "iou", "hd95"),
-                         title=f"{cfg.cam.name} on {cfg.eval.split} split ({output_dir})")
+    figure = output_dir / "overview.png"
+    panels = _write_figure(cfg, rows, dataset, maps_path, figure)
+    run = active_wandb_run()
+    if run is not None:
+        overlays = {
+            image_id: overlay_rgb(image, cam_map, mask)
+            for image_id, (image, _, cam_map, mask) in panels.items()
+        }
+        log_results(run, summary, rows, overlays, [figure])
+    table = format_table(
+        groups,
+        ("dice", "iou", "hd95"),
+        title=f"{cfg.cam.name} on the {cfg.eval.split} split ({output_dir})",
+    )
     print("\n" + table + "\n")
     log.info("Results written to %s", output_dir)
     return summary
 
 
-def _write_figure(cfg: DictConfig, rows: list[dict[str, Any]], loader: DataLoader,
-                  maps_path: Path, path: Path) -> None:
+def _write_figure(
+    cfg: DictConfig, rows: list[dict[str, Any]], dataset: Dataset, maps_path: Path, path: Path
+) -> dict[str, Panel]:
+    """The overview figure; returns the panels it shows, by image id."""
     ids = pick_examples(rows, cfg.eval.figure_images)
-    if not ids:
-        return
-    index = _item_index(loader)
-    dataset = loader.dataset
+    index = _item_index(dataset)
     mask_maker = _mask_maker(cfg, workers=0)
-
-    def panel_of(image_id: str):
+    panels: dict[str, Panel] = {}
+    for image_id in ids:
         item = dataset[index[image_id]]
         image = to_uint8_rgb(item["image"][None])[0]
         cam_map = load_map(maps_path, image_id)
-        mask = mask_maker(image[None], cam_map[None])[0]
-        return image, item["mask"].numpy().astype(bool), cam_map, np.asarray(mask, dtype=bool)
-
-    save_overview(ids, panel_of, {r["id"]: r for r in rows}, path,
-                  title=f"{cfg.cam.name}: best to worst Dice on the {cfg.eval.split} split")
+        mask = np.asarray(mask_maker(image[None], cam_map[None])[0], dtype=bool)
+        panels[image_id] = (image, item["mask"].numpy().astype(bool), cam_map, mask)
+    save_overview(
+        ids,
+        panels.__getitem__,
+        {r["id"]: r for r in rows},
+        path,
+        title=f"{cfg.cam.name}: best to worst Dice on the {cfg.eval.split} split",
+    )
+    return panels

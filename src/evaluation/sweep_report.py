@@ -73,8 +73,12 @@ def to_markdown(rows: Sequence[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         delta = "off" if row["delta"] is None else f"{row['delta']:g}"
-        cells = [row["method"], delta, *(_cell(row[f"{m}_mean"], row[f"{m}_std"]) for m in metrics),
-                 row["job"]]
+        cells = [
+            row["method"],
+            delta,
+            *(_cell(row[f"{m}_mean"], row[f"{m}_std"]) for m in metrics),
+            row["job"],
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -102,8 +106,9 @@ def plot_against_delta(rows: Sequence[dict[str, Any]], metric: str, path: Path) 
         mean = [r[f"{metric}_mean"] for r in items]
         std = [r[f"{metric}_std"] or 0.0 for r in items]
         ax.plot(x, mean, marker="o", label=method)
-        ax.fill_between(x, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
-                        alpha=0.15)
+        low = [m - s for m, s in zip(mean, std, strict=True)]
+        high = [m + s for m, s in zip(mean, std, strict=True)]
+        ax.fill_between(x, low, high, alpha=0.15)
     ax.set_xlabel("truncation percentile delta")
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
@@ -116,7 +121,9 @@ def plot_against_delta(rows: Sequence[dict[str, Any]], metric: str, path: Path) 
     return True
 
 
-def write_report(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> list[Path]:
+def write_report(
+    sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None
+) -> list[Path]:
     """Write sweep_report.md / .csv and one plot per metric; returns the files written."""
     rows = collect(sweep_dir)
     out = Path(out_dir or sweep_dir)

@@ -61,7 +61,7 @@ class SupConLoss(nn.Module):
         flat = features.transpose(0, 1).reshape(views * batch, -1)
         logits = flat @ flat.T / self.temperature  # logsumexp below keeps large logits stable
         not_self = ~torch.eye(views * batch, dtype=torch.bool, device=features.device)
-        positives = same.repeat(views, views)
+        positives = same.repeat(views, views) & not_self
         log_denominator = torch.logsumexp(logits.masked_fill(~not_self, float("-inf")), dim=1)
         log_prob = logits - log_denominator[:, None]
         mean_log_prob_pos = (log_prob * positives).sum(1) / positives.sum(1).clamp(min=1)

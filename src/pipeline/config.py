@@ -12,7 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-STAGES = ("all", "pretrain", "finetune", "eval")
+STAGES = ("all", "pretrain", "finetune", "eval", "masks")
 MODALITIES = ("t1", "t1ce", "t2", "flair")
 EVAL_SPLITS = ("train", "val", "test")
 MASK_METHODS = ("densecrf", "otsu", "threshold")
@@ -52,6 +52,8 @@ def cam_options(cam_cfg: DictConfig) -> dict[str, Any]:
 def validate_config(cfg: DictConfig) -> None:
     """Raise ConfigError for the first invalid value, naming its field."""
     _check_choice("stage", cfg.stage, STAGES)
+    if cfg.stage == "masks" and not cfg.get("maps_from"):
+        raise ConfigError("maps_from", "stage=masks needs maps_from=<folder of a finished run>")
     if "modality" in cfg.data:
         _check_modality("data.modality", cfg.data.modality)
     elif cfg.get("modality") is not None:

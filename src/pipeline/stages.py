@@ -15,7 +15,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, Subset
 
@@ -44,7 +44,9 @@ def build_net(cfg: DictConfig, num_classes: int) -> torch.nn.Module:
     return instantiate(cfg.backbone.net, num_classes=num_classes)
 
 
-def pretrain_stage(cfg: DictConfig, datamodule: pl.LightningDataModule, store: ModelStore) -> Path | None:
+def pretrain_stage(
+    cfg: DictConfig, datamodule: pl.LightningDataModule, store: ModelStore
+) -> Path | None:
     """SupCon pretraining of the encoder; returns the stored encoder weights (None if disabled)."""
     if not cfg.pretrain.get("enabled", True):
         return None
@@ -53,7 +55,9 @@ def pretrain_stage(cfg: DictConfig, datamodule: pl.LightningDataModule, store: M
         return Path(explicit)
     stored = store.lookup(cfg, "pretrain")
     if stored is not None and cfg.reuse_classifier:
-        log.info("Reusing the SupCon encoder in %s (same data/backbone/pretrain config)", stored.parent)
+        log.info(
+            "Reusing the SupCon encoder in %s (same data/backbone/pretrain config)", stored.parent
+        )
         return stored
     pl.seed_everything(cfg.seed, workers=True)
     encoder = build_net(cfg, datamodule.num_classes).remove_head()
@@ -62,7 +66,9 @@ def pretrain_stage(cfg: DictConfig, datamodule: pl.LightningDataModule, store: M
     checkpoints = ModelCheckpoint(
         dirpath=Path(cfg.paths.output_dir) / "checkpoints" / "pretrain", save_last=True
     )
-    trainer = build_trainer(cfg, "pretrain", max_epochs=cfg.pretrain.epochs, callbacks=[checkpoints])
+    trainer = build_trainer(
+        cfg, "pretrain", max_epochs=cfg.pretrain.epochs, callbacks=[checkpoints]
+    )
     trainer.fit(module, datamodule=datamodule)
     return store.save(cfg, "pretrain", module.encoder.state_dict())
 
@@ -73,28 +79,39 @@ def finetune_stage(cfg: DictConfig, datamodule: pl.LightningDataModule, store: M
     if stored is not None and cfg.reuse_classifier:
         log.info("Reusing the classifier in %s (same data/backbone/training config)", stored.parent)
         return stored
-    encoder_path = pretrain_stage(cfg, datamodule, store) if cfg.pretrain.get("enabled", True) else None
+    encoder_path = (
+        pretrain_stage(cfg, datamodule, store) if cfg.pretrain.get("enabled", True) else None
+    )
     pl.seed_everything(cfg.seed, workers=True)
     net = build_net(cfg, datamodule.num_classes)
     if encoder_path is not None:
         from src.models.classifier import load_encoder_weights
 
         load_encoder_weights(net, encoder_path)
-    module = instantiate(cfg.finetune.module, net=net, task=datamodule.task,
-                         num_classes=datamodule.num_classes)
+    module = instantiate(
+        cfg.finetune.module, net=net, task=datamodule.task, num_classes=datamodule.num_classes
+    )
     datamodule.batch_size = cfg.finetune.batch_size
     checkpoints = ModelCheckpoint(
         dirpath=Path(cfg.paths.output_dir) / "checkpoints" / "finetune",
-        filename="best-{epoch}", monitor=cfg.finetune.monitor, mode=cfg.finetune.monitor_mode,
+        filename="best-{epoch}",
+        monitor=cfg.finetune.monitor,
+        mode=cfg.finetune.monitor_mode,
         save_last=True,
     )
-    trainer = build_trainer(cfg, "finetune", max_epochs=cfg.finetune.epochs, callbacks=[checkpoints])
+    trainer = build_trainer(
+        cfg, "finetune", max_epochs=cfg.finetune.epochs, callbacks=[checkpoints]
+    )
     trainer.fit(module, datamodule=datamodule)
     best = checkpoints.best_model_path or checkpoints.last_model_path
     best_auc = checkpoints.best_model_score
-    log.info("Best validation AUC %s (%s)", None if best_auc is None else f"{float(best_auc):.4f}", best)
+    log.info(
+        "Best validation AUC %s (%s)", None if best_auc is None else f"{float(best_auc):.4f}", best
+    )
     return store.save(
-        cfg, "finetune", load_state_dict(best),
+        cfg,
+        "finetune",
+        load_state_dict(best),
         extra={"best_val_auc": None if best_auc is None else float(best_auc), "checkpoint": best},
     )
 
@@ -108,13 +125,19 @@ def _eval_loader(cfg: DictConfig, datamodule: pl.LightningDataModule) -> DataLoa
     if limit is not None and limit < len(dataset):
         # Evenly spaced over the split (ordered by case and slice), so both classes stay in.
         indices = np.linspace(0, len(dataset) - 1, limit).round().astype(int).tolist()
-        loader = DataLoader(Subset(dataset, indices), batch_size=cfg.eval.batch_size,
-                            shuffle=False, num_workers=loader.num_workers,
-                            collate_fn=loader.collate_fn)
+        loader = DataLoader(
+            Subset(dataset, indices),
+            batch_size=cfg.eval.batch_size,
+            shuffle=False,
+            num_workers=loader.num_workers,
+            collate_fn=loader.collate_fn,
+        )
     return loader
 
 
-def eval_stage(cfg: DictConfig, datamodule: pl.LightningDataModule, store: ModelStore) -> dict[str, Any]:
+def eval_stage(
+    cfg: DictConfig, datamodule: pl.LightningDataModule, store: ModelStore
+) -> dict[str, Any]:
     """CAMs of the evaluation split -> masks -> metrics, result files and figure."""
     from src.evaluation.run_eval import evaluate
 
@@ -130,9 +153,38 @@ def eval_stage(cfg: DictConfig, datamodule: pl.LightningDataModule, store: Model
     loader = _eval_loader(cfg, datamodule)
     stages = list(cfg.backbone.cam_stages)
     return evaluate(
-        cfg, net, loader, target_layers=stages[-cfg.cam.layers:], options=cam_options(cfg.cam),
+        cfg,
+        net,
+        loader,
+        target_layers=stages[-cfg.cam.layers :],
+        options=cam_options(cfg.cam),
         checkpoint=str(ckpt),
     )
+
+
+def with_source_run(cfg: DictConfig) -> DictConfig:
+    """For `stage=masks`: the data, split and method are those of the run whose maps are read;
+    only the mask and metric options come from this run's config."""
+    source_config = Path(cfg.maps_from) / "config.yaml"
+    if not source_config.is_file():
+        raise FileNotFoundError(
+            f"maps_from: {source_config} not found (not a finished run folder?)"
+        )
+    source = OmegaConf.load(source_config)
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.data = source.data
+        cfg.eval.split = source.eval.split
+        cfg.cam.name = source.cam.name
+    return cfg
+
+
+def masks_stage(cfg: DictConfig, datamodule: pl.LightningDataModule) -> dict[str, Any]:
+    """Masks and metrics again from the maps a finished run saved (`maps_from=<run dir>`)."""
+    from src.evaluation.run_eval import remask
+
+    datamodule.setup("test")
+    return remask(cfg, datamodule.dataset(cfg.eval.split), cfg.maps_from)
 
 
 def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
@@ -141,6 +193,8 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     store = ModelStore(cfg.paths.model_store)
+    if cfg.stage == "masks":
+        cfg = with_source_run(cfg)
     datamodule = build_datamodule(cfg)
     summary: dict[str, Any] = {}
     try:
@@ -150,6 +204,8 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
             finetune_stage(cfg, datamodule, store)
         if cfg.stage in ("all", "eval"):
             summary = eval_stage(cfg, datamodule, store)
+        if cfg.stage == "masks":
+            summary = masks_stage(cfg, datamodule)
     finally:
         finish_loggers()
     # Written last, so a failed run never replaces the config of results already in the folder

@@ -70,8 +70,13 @@ class ModelStore:
         weights = self.entry(cfg, stage) / WEIGHTS_FILE
         return weights if weights.is_file() else None
 
-    def save(self, cfg: DictConfig, stage: str, state_dict: dict[str, torch.Tensor],
-             extra: dict[str, Any] | None = None) -> Path:
+    def save(
+        self,
+        cfg: DictConfig,
+        stage: str,
+        state_dict: dict[str, torch.Tensor],
+        extra: dict[str, Any] | None = None,
+    ) -> Path:
         """Store weights with the config that made them; atomic (a half-written entry never
         looks valid to a concurrent run)."""
         entry = self.entry(cfg, stage)
@@ -80,8 +85,9 @@ class ModelStore:
         try:
             torch.save(state_dict, tmp / WEIGHTS_FILE)
             OmegaConf.save(cfg, tmp / CONFIG_FILE, resolve=True)
-            (tmp / "key.json").write_text(json.dumps(training_key(cfg, stage), indent=2,
-                                                     sort_keys=True, default=str))
+            (tmp / "key.json").write_text(
+                json.dumps(training_key(cfg, stage), indent=2, sort_keys=True, default=str)
+            )
             if extra:
                 (tmp / "info.json").write_text(json.dumps(extra, indent=2, default=str))
             if entry.exists():
@@ -110,7 +116,7 @@ def load_state_dict(path: str | os.PathLike, prefix: str = "net.") -> dict[str, 
     if isinstance(obj, dict) and "state_dict" in obj:
         state = obj["state_dict"]
         if any(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         return state
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise RuntimeError(f"Checkpoint {path} holds no state_dict")
@@ -123,7 +129,9 @@ def load_weights(net: torch.nn.Module, path: str | os.PathLike) -> None:
     try:
         result = net.load_state_dict(state, strict=False)
     except RuntimeError as err:  # shape mismatches
-        raise RuntimeError(f"Checkpoint {path} does not fit the configured backbone: {err}") from err
+        raise RuntimeError(
+            f"Checkpoint {path} does not fit the configured backbone: {err}"
+        ) from err
     if result.missing_keys or result.unexpected_keys:
         raise RuntimeError(
             f"Checkpoint {path} does not fit the configured backbone: "

@@ -43,6 +43,13 @@ def build_loggers(cfg: DictConfig, stage: str) -> list[Logger]:
     return loggers
 
 
+def active_wandb_run() -> Any | None:
+    """The W&B run of this pipeline, if `logger=wandb` (None otherwise)."""
+    for wandb_logger in _WANDB_LOGGERS.values():
+        return wandb_logger.experiment
+    return None
+
+
 def finish_loggers() -> None:
     """Close the run-wide W&B run (each process at the end of a pipeline)."""
     for wandb_logger in _WANDB_LOGGERS.values():

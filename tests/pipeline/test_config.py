@@ -12,15 +12,27 @@ from src.pipeline.config import ConfigError, cam_options, validate_config
 
 DATASETS = ("demo", "brats", "tcga_lgg", "voc", "ksdd2")
 BACKBONES = ("resnet18", "vgg16")
-CAMS = ("cam", "gradcam", "gradcampp", "xgradcam", "layercam", "fullgrad", "scorecam",
-        "cfdcam", "ltgradcam", "ltlayercam", "ltfullgrad")
+CAMS = (
+    "cam",
+    "gradcam",
+    "gradcampp",
+    "xgradcam",
+    "layercam",
+    "fullgrad",
+    "scorecam",
+    "cfdcam",
+    "ltgradcam",
+    "ltlayercam",
+    "ltfullgrad",
+)
 
 
 @pytest.mark.parametrize(("data", "backbone"), list(itertools.product(DATASETS, BACKBONES)))
 def test_every_combination_composes_and_validates(make_config, data, backbone):
     for cam in CAMS:
-        cfg = make_config(f"data={data}", f"backbone={backbone}", f"cam={cam}",
-                          "data.root=/some/where")
+        cfg = make_config(
+            f"data={data}", f"backbone={backbone}", f"cam={cam}", "data.root=/some/where"
+        )
         OmegaConf.resolve(cfg)  # every interpolation resolves
         validate_config(cfg)
         assert cfg.cam.name == cam

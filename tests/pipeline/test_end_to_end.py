@@ -58,8 +58,9 @@ def workspace(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def first_run(workspace, composer) -> dict[str, object]:
     out = workspace["root"] / "run1"
-    cfg = composer(_overrides(workspace["data"], workspace["cache"], "cam=gradcam",
-                                    "cam.mask=densecrf"), out)
+    cfg = composer(
+        _overrides(workspace["data"], workspace["cache"], "cam=gradcam", "cam.mask=densecrf"), out
+    )
     summary = run_pipeline(cfg)
     return {"out": out, "summary": summary, "cfg": cfg}
 
@@ -71,8 +72,14 @@ def _rows(out: Path) -> list[dict[str, str]]:
 
 def test_run_writes_every_output(first_run):
     out = first_run["out"]
-    for name in ("config.yaml", "per_image.csv", "summary.json", "cam_maps.npz",
-                 "overview.png", "split.json"):
+    for name in (
+        "config.yaml",
+        "per_image.csv",
+        "summary.json",
+        "cam_maps.npz",
+        "overview.png",
+        "split.json",
+    ):
         assert (out / name).is_file(), name
     assert list((out / "checkpoints" / "finetune").glob("*.ckpt"))
     rows = _rows(out)
@@ -102,8 +109,9 @@ def test_second_run_reuses_the_classifier(workspace, first_run, composer):
     store = workspace["cache"] / "classifiers"
     before = {p: p.stat().st_mtime_ns for p in store.rglob("*") if p.is_file()}
     out = workspace["root"] / "run2"
-    cfg = composer(_overrides(workspace["data"], workspace["cache"], "cam=cfdcam",
-                                    "cam.batch_size=32"), out)
+    cfg = composer(
+        _overrides(workspace["data"], workspace["cache"], "cam=cfdcam", "cam.batch_size=32"), out
+    )
     summary = run_pipeline(cfg)
     assert not (out / "checkpoints").exists(), "the second run trained again"
     after = {p: p.stat().st_mtime_ns for p in store.rglob("*") if p.is_file()}
@@ -117,20 +125,27 @@ def test_bad_checkpoint_fails_clearly_and_keeps_results(workspace, first_run, tm
     before = (out / "summary.json").read_bytes()
     bad = tmp_path / "broken.ckpt"
     bad.write_bytes(b"not a checkpoint")
-    cfg = composer(_overrides(workspace["data"], workspace["cache"], "stage=eval",
-                                    f"ckpt={bad}"), out)
+    cfg = composer(
+        _overrides(workspace["data"], workspace["cache"], "stage=eval", f"ckpt={bad}"), out
+    )
     with pytest.raises(RuntimeError, match="broken.ckpt"):
         run_pipeline(cfg)
-    cfg = composer(_overrides(workspace["data"], workspace["cache"], "stage=eval",
-                                    f"ckpt={tmp_path / 'missing.ckpt'}"), out)
+    cfg = composer(
+        _overrides(
+            workspace["data"], workspace["cache"], "stage=eval", f"ckpt={tmp_path / 'missing.ckpt'}"
+        ),
+        out,
+    )
     with pytest.raises(FileNotFoundError, match="missing.ckpt"):
         run_pipeline(cfg)
     assert (out / "summary.json").read_bytes() == before
 
 
 def test_bad_value_stops_before_any_work(workspace, tmp_path, composer):
-    cfg = composer(_overrides(workspace["data"], workspace["cache"], "cam=ltgradcam",
-                                    "cam.delta=100"), tmp_path / "bad")
+    cfg = composer(
+        _overrides(workspace["data"], workspace["cache"], "cam=ltgradcam", "cam.delta=100"),
+        tmp_path / "bad",
+    )
     with pytest.raises(ConfigError, match=r"cam\.delta"):
         run_pipeline(cfg)
     assert not (tmp_path / "bad").exists()
@@ -157,3 +172,20 @@ def test_masks_recomputed_from_maps_match_the_csv(first_run):
             metrics = binary_metrics(mask, item["mask"].numpy().astype(bool))
             # Maps are stored as float16, so allow a near-tie pixel to flip.
             assert metrics["dice"] == pytest.approx(float(row["dice"]), abs=0.05)
+
+
+def test_masks_stage_reproduces_the_original_masks_exactly(workspace, first_run, composer):
+    source = first_run["out"]
+    out = workspace["root"] / "remask-same"
+    cfg = composer(_overrides(workspace["data"], workspace["cache"], "stage=masks",
+                              f"maps_from={source}", "cam=gradcam", "cam.mask=densecrf"), out)
+    run_pipeline(cfg)
+    assert (out / "per_image.csv").read_text() == (source / "per_image.csv").read_text()
+    assert not (out / "checkpoints").exists()
+
+    out = workspace["root"] / "remask-otsu"
+    cfg = composer(_overrides(workspace["data"], workspace["cache"], "stage=masks",
+                              f"maps_from={source}", "cam=gradcam", "cam.mask=otsu"), out)
+    summary = run_pipeline(cfg)
+    assert summary["mask"] == "otsu"
+    assert {r["id"] for r in _rows(out)} == {r["id"] for r in _rows(source)}

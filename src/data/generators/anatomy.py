@@ -58,16 +58,12 @@ class Tumour:
     shape: tuple[int, ...]
     texture: np.ndarray  # multiplicative heterogeneity of the tumour intensities in the box
 
+    local_labels: np.ndarray  # hard BraTS labels in the box
+
     def labels(self) -> np.ndarray:
         """Hard BraTS labels (uint8, values in {0, 1, 2, 4}) on the whole volume."""
-        necrosis, enhancing, oedema = (self.parts[p] for p in TUMOUR_PARTS)
-        local = np.zeros(necrosis.shape, np.uint8)
-        # The parts are differences of nested level sets; threshold the nested sets.
-        local[oedema + enhancing + necrosis > 0] = BRATS_LABELS["oedema"]
-        local[enhancing + necrosis >= 0.5] = BRATS_LABELS["enhancing"]
-        local[necrosis >= 0.5] = BRATS_LABELS["necrosis"]
         seg = np.zeros(self.shape, np.uint8)
-        seg[self.box] = local
+        seg[self.box] = self.local_labels
         return seg
 
 
@@ -176,10 +172,16 @@ def sample_tumour(brain: Brain, rng: np.random.Generator) -> Tumour:
         "necrosis": necro if necro is not None else np.zeros(bshape, np.float32),
     }
     parts = {name: np.clip(v, 0, 1) * inside for name, v in local.items()}
+    # Hard labels threshold the nested level sets (the parts are their differences).
+    labels = np.zeros(bshape, np.uint8)
+    labels[(whole >= 0.5) & inside] = BRATS_LABELS["oedema"]
+    labels[(core >= 0.5) & inside] = BRATS_LABELS["enhancing"]
+    if necro is not None:
+        labels[(necro >= 0.5) & inside] = BRATS_LABELS["necrosis"]
     # Infiltrative oedema: partly keeps the contrast of the tissue it replaces.
     parts["oedema"] *= np.float32(rng.uniform(0.7, 0.95))
     texture = 1 + 0.12 * smooth_noise(rng, bshape, 7)[0]
-    return Tumour(parts=parts, box=box, shape=shape, texture=texture)
+    return Tumour(parts=parts, box=box, shape=shape, texture=texture, local_labels=labels)
 
 
 def render(

@@ -1,0 +1,39 @@
+"""What every CAM method gives the engine (one small interface, SPEC sections 1-4).
+
+A method computes, for images at one scale, one non-negative map per hooked layer. The
+engine (``extractor.py``) fuses the layers, min-maxes with the method's ``eps`` and applies
+the optional per-image ``scale`` (Cfd-CAM's confidence scaling); the multi-scale plug-in
+wraps that.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from src.cams.capture import FeatureCapture
+
+
+@dataclass
+class MethodOutput:
+    layer_maps: list[torch.Tensor]  # (B, h_l, w_l) per hooked layer, >= 0
+    targets: torch.Tensor  # (B,) resolved class ids
+    scale: torch.Tensor | None = None  # (B,) factor applied after the final min-max
+
+
+class CamMethod(Protocol):
+    modules: list[nn.Module]  # layers to hook
+    names: list[str]
+    needs_gradients: bool
+    eps: float  # epsilon of the min-max after fusion
+
+    def layer_maps(
+        self,
+        model: nn.Module,
+        capture: FeatureCapture,
+        images: torch.Tensor,
+        targets: torch.Tensor | None,
+    ) -> MethodOutput: ...

@@ -1,0 +1,124 @@
+"""Gradient CAMs: one weight rule per method on (activations, gradients) (SPEC section 3).
+
+Activations come from forward hooks; gradients from ``torch.autograd.grad`` of the summed
+per-sample target logits w.r.t. the hooked activations only (no parameter ``.grad``). The
+truncation plug-in (SPEC 4) is applied to the gradients before any rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from src.cams.base import MethodOutput
+from src.cams.capture import FeatureCapture
+from src.cams.maps import GRADCAM_EPS
+from src.cams.scoring import check_logits, resolve_targets, target_logits
+from src.cams.truncation import Truncation
+
+# (activations A, gradients g), both (B, C, h, w) -> (B, h, w) map before the ReLU.
+WeightRule = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+GRADCAMPP_EPS = 1e-6
+XGRADCAM_EPS = 1e-7
+
+
+def _weighted_sum(weights: torch.Tensor, activations: torch.Tensor) -> torch.Tensor:
+    """sum_k w_k A_k for (B, C) or (B, C, h, w) weights."""
+    if weights.ndim == 2:
+        weights = weights[:, :, None, None]
+    return (weights * activations).sum(dim=1)
+
+
+def cam_rule(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """CAM: ``w_k = sum_ij g_ijk``; for a layer feeding GAP + Linear this is exactly the fc
+    weight of the target class (``dy/dA_ijk = W_ck / hw``)."""
+    return _weighted_sum(g.sum(dim=(2, 3)), a)
+
+
+def gradcam_rule(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM: ``w_k = mean_ij g_ijk``."""
+    return _weighted_sum(g.mean(dim=(2, 3)), a)
+
+
+def gradcampp_rule(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM++: ``alpha = g^2 / (2 g^2 + sum(A) g^3 + eps)`` (0 where g = 0),
+    ``w_k = sum_ij relu(g) alpha``."""
+    g2 = g * g
+    alpha = g2 / (2 * g2 + a.sum(dim=(2, 3), keepdim=True) * g2 * g + GRADCAMPP_EPS)
+    alpha = torch.where(g != 0, alpha, torch.zeros_like(alpha))
+    return _weighted_sum((g.clamp(min=0) * alpha).sum(dim=(2, 3)), a)
+
+
+def xgradcam_rule(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """XGrad-CAM: ``w_k = sum_ij (g A) / (sum_ij A + 1e-7)``."""
+    weights = (g * a).sum(dim=(2, 3)) / (a.sum(dim=(2, 3)) + XGRADCAM_EPS)
+    return _weighted_sum(weights, a)
+
+
+def layercam_rule(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Layer-CAM: element-wise ``sum_k relu(g_k) A_k``."""
+    return _weighted_sum(g.clamp(min=0), a)
+
+
+WEIGHT_RULES: dict[str, WeightRule] = {
+    "cam": cam_rule,
+    "gradcam": gradcam_rule,
+    "gradcampp": gradcampp_rule,
+    "xgradcam": xgradcam_rule,
+    "layercam": layercam_rule,
+}
+
+
+def activation_gradients(
+    model: nn.Module,
+    capture: FeatureCapture,
+    images: torch.Tensor,
+    targets: torch.Tensor | None,
+    truncation: Truncation,
+) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """One forward + ``autograd.grad`` -> (activations, truncated gradients, input gradient,
+    resolved targets). The input is made to require grad, so frozen models work too."""
+    inputs = images.detach().requires_grad_(True)
+    with capture.record():
+        logits = check_logits(model(inputs), images.shape[0])
+    targets = resolve_targets(logits, targets)
+    activations = capture.outputs
+    score = target_logits(logits, targets).sum()
+    grads = torch.autograd.grad(score, [*activations, inputs], allow_unused=True)
+    grads = [
+        torch.zeros_like(t) if g is None else g
+        for g, t in zip(grads, [*activations, inputs], strict=True)
+    ]
+    layer_grads = [truncation(g) for g in grads[:-1]]
+    return [a.detach() for a in activations], layer_grads, grads[-1], targets
+
+
+class GradientMethod:
+    """A gradient CAM = hooked target layers + one weight rule (+ truncation)."""
+
+    needs_gradients = True
+    eps = GRADCAM_EPS
+
+    def __init__(
+        self, rule: WeightRule, modules: list[nn.Module], names: list[str], truncation: Truncation
+    ) -> None:
+        self.rule = rule
+        self.modules = modules
+        self.names = names
+        self.truncation = truncation
+
+    def layer_maps(
+        self,
+        model: nn.Module,
+        capture: FeatureCapture,
+        images: torch.Tensor,
+        targets: torch.Tensor | None,
+    ) -> MethodOutput:
+        acts, grads, _, targets = activation_gradients(
+            model, capture, images, targets, self.truncation
+        )
+        maps = [self.rule(a, g).clamp(min=0) for a, g in zip(acts, grads, strict=True)]
+        return MethodOutput(maps, targets)

@@ -1,0 +1,208 @@
+"""Perturbation engine: Score-CAM family and Cfd-CAM as presets (SPEC sections 1 and 2).
+
+One engine: capture the layer's maps ``A``, build masks ``M_k = normalise(up(A_k))``, score
+the masked images ``x * M_k`` chunk by chunk (``batch_size`` masked images per forward,
+never all B x C at once), turn the (B, C) scores into weights with the preset's rule and
+combine. The presets differ only in the table below (SPEC section 2):
+
+========== =============== =============== ============ =========================== ======
+preset     upsampling      normalisation   score        weights                     sum of
+========== =============== =============== ============ =========================== ======
+pgc        align_corners=T eps 1e-8        logit        softmax over channels       A_k
+official   align_corners=F if max > min    confidence   the score (constant -> 0)   up(A_k)
+faithful   align_corners=F if max > min    confidence   Cfd rule (blank threshold)  M_k
+wosigmoid  align_corners=F if max > min    logit        score / sum                 M_k
+========== =============== =============== ============ =========================== ======
+
+``official`` follows the Score-CAM authors' code: constant maps get weight 0 and the map is
+``sum_k w_k up(A_k)`` with the raw upsampled activations. Cfd-CAM (``faithful``) multiplies
+its final map by the confidence ``s(x)`` (option ``confidence_scaling``).
+
+Exact skipping: a channel whose maps are all zero has an all-zero mask for every preset, so
+its masked image is the blank (black) image; its score is the blank image's score, computed
+once, and no forward is run for it (option ``skip_blank``; the map is unchanged).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from src.cams.base import MethodOutput
+from src.cams.capture import FeatureCapture
+from src.cams.maps import GRADCAM_EPS
+from src.cams.scoring import SCORES, check_logits, resolve_targets, target_confidence
+
+# (scores (B, C), blank-image score (B,), constant-mask flags (B, C)) -> weights (B, C)
+WeightFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+CFD_RULES = ("faithful", "wosigmoid")
+
+
+def cfd_weights(
+    scores: torch.Tensor, blank_score: torch.Tensor | float, preset: str = "faithful"
+) -> torch.Tensor:
+    """Cfd-CAM channel weights (SPEC section 1, step 4), pure function over the last dim.
+
+    ``faithful``: ``w_k = s_k if s_k >= s0 else 0``; ``wosigmoid``: ``w_k = s_k`` (no blank
+    threshold; the scores are logits). Then, if ``sum(w) > 0``, ``w = w / sum(w)``.
+    ``scores`` (..., C), ``blank_score`` broadcastable to (...).
+    """
+    if preset not in CFD_RULES:
+        raise ValueError(f"option 'preset' must be one of {CFD_RULES}, got {preset!r}")
+    scores = torch.as_tensor(scores)
+    blank = torch.as_tensor(blank_score, dtype=scores.dtype, device=scores.device)
+    if preset == "faithful":
+        weights = torch.where(scores >= blank[..., None], scores, torch.zeros_like(scores))
+    else:
+        weights = scores
+    total = weights.sum(dim=-1, keepdim=True)
+    return torch.where(total > 0, weights / torch.where(total > 0, total, 1), weights)
+
+
+def _softmax_weights(scores: torch.Tensor, blank: torch.Tensor, constant: torch.Tensor):
+    return scores.softmax(dim=-1)
+
+
+def _official_weights(scores: torch.Tensor, blank: torch.Tensor, constant: torch.Tensor):
+    return torch.where(constant, torch.zeros_like(scores), scores)
+
+
+def _cfd_rule(preset: str) -> WeightFn:
+    return lambda scores, blank, constant: cfd_weights(scores, blank, preset)
+
+
+@dataclass(frozen=True)
+class Preset:
+    align_corners: bool  # upsampling of A_k to the input size
+    mask_eps: float | None  # None: min-max only if max > min; else (m - min)/(max - min + eps)
+    score: str  # key of scoring.SCORES
+    weights: WeightFn
+    combine: str  # what sum_k w_k (.) runs over: "features" (A_k), "upsampled", "masks"
+    eps: float  # epsilon of the final min-max
+    confidence_scaling: bool  # multiply the final map by s(x)
+
+
+PRESETS: dict[str, Preset] = {
+    "pgc": Preset(True, 1e-8, "logit", _softmax_weights, "features", GRADCAM_EPS, False),
+    "official": Preset(False, None, "confidence", _official_weights, "upsampled", 0.0, False),
+    "faithful": Preset(False, None, "confidence", _cfd_rule("faithful"), "masks", 0.0, True),
+    "wosigmoid": Preset(False, None, "logit", _cfd_rule("wosigmoid"), "masks", 0.0, True),
+}
+
+
+def upsample(maps: torch.Tensor, size: tuple[int, int], align_corners: bool) -> torch.Tensor:
+    """(N, h, w) -> (N, H, W) bilinear."""
+    return torch.nn.functional.interpolate(
+        maps[:, None], size=size, mode="bilinear", align_corners=align_corners
+    )[:, 0]
+
+
+def normalise_masks(maps: torch.Tensor, eps: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Min-max each (H, W) map -> (masks, constant flags). ``eps=None``: constant maps stay."""
+    low = maps.amin(dim=(-2, -1), keepdim=True)
+    span = maps.amax(dim=(-2, -1), keepdim=True) - low
+    constant = span[..., 0, 0] == 0
+    if eps is not None:
+        return (maps - low) / (span + eps), constant
+    scaled = (maps - low) / torch.where(constant[..., None, None], 1, span)
+    return torch.where(constant[..., None, None], maps, scaled), constant
+
+
+class PerturbationMethod:
+    """Masked-forward CAM with a preset; one map per hooked layer."""
+
+    needs_gradients = False
+
+    def __init__(
+        self,
+        modules: list[nn.Module],
+        names: list[str],
+        preset: str,
+        batch_size: int = 64,
+        skip_blank: bool = True,
+        confidence_scaling: bool | None = None,
+    ) -> None:
+        if preset not in PRESETS:
+            raise ValueError(f"option 'preset' must be one of {tuple(PRESETS)}, got {preset!r}")
+        self.modules = modules
+        self.names = names
+        self.preset = PRESETS[preset]
+        self.batch_size = batch_size
+        self.skip_blank = skip_blank
+        self.confidence_scaling = (
+            self.preset.confidence_scaling if confidence_scaling is None else confidence_scaling
+        )
+        self.eps = self.preset.eps
+        self.forwarded = 0  # masked images forwarded by the last call (for tests and benches)
+
+    def layer_maps(
+        self,
+        model: nn.Module,
+        capture: FeatureCapture,
+        images: torch.Tensor,
+        targets: torch.Tensor | None,
+    ) -> MethodOutput:
+        batch = images.shape[0]
+        with capture.record():
+            logits = check_logits(model(images), batch)
+        targets = resolve_targets(logits, targets)
+        score = SCORES[self.preset.score]
+        blank_logits = check_logits(model(torch.zeros_like(images[:1])), 1)
+        blank = score(blank_logits.expand(batch, -1), targets)
+        self.forwarded = 0
+        maps = [self._layer_map(model, images, a, targets, blank) for a in capture.outputs]
+        scale = target_confidence(logits, targets) if self.confidence_scaling else None
+        return MethodOutput(maps, targets, scale)
+
+    def _masks(self, activations: torch.Tensor, size: tuple[int, int]):
+        upsampled = upsample(activations, size, self.preset.align_corners)
+        return upsampled, *normalise_masks(upsampled, self.preset.mask_eps)
+
+    def _layer_map(
+        self,
+        model: nn.Module,
+        images: torch.Tensor,
+        activations: torch.Tensor,
+        targets: torch.Tensor,
+        blank: torch.Tensor,
+    ) -> torch.Tensor:
+        size = (images.shape[-2], images.shape[-1])
+        batch, channels = activations.shape[:2]
+        score = SCORES[self.preset.score]
+        all_zero = (activations == 0).flatten(2).all(dim=-1)
+        skipped = all_zero if self.skip_blank else torch.zeros_like(all_zero)
+        # Skipped channels: zero mask -> blank image -> blank score, constant map.
+        scores = blank[:, None].expand(batch, channels).clone()
+        constant = skipped.clone()
+        pairs = (~skipped).nonzero()  # one host sync per layer, outside the per-channel work
+        for start in range(0, pairs.shape[0], self.batch_size):
+            image_idx, channel_idx = pairs[start : start + self.batch_size].unbind(1)
+            _, masks, is_constant = self._masks(activations[image_idx, channel_idx], size)
+            masked = images[image_idx] * masks[:, None].to(images.dtype)
+            logits = check_logits(model(masked), masked.shape[0])
+            scores[image_idx, channel_idx] = score(logits, targets[image_idx]).to(scores.dtype)
+            constant[image_idx, channel_idx] = is_constant
+            self.forwarded += masked.shape[0]
+        weights = self.preset.weights(scores, blank, constant)
+        if self.preset.combine == "features":
+            return (weights[:, :, None, None] * activations).sum(dim=1).clamp(min=0)
+        return self._combine_at_input(activations, weights, size).clamp(min=0)
+
+    def _combine_at_input(
+        self, activations: torch.Tensor, weights: torch.Tensor, size: tuple[int, int]
+    ) -> torch.Tensor:
+        """sum_k w_k T(A_k) at input size, channel chunk by channel chunk (bounded memory)."""
+        batch, channels = activations.shape[:2]
+        step = max(1, self.batch_size // batch)
+        total = torch.zeros(batch, *size, dtype=activations.dtype, device=activations.device)
+        for start in range(0, channels, step):
+            chunk = activations[:, start : start + step]
+            upsampled, masks, _ = self._masks(chunk.flatten(0, 1), size)
+            maps = masks if self.preset.combine == "masks" else upsampled
+            maps = maps.view(batch, chunk.shape[1], *size)
+            total = total + (weights[:, start : start + step, None, None] * maps).sum(dim=1)
+        return total

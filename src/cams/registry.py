@@ -1,0 +1,176 @@
+"""Method names, their options and defaults, and ``build_cam`` (SPEC sections 1-4).
+
+Each name maps to one engine (gradient, FullGrad, perturbation) plus defaults; the LT names
+are the gradient engines with truncation on (``delta=0``: positive gradients only, the
+paper's basic setting) and ``sum`` fusion, so they differ from the plain names by defaults
+only. Options not listed for a method are rejected with a ValueError naming them.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from src.cams.base import CamMethod
+from src.cams.capture import LayerSpec, resolve_layers
+from src.cams.extractor import CamExtractor
+from src.cams.fullgrad import FullGradMethod
+from src.cams.gradient import WEIGHT_RULES, GradientMethod
+from src.cams.layerization import FUSIONS
+from src.cams.multiscale import RESIZE_MODES
+from src.cams.perturbation import PerturbationMethod
+from src.cams.truncation import SCOPES, Truncation
+
+CAM_METHODS = (
+    "cam",
+    "gradcam",
+    "gradcampp",
+    "xgradcam",
+    "layercam",
+    "fullgrad",
+    "scorecam",
+    "cfdcam",
+    "ltgradcam",
+    "ltlayercam",
+    "ltfullgrad",
+)
+
+_COMMON = {"fusion": "sum", "scales": [1], "downsample_mode": "nearest"}
+_GRADIENT = {**_COMMON, "delta": None, "truncation_scope": "channel"}
+_LT = {**_GRADIENT, "delta": 0}
+_PERTURBATION = {**_COMMON, "batch_size": 64, "skip_blank": True, "confidence_scaling": None}
+
+# Preset names accepted per perturbation method -> engine preset (perturbation.PRESETS).
+_PRESET_NAMES = {
+    "scorecam": {"pgc": "pgc", "official": "official", "cfd": "faithful"},
+    "cfdcam": {"faithful": "faithful", "wosigmoid": "wosigmoid"},
+}
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    kind: str  # "gradient" | "fullgrad" | "perturbation"
+    defaults: dict[str, Any] = field(default_factory=dict)
+    rule: str | None = None  # gradient weight rule name
+
+
+_SPECS: dict[str, MethodSpec] = {
+    "cam": MethodSpec("gradient", _GRADIENT, "cam"),
+    "gradcam": MethodSpec("gradient", _GRADIENT, "gradcam"),
+    "gradcampp": MethodSpec("gradient", _GRADIENT, "gradcampp"),
+    "xgradcam": MethodSpec("gradient", _GRADIENT, "xgradcam"),
+    "layercam": MethodSpec("gradient", _GRADIENT, "layercam"),
+    "fullgrad": MethodSpec("fullgrad", _GRADIENT),
+    "scorecam": MethodSpec("perturbation", {**_PERTURBATION, "preset": "pgc"}),
+    "cfdcam": MethodSpec("perturbation", {**_PERTURBATION, "preset": "faithful", "scales": [1, 2]}),
+    "ltgradcam": MethodSpec("gradient", _LT, "gradcam"),
+    "ltlayercam": MethodSpec("gradient", _LT, "layercam"),
+    "ltfullgrad": MethodSpec("fullgrad", _LT),
+}
+assert set(_SPECS) == set(CAM_METHODS)
+
+
+def _choice(option: str, value: Any, valid: Sequence[str]) -> Any:
+    if value not in valid:
+        raise ValueError(f"option {option!r} must be one of {tuple(valid)}, got {value!r}")
+    return value
+
+
+def _flag(option: str, value: Any, allow_none: bool = False) -> Any:
+    if not (isinstance(value, bool) or (allow_none and value is None)):
+        raise ValueError(f"option {option!r} must be true or false, got {value!r}")
+    return value
+
+
+def _scales(value: Any) -> list[float]:
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence) or len(value) == 0:
+        raise ValueError(f"option 'scales' must be a non-empty list of numbers, got {value!r}")
+    for scale in value:
+        if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not scale > 0:
+            raise ValueError(f"option 'scales' entries must be positive numbers, got {value!r}")
+    return [float(s) if not float(s).is_integer() else int(s) for s in value]
+
+
+def _batch_size(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"option 'batch_size' must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _options(name: str, spec: MethodSpec, given: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(given) - set(spec.defaults))
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {unknown} for CAM method {name!r}; "
+            f"valid options: {sorted(spec.defaults)}"
+        )
+    opts = {**spec.defaults, **given}
+    _choice("fusion", opts["fusion"], FUSIONS)
+    _choice("downsample_mode", opts["downsample_mode"], RESIZE_MODES)
+    opts["scales"] = _scales(opts["scales"])
+    if spec.kind == "perturbation":
+        _choice("preset", opts["preset"], tuple(_PRESET_NAMES[name]))
+        opts["batch_size"] = _batch_size(opts["batch_size"])
+        _flag("skip_blank", opts["skip_blank"])
+        _flag("confidence_scaling", opts["confidence_scaling"], allow_none=True)
+    else:
+        _choice("truncation_scope", opts["truncation_scope"], SCOPES)
+    return opts
+
+
+def _build_method(
+    name: str, spec: MethodSpec, model: nn.Module, layers: Any, opts: dict[str, Any]
+) -> CamMethod:
+    if spec.kind == "fullgrad":  # target_layers is ignored (SPEC section 3)
+        return FullGradMethod(model, Truncation(opts["delta"], opts["truncation_scope"]))
+    if layers is None:
+        raise ValueError(f"CAM method {name!r} needs target_layers (module names or modules)")
+    modules, names = resolve_layers(model, layers)
+    if spec.kind == "gradient":
+        assert spec.rule is not None
+        truncation = Truncation(opts["delta"], opts["truncation_scope"])
+        return GradientMethod(WEIGHT_RULES[spec.rule], modules, names, truncation)
+    return PerturbationMethod(
+        modules,
+        names,
+        preset=_PRESET_NAMES[name][opts["preset"]],
+        batch_size=opts["batch_size"],
+        skip_blank=opts["skip_blank"],
+        confidence_scaling=opts["confidence_scaling"],
+    )
+
+
+def build_cam(
+    name: str,
+    model: nn.Module,
+    target_layers: LayerSpec | Sequence[LayerSpec] | None = None,
+    **options: Any,
+) -> CamExtractor:
+    """Build CAM method ``name`` on ``model``; use it as ``with build_cam(...) as cam``.
+
+    Options (all methods): ``fusion`` (sum | mean_minmax | max), ``scales`` (e.g. [1, 2]),
+    ``downsample_mode`` (how a scale's map returns to the input size, default nearest).
+    Gradient methods and FullGrad: ``delta`` (truncation percentile in [0, 100) or None),
+    ``truncation_scope`` (channel | layer). ``scorecam`` / ``cfdcam``: ``preset``
+    (pgc | official | cfd / faithful | wosigmoid), ``batch_size`` (masked images per
+    forward), ``skip_blank`` (skip forwards of all-zero maps, exact), ``confidence_scaling``
+    (multiply the map by s(x); None = the preset's default, on for Cfd-CAM).
+    """
+    if name not in _SPECS:
+        raise ValueError(f"unknown CAM method {name!r}; valid names: {', '.join(CAM_METHODS)}")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model)}")
+    spec = _SPECS[name]
+    opts = _options(name, spec, options)
+    method = _build_method(name, spec, model, target_layers, opts)
+    return CamExtractor(
+        model,
+        method,
+        fusion=opts["fusion"],
+        scales=opts["scales"],
+        downsample_mode=opts["downsample_mode"],
+    )

@@ -1,0 +1,200 @@
+"""One DataModule engine for all four datasets: scan, split, build datasets, serve loaders.
+
+A reader subclasses :class:`SplitDataModule` and supplies three things: ``_scan`` (the group
+ids found under ``root``, validating files through :meth:`_guard`), ``_official_split`` (None
+for a seeded split by ``split_ratios``, or the official lists) and ``_make_dataset``. The
+base class owns splitting (SPEC section 7), ``split.json``, bad-input policy (``on_error``),
+logging of counts, weighted sampling and the dataloaders.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from abc import abstractmethod
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+
+from src.data.errors import DataFormatError
+from src.data.splits import SPLITS, Split, read_split_file, seeded_split, write_split_file
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def sample_weights(labels: torch.Tensor) -> torch.Tensor:
+    """Per-item weights that balance classes: 1 / (count of the rarest class the item has).
+
+    Items without any positive label count as their own class ("none"). For K = 1 this is
+    the usual 1/n_pos, 1/n_neg weighting.
+    """
+    positive = labels > 0.5
+    counts = positive.sum(0).clamp(min=1).float()
+    none = ~positive.any(1)
+    inv = torch.where(positive, 1.0 / counts, torch.zeros_like(labels, dtype=torch.float32))
+    weights = inv.max(1).values
+    if none.any():
+        weights[none] = 1.0 / none.sum().float()
+    return weights
+
+
+class SplitDataModule(pl.LightningDataModule):
+    """Shared engine; see the module docstring. Subclasses set the class attributes."""
+
+    num_classes: int
+    task: str  # "binary" | "multilabel"
+    class_names: list[str]
+
+    def __init__(
+        self,
+        root: str | Path,
+        split_seed: int = 42,
+        split_ratios: Sequence[float] = (0.8, 0.1, 0.1),
+        split_file: str | Path | None = None,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        weighted_sampling: bool = False,
+        on_error: str = "raise",
+        output_dir: str | Path | None = None,
+    ) -> None:
+        super().__init__()
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        self.root = Path(root).expanduser()
+        self.split_seed = int(split_seed)
+        self.split_ratios = tuple(float(r) for r in split_ratios)
+        self.split_file = Path(split_file) if split_file else None
+        self.batch_size = int(batch_size)
+        self.num_workers = int(num_workers)
+        self.weighted_sampling = bool(weighted_sampling)
+        self.on_error = on_error
+        self.output_dir = Path(output_dir) if output_dir else None
+        self.skipped: dict[str, str] = {}
+        self.split: Split | None = None
+        self._datasets: dict[str, Dataset] = {}
+
+    # ---- hooks for the readers ----------------------------------------------------------
+    @abstractmethod
+    def _scan(self) -> list[str]:
+        """Group ids (cases, patients or images) usable under ``root``, in a stable order."""
+
+    @abstractmethod
+    def _make_dataset(self, split: str, groups: list[str]) -> Dataset:
+        """The Dataset of the items of ``groups``; it must expose ``labels`` and ``ids``."""
+
+    def _official_split(self, groups: list[str]) -> Split | None:
+        """The dataset's own split (VOC, KSDD2), or None for a seeded split by ratios."""
+        return None
+
+    # ---- shared machinery -----------------------------------------------------------------
+    def _check_root(self) -> None:
+        if not self.root.exists():
+            raise FileNotFoundError(f"{self.root}: dataset root does not exist (data.root)")
+        if not self.root.is_dir():
+            raise NotADirectoryError(f"{self.root}: dataset root is not a folder (data.root)")
+
+    def _guard(self, group: str, action: Callable[[], T]) -> T | None:
+        """Run ``action``; on a :class:`DataFormatError` raise it or, with ``on_error='skip'``,
+        warn, record the group in ``skipped`` and return None."""
+        try:
+            return action()
+        except DataFormatError as exc:
+            if self.on_error == "raise":
+                raise
+            self.skipped[group] = str(exc)
+            warnings.warn(f"skipping {group}: {exc}", stacklevel=2)
+            log.warning("skipping %s: %s", group, exc)
+            return None
+
+    def _resolve_split(self, groups: list[str]) -> Split:
+        if self.split_file is not None:
+            known = list(groups) + list(self.skipped)
+            split = read_split_file(self.split_file, known)
+            dropped = {i for ids in split.values() for i in ids if i in self.skipped}
+            if dropped:
+                log.warning("split file lists %d skipped groups; dropping them", len(dropped))
+            unused = set(groups) - {i for ids in split.values() for i in ids}
+            if unused:
+                log.warning("%d groups under %s are not in the split file", len(unused), self.root)
+            return {k: [i for i in v if i not in self.skipped] for k, v in split.items()}
+        official = self._official_split(groups)
+        if official is not None:
+            return official
+        return seeded_split(groups, self.split_ratios, self.split_seed)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Scan, split and build the three datasets (once; later calls are no-ops)."""
+        if self.split is not None:
+            return
+        self._check_root()
+        groups = self._scan()
+        if self.skipped:
+            log.warning("skipped %d groups with bad files under %s", len(self.skipped), self.root)
+        if not groups:
+            raise DataFormatError(self.root, "no usable data found under the dataset root")
+        split = self._resolve_split(groups)
+        if self.output_dir is not None:
+            write_split_file(self.output_dir / "split.json", split)
+        self._datasets = {name: self._make_dataset(name, split[name]) for name in SPLITS}
+        self.split = split
+        for name in SPLITS:
+            self._log_counts(name, len(split[name]))
+
+    def _log_counts(self, split: str, n_groups: int) -> None:
+        labels = self._datasets[split].labels
+        positives = {
+            self.class_names[k]: int((labels[:, k] > 0.5).sum()) for k in range(labels.shape[1])
+        }
+        none = int((~(labels > 0.5).any(1)).sum()) if len(labels) else 0
+        log.info(
+            "%s %s: %d groups, %d items, positives %s, no label %d",
+            type(self).__name__,
+            split,
+            n_groups,
+            len(labels),
+            positives,
+            none,
+        )
+
+    def dataset(self, split: str) -> Dataset:
+        """The Dataset of ``split`` (train, val or test); runs ``setup`` if needed."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        self.setup()
+        return self._datasets[split]
+
+    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool, sampler=None) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled, or class-balanced with replacement when ``weighted_sampling``."""
+        data = self.dataset("train")
+        if self.weighted_sampling and len(data):
+            generator = torch.Generator().manual_seed(self.split_seed)
+            sampler = WeightedRandomSampler(
+                sample_weights(data.labels), len(data), replacement=True, generator=generator
+            )
+            return self._loader(data, self.batch_size, shuffle=False, sampler=sampler)
+        return self._loader(data, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.eval_dataloader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self.eval_dataloader("test")
+
+    def eval_dataloader(self, split: str, batch_size: int | None = None) -> DataLoader:
+        """Unshuffled loader over any split (train, val or test), for evaluation and CAMs."""
+        return self._loader(self.dataset(split), batch_size or self.batch_size, shuffle=False)
