@@ -16,10 +16,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
+from src.data.datasets import FileImageDataset
 from src.data.errors import DataFormatError
 from src.data.splits import SPLITS, Split, read_split_file, seeded_split, write_split_file
 
@@ -198,3 +200,31 @@ class SplitDataModule(pl.LightningDataModule):
     def eval_dataloader(self, split: str, batch_size: int | None = None) -> DataLoader:
         """Unshuffled loader over any split (train, val or test), for evaluation and CAMs."""
         return self._loader(self.dataset(split), batch_size or self.batch_size, shuffle=False)
+
+
+class FileDataModule(SplitDataModule):
+    """Readers whose items are image files read on access (TCGA-LGG, KSDD2, VOC).
+
+    ``_scan`` fills ``self._entries[group]`` with ``(item id, record, label vector)``;
+    ``_load(record)`` returns the (image, mask) arrays of one item; items are resized to
+    ``self.image_size`` (set by the subclass, None = keep).
+    """
+
+    image_size: tuple[int, int] | None = None
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._entries: dict[str, list[tuple[str, object, list[float]]]] = {}
+
+    @abstractmethod
+    def _load(self, record: object) -> tuple[np.ndarray, np.ndarray]:
+        """(H, W, C) uint8 image and (H, W) integer mask of one record."""
+
+    def _make_dataset(self, split: str, groups: list[str]) -> FileImageDataset:
+        rows = [row for g in groups for row in self._entries[g]]
+        labels = torch.tensor([r[2] for r in rows], dtype=torch.float32).reshape(
+            len(rows), self.num_classes
+        )
+        return FileImageDataset(
+            [r[1] for r in rows], labels, [r[0] for r in rows], self._load, self.image_size
+        )

@@ -21,8 +21,11 @@ from src.evaluation.metrics import binary_metrics, group_of
 
 
 def to_uint8_rgb(images: torch.Tensor) -> np.ndarray:
-    """(B,3,H,W) in [0,1] -> (B,H,W,3) uint8, the form DenseCRF's bilateral term reads."""
-    array = images.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8)
+    """(B,3,H,W) in [0,1] -> (B,H,W,3) uint8, the form DenseCRF's bilateral term reads.
+
+    Truncates like the authors' `uint8(255 * image)` (SPEC 5), not rounding.
+    """
+    array = images.detach().float().clamp(0, 1).mul(255).to(torch.uint8)
     return np.ascontiguousarray(array.permute(0, 2, 3, 1).cpu().numpy())
 
 

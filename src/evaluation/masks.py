@@ -296,7 +296,7 @@ class MaskMaker:
         images_list, maps = self._split(images, maps)
         args = (self.method, self.threshold, self.crf)
         futures = []
-        for image, cam in zip(images_list, maps):
+        for image, cam in zip(images_list, maps, strict=True):
             if self._pool is None:
                 future: Future = Future()
                 future.set_result(_one_mask(*args, image, cam))

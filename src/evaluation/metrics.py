@@ -154,8 +154,11 @@ class ConfusionMatrix:
       where a pixel of true class a predicted as foreground class b != a is an FP of b and
       (when a is foreground) an FN of a; ``average="macro"`` averages per-class values over
       the present foreground classes. For binary KSDD2 both equal the defect class's values
-      (Table 4 of the paper has ``F1 = 2PR / (P + R)`` exactly). A zero denominator gives
-      0 when the foreground occurs at all in the split, NaN when it never occurs.
+      (Table 4 of the paper has ``F1 = 2PR / (P + R)`` exactly). The paper's VOC Table 3 has
+      F1 below ``2PR / (P + R)`` in every row, which split-level micro averaging cannot give;
+      its VOC columns look like per-class (or per-image) averages, hence ``macro`` is offered
+      too. A zero denominator gives 0 when the foreground occurs at all in the split, NaN
+      when it never occurs.
     """
 
     def __init__(self, num_classes: int, ignore_index: int | None = 255, background: int = 0):

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-GROUPS = ("abnormal", "normal", "all")
+from src.evaluation.metrics import GROUPS
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

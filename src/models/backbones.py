@@ -152,9 +152,13 @@ def build_backbone(
     if arch == "resnet18":
         norm_layer = partial(nn.InstanceNorm2d, affine=False) if norm == "instance" else None
         net: _CamBackbone = CamResNet(
-            BasicBlock, [2, 2, 2, 2], num_classes=out, norm_layer=norm_layer,
-            input_norm=normaliser, **kw,
-        )  # fmt: skip
+            BasicBlock,
+            [2, 2, 2, 2],
+            num_classes=out,
+            norm_layer=norm_layer,
+            input_norm=normaliser,
+            **kw,
+        )
     else:
         features = make_layers(cfgs["D"], batch_norm=norm == "batch")
         net = CamVGG(features, num_classes=out, input_norm=normaliser, **kw)
@@ -217,7 +221,5 @@ def load_by_name(
         if keys
     ]
     if problems:
-        raise ValueError(
-            f"weights in {source} do not match the network: " + "; ".join(problems)
-        )
+        raise ValueError(f"weights in {source} do not match the network: " + "; ".join(problems))
     net.load_state_dict(given, strict=False)

@@ -96,8 +96,15 @@ class ClassifierModule(pl.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         _, labels, loss = self._step(batch)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True,
-                 sync_dist=True, batch_size=labels.shape[0])  # fmt: skip
+        self.log(
+            "train/loss",
+            loss,
+            on_step=True,
+            on_epoch=True,
+            prog_bar=True,
+            sync_dist=True,
+            batch_size=labels.shape[0],
+        )
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:

@@ -40,7 +40,9 @@ def constant_then_cosine(
     """Lightning ``lr_scheduler`` config stepping once per epoch."""
     base_lr = optimizer.param_groups[0]["lr"]
     if warm_epochs < 0 or max_epochs < 1:
-        raise ValueError(f"need warm_epochs >= 0 and max_epochs >= 1, got {warm_epochs}, {max_epochs}")
+        raise ValueError(
+            f"need warm_epochs >= 0 and max_epochs >= 1, got {warm_epochs}, {max_epochs}"
+        )
     if not 0.0 <= min_lr <= base_lr:
         raise ValueError(f"min_lr={min_lr} must lie in [0, lr={base_lr}]")
     rule = ConstantThenCosine(warm_epochs, max_epochs, min_lr / base_lr if base_lr > 0 else 0.0)

@@ -111,9 +111,7 @@ class SupConModule(pl.LightningModule):
         color_jitter = _as_floats(color_jitter, 4, "color_jitter")
         if image_size is not None and not isinstance(image_size, int):
             image_size = tuple(int(v) for v in image_size)
-        self.hparams.update(
-            crop_scale=crop_scale, color_jitter=color_jitter, image_size=image_size
-        )
+        self.hparams.update(crop_scale=crop_scale, color_jitter=color_jitter, image_size=image_size)
         if not hasattr(encoder, "feature_dim"):
             raise TypeError("SupConModule needs an encoder from build_backbone (no feature_dim)")
         if getattr(encoder, "has_head", False):
@@ -125,13 +123,18 @@ class SupConModule(pl.LightningModule):
         )
         self.criterion = SupConLoss(temperature, base_temperature, normalize)
         self._crop_scale = crop_scale
-        self._view_tail = v2.Compose(
-            [
-                v2.RandomHorizontalFlip(),
-                v2.RandomApply([v2.ColorJitter(*color_jitter)], p=color_jitter_p),
-                v2.RandomGrayscale(p=grayscale_p),
-            ]
-        )
+        self._color_views = {
+            grey: v2.Compose(
+                [
+                    v2.RandomHorizontalFlip(),
+                    v2.RandomApply([v2.ColorJitter(*jitter)], p=color_jitter_p),
+                    v2.RandomGrayscale(p=grayscale_p),
+                ]
+            )
+            # Saturation and hue jitter leave a grey image grey and unchanged (up to float
+            # rounding), and hue is most of the CPU cost: grey images (MRI) skip both.
+            for grey, jitter in ((False, color_jitter), (True, (*color_jitter[:2], 0.0, 0.0)))
+        }
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Projections (B, proj_dim) of images (B, 3, H, W) in [0, 1]."""
@@ -141,7 +144,11 @@ class SupConModule(pl.LightningModule):
         """One augmented view of the batch; every sample draws its own random parameters."""
         size = self.hparams.image_size or tuple(images.shape[-2:])
         crop = v2.RandomResizedCrop(size, scale=self._crop_scale, antialias=True)
-        return torch.stack([self._view_tail(crop(image)) for image in images])
+        views = []
+        for image in images:
+            grey = bool((image[1:] == image[:1]).all())
+            views.append(self._color_views[grey](crop(image)))
+        return torch.stack(views)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         images, labels = batch["image"], batch["label"]
@@ -149,8 +156,15 @@ class SupConModule(pl.LightningModule):
         projections = self(views)
         features = torch.stack(projections.chunk(2), dim=1)  # (B, 2, D)
         loss = self.criterion(features, labels)
-        self.log("pretrain/loss", loss, on_step=True, on_epoch=True, prog_bar=True,
-                 sync_dist=True, batch_size=images.shape[0])  # fmt: skip
+        self.log(
+            "pretrain/loss",
+            loss,
+            on_step=True,
+            on_epoch=True,
+            prog_bar=True,
+            sync_dist=True,
+            batch_size=images.shape[0],
+        )
         return loss
 
     def configure_optimizers(self):

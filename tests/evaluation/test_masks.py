@@ -208,12 +208,13 @@ def test_mask_maker_serial_matches_functions(method):
     images, maps = _batch(5)
     masks = MaskMaker(method, threshold=0.4)(images, maps)
     assert masks.shape == maps.shape and masks.dtype == bool
-    for image, cam, mask in zip(images, maps, masks):
-        expected = {
-            "densecrf": lambda: densecrf_mask(image, cam),
-            "otsu": lambda: otsu_mask(cam),
-            "threshold": lambda: threshold_mask(cam, 0.4),
-        }[method]()
+    for image, cam, mask in zip(images, maps, masks, strict=True):
+        if method == "densecrf":
+            expected = densecrf_mask(image, cam)
+        elif method == "otsu":
+            expected = otsu_mask(cam)
+        else:
+            expected = threshold_mask(cam, 0.4)
         np.testing.assert_array_equal(mask, expected)
 
 
@@ -230,7 +231,7 @@ def test_mask_maker_pooled_equals_serial_in_submission_order():
         assert list(pooled.results()) == []
         direct = pooled(*batches[1])
     assert len(got) == len(expected)
-    for mine, reference in zip(got, expected):
+    for mine, reference in zip(got, expected, strict=True):
         np.testing.assert_array_equal(mine, reference)
     np.testing.assert_array_equal(direct, expected[1])
 

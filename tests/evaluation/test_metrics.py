@@ -212,7 +212,7 @@ def _direct_iou(preds, gts, num_classes, ignore=255):
     """Per-class IoU from boolean masks, written independently of the bincount."""
     inter = np.zeros(num_classes)
     union = np.zeros(num_classes)
-    for pred, gt in zip(preds, gts):
+    for pred, gt in zip(preds, gts, strict=True):
         valid = gt != ignore
         for c in range(num_classes):
             inter[c] += ((pred == c) & (gt == c) & valid).sum()
@@ -230,7 +230,7 @@ def _voc_like(seed, n=4, shape=(9, 11), num_classes=21, used=(0, 3, 7, 12, 15)):
 def test_miou_matches_direct_computation_and_ignores_255():
     preds, gts = _voc_like(0)
     cm = ConfusionMatrix(21)
-    for pred, gt in zip(preds, gts):
+    for pred, gt in zip(preds, gts, strict=True):
         cm.update(pred, gt)
     direct = _direct_iou(preds, gts, 21)
     np.testing.assert_allclose(cm.per_class_iou(), direct, equal_nan=True)
@@ -243,7 +243,7 @@ def test_miou_matches_direct_computation_and_ignores_255():
 def test_merge_and_add_equal_one_matrix():
     preds, gts = _voc_like(1)
     whole, first, second = ConfusionMatrix(21), ConfusionMatrix(21), ConfusionMatrix(21)
-    for index, (pred, gt) in enumerate(zip(preds, gts)):
+    for index, (pred, gt) in enumerate(zip(preds, gts, strict=True)):
         whole.update(pred, gt)
         (first if index % 2 else second).update(pred, gt)
     shipped = pickle.loads(pickle.dumps(second))  # shards come back from other processes

@@ -54,7 +54,7 @@ def quiet_trainer_kwargs(**overrides) -> dict:
     return kwargs
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_loader() -> Callable[..., DataLoader]:
     """``make_loader(n, num_classes, batch_size, seed)``: a loader of DictDataset, in order."""
 
@@ -64,7 +64,7 @@ def make_loader() -> Callable[..., DataLoader]:
     return make
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_trainer() -> Callable[..., pl.Trainer]:
     """``make_trainer(**overrides)``: a quiet single-process CPU trainer."""
     return lambda **overrides: pl.Trainer(**quiet_trainer_kwargs(**overrides))

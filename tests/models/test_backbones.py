@@ -71,7 +71,9 @@ def test_input_normalisation_lives_inside_the_model():
     torch.testing.assert_close(imagenet(X), plain((X - mean) / std))
     assert not torch.allclose(imagenet(X), plain(X))
     # The blank image the CAM engine feeds (zeros) is black: normalised to -mean/std.
-    torch.testing.assert_close(imagenet.input_norm(torch.zeros(1, 3, 2, 2)), (-mean / std).expand(1, 3, 2, 2))
+    torch.testing.assert_close(
+        imagenet.input_norm(torch.zeros(1, 3, 2, 2)), (-mean / std).expand(1, 3, 2, 2)
+    )
     torch.testing.assert_close(plain.input_norm(X), X)
 
 

@@ -19,19 +19,12 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
 @pytest.fixture(scope="module")
-def supcon_checkpoint(tmp_path_factory) -> tuple[Path, dict[str, torch.Tensor]]:
+def supcon_checkpoint(tmp_path_factory, make_loader, make_trainer):
     """A real SupConModule Lightning checkpoint after one step, and its encoder weights."""
-    from torch.utils.data import DataLoader
-
     pl.seed_everything(0)
     module = SupConModule(build_backbone("resnet18", 0), lr=0.1, max_epochs=1)
-    images = torch.rand(4, 3, 64, 64)
-    batches = [{"image": images, "label": torch.tensor([[0.0], [1.0], [0.0], [1.0]])}]
-    trainer = pl.Trainer(
-        max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False,
-    )  # fmt: skip
-    trainer.fit(module, DataLoader(batches, batch_size=None))
+    trainer = make_trainer(max_steps=1)
+    trainer.fit(module, make_loader(n=4, batch_size=4))
     path = tmp_path_factory.mktemp("supcon") / "supcon.ckpt"
     trainer.save_checkpoint(path)
     return path, {k: v.clone() for k, v in module.encoder.state_dict().items()}
@@ -81,7 +74,9 @@ def test_vgg_checkpoint_into_resnet_is_refused(tmp_path):
     state = {f"encoder.{k}": v for k, v in vgg.features.state_dict(prefix="features.").items()}
     path = tmp_path / "vgg_supcon.ckpt"
     torch.save({"state_dict": state}, path)
-    with pytest.raises(ValueError, match=r"vgg_supcon\.ckpt.*missing.*conv1\.weight.*unexpected.*features\.0"):
+    with pytest.raises(
+        ValueError, match=r"vgg_supcon\.ckpt.*missing.*conv1\.weight.*unexpected.*features\.0"
+    ):
         load_encoder_weights(build_backbone("resnet18", 1), path)
 
 

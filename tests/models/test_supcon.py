@@ -49,7 +49,14 @@ def loop_supcon(features, labels, temperature, base_temperature, normalize):
     [
         (torch.tensor([[0.0], [1.0], [1.0], [0.0], [1.0], [0.0]]), 2, 0.07, False),
         (torch.tensor([[0.0], [1.0], [1.0], [0.0], [1.0], [0.0]]), 2, 0.07, True),
-        (torch.tensor([[1, 0, 1], [1, 0, 1], [0, 1, 0], [1, 0, 0], [0, 1, 0], [1, 1, 1]]).float(), 2, 0.5, False),
+        (
+            torch.tensor(
+                [[1, 0, 1], [1, 0, 1], [0, 1, 0], [1, 0, 0], [0, 1, 0], [1, 1, 1]]
+            ).float(),
+            2,
+            0.5,
+            False,
+        ),
         (None, 3, 0.2, True),
         (torch.tensor([2, 0, 2, 1, 0, 1]), 3, 0.07, False),
     ],
@@ -154,3 +161,19 @@ def test_config_instantiates_and_checkpoint_is_safe_to_load(tmp_path, make_loade
     assert checkpoint["hyper_parameters"]["color_jitter"] == (0.8, 0.8, 0.8, 0.2)
     assert "encoder.conv1.weight" in read_state_dict(path)
     assert OmegaConf.load(CONF / "pretrain" / "none.yaml").enabled is False
+
+
+def test_grey_images_skip_only_jitter_that_cannot_change_them():
+    """The shortcut for grey images (MRI) rests on saturation and hue jitter being no-ops there."""
+    from torchvision.transforms import v2
+
+    torch.manual_seed(4)
+    grey = torch.rand(1, SIZE, SIZE).expand(3, -1, -1)
+    for _ in range(5):
+        torch.testing.assert_close(v2.ColorJitter(0, 0, 0.8, 0.2)(grey), grey, atol=1e-3, rtol=0)
+    module = SupConModule(build_backbone("resnet18", 0), color_jitter_p=1.0, grayscale_p=0.0)
+    views = module.make_view(grey.expand(4, -1, -1, -1))
+    assert torch.equal(views[:, :1].expand_as(views), views)  # still grey
+    assert not torch.allclose(views[0], views[1])  # but brightness/contrast/crop vary
+    colour = module.make_view(torch.rand(4, 3, SIZE, SIZE))
+    assert not torch.allclose(colour[:, 0], colour[:, 1])

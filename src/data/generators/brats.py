@@ -8,6 +8,7 @@ bundled MNI152 template (see :mod:`src.data.generators.anatomy`).
 from __future__ import annotations
 
 import gzip
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -42,12 +43,15 @@ def generate_brats(
     normal_cases: int = 2,
     noise: float = 0.03,
     overwrite: bool = False,
+    marker: tuple[str, dict] | None = None,
 ) -> list[str]:
     """Write ``n_cases`` synthetic cases under ``root`` (built in a temp sibling, then renamed).
 
     ``normal_cases`` of them (chosen at random) have no tumour; the others have one tumour of
     random position, size and shape, so they also contain tumour-free slices. Returns the case
-    IDs in sorted order. Deterministic for a given ``seed`` and arguments.
+    IDs in sorted order. Deterministic for a given ``seed`` and arguments. ``marker`` =
+    (file name, content): a JSON provenance file written at the root with the cases, plus
+    a ``cases`` list, inside the same atomic rename.
     """
     if n_cases < 1 or not 0 <= normal_cases <= n_cases:
         raise ValueError(f"need n_cases >= 1 and 0 <= normal_cases <= n_cases, got {n_cases}, {normal_cases}")
@@ -70,4 +74,7 @@ def generate_brats(
                 write_nifti(folder / f"{case}_{modality}.nii.gz", np.round(img * scale).astype(np.int16))
             seg = tumour.labels() if tumour is not None else np.zeros(shape, np.uint8)
             write_nifti(folder / f"{case}_seg.nii.gz", seg)
+        if marker is not None:
+            name, content = marker
+            (tmp / name).write_text(json.dumps({**content, "cases": ids}, indent=1))
     return ids

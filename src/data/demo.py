@@ -1,0 +1,60 @@
+"""Demo data: the generated BraTS copy the pipeline runs on when no real data is given.
+
+Generated once per parameter set: a marker file inside the generated folder records the
+generator parameters and version, and the folder is rebuilt only when they differ or the
+folder is incomplete (a missing case file).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from src.data.generators.anatomy import MODALITIES
+from src.data.generators.brats import generate_brats
+
+log = logging.getLogger(__name__)
+
+#: Bump when the generator's output changes, so cached demo copies are rebuilt.
+DEMO_VERSION = 1
+MARKER = ".wsss_demo.json"
+
+
+def _complete(root: Path, cases: list[str]) -> bool:
+    names = [*MODALITIES, "seg"]
+    return all((root / c / f"{c}_{m}.nii.gz").is_file() for c in cases for m in names)
+
+
+def ensure_demo_brats(root: str | Path, n_cases: int = 12, seed: int = 0, **kw: Any) -> Path:
+    """Return ``root`` holding a generated BraTS copy made with these parameters.
+
+    ``kw`` goes to :func:`src.data.generators.brats.generate_brats` (``shape``,
+    ``normal_cases``, ``noise``). The marker is hidden, so the BraTS reader ignores it.
+    """
+    root = Path(root).expanduser()
+    params = {"version": DEMO_VERSION, "n_cases": n_cases, "seed": seed, **kw}
+    params = json.loads(json.dumps(params))  # tuples -> lists, as stored in the marker
+    marker = root / MARKER
+    if marker.is_file():
+        try:
+            stored = json.loads(marker.read_text())
+        except ValueError:
+            stored = None
+        if stored and stored.get("params") == params and _complete(root, stored.get("cases", [])):
+            return root
+    log.info("generating demo BraTS data in %s (%s)", root, params)
+    exists = root.exists()
+    if exists and not marker.is_file() and any(root.iterdir()):
+        raise FileExistsError(f"{root}: not a generated demo folder (no {MARKER}); refusing to replace it")
+    # generate_brats builds a temporary sibling and swaps it in, marker included.
+    generate_brats(
+        root,
+        n_cases=n_cases,
+        seed=seed,
+        overwrite=exists,
+        marker=(MARKER, {"params": params}),
+        **kw,
+    )
+    return root

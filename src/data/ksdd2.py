@@ -1,0 +1,111 @@
+"""KSDD2 reader and DataModule (SPEC section 7).
+
+``<root>/{train,test}/NNNNN.png`` with ``NNNNN_GT.png`` (0/255; every image has one).
+Images (~230x630, sizes vary) are resized to ``image_size`` = (640, 232) (height, width) by
+default; label = GT non-empty; the mask is GT > 0. The official test folder is our test
+split; val is a seeded ``val_fraction`` of the train folder. Item ids are ``train/NNNNN``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from src.data.base import FileDataModule
+from src.data.errors import DataFormatError
+from src.data.splits import Split, carve_val
+from src.data.transforms import as_size
+
+FOLDERS = ("train", "test")
+_IMAGE = re.compile(r"^(\d+)\.png$")
+
+
+def read_png(path: Path, mode: str) -> np.ndarray:
+    """Decode a PNG to ``mode`` (PIL mode: "RGB", "L", "P"); failures name the file."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            if mode == "P":
+                if img.mode != "P":
+                    raise ValueError(f"expected a palette PNG, got mode {img.mode}")
+                return np.asarray(img)
+            return np.asarray(img.convert(mode))
+    except Exception as exc:  # PIL raises many types for corrupt files
+        raise DataFormatError(path, f"cannot decode image ({type(exc).__name__}: {exc})") from exc
+
+
+def image_size_of(path: Path) -> tuple[int, int]:
+    """(height, width) from the image header only."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return img.height, img.width
+    except Exception as exc:
+        raise DataFormatError(path, f"cannot read image header ({type(exc).__name__}: {exc})") from exc
+
+
+class KSDD2DataModule(FileDataModule):
+    """KSDD2 surface images, binary defect label, defect mask."""
+
+    num_classes = 1
+    task = "binary"
+    class_names = ["defect"]
+
+    def __init__(
+        self,
+        root: str | Path,
+        image_size: int | Sequence[int] | None = (640, 232),
+        val_fraction: float = 0.1,
+        split_seed: int = 42,
+        split_file: str | Path | None = None,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        weighted_sampling: bool = False,
+        on_error: str = "raise",
+        output_dir: str | Path | None = None,
+    ) -> None:
+        super().__init__(
+            root, split_seed, (1 - val_fraction, val_fraction, 0), split_file, batch_size,
+            num_workers, weighted_sampling, on_error, output_dir,
+        )  # fmt: skip
+        self.val_fraction = float(val_fraction)
+        self.image_size = as_size(image_size)  # type: ignore[arg-type]
+
+    def _scan(self) -> list[str]:
+        groups = []
+        for folder in FOLDERS:
+            path = self.root / folder
+            if not path.is_dir():
+                raise DataFormatError(path, "missing KSDD2 folder (expected train/ and test/)")
+            for image in sorted(p for p in path.iterdir() if _IMAGE.match(p.name)):
+                group = f"{folder}/{image.stem}"
+                row = self._guard(group, lambda image=image, group=group: self._scan_image(image, group))
+                if row is not None:
+                    self._entries[group] = [row]
+                    groups.append(group)
+        return groups
+
+    @staticmethod
+    def _scan_image(image: Path, group: str) -> tuple[str, object, list[float]]:
+        gt_path = image.with_name(f"{image.stem}_GT.png")
+        if not gt_path.is_file():
+            raise DataFormatError(gt_path, f"missing ground-truth file of {image.name}")
+        gt = read_png(gt_path, "L")
+        size = image_size_of(image)
+        if gt.shape != size:
+            raise DataFormatError(gt_path, f"GT shape {gt.shape} differs from image {size}")
+        return group, (image, gt_path), [float(gt.any())]
+
+    def _official_split(self, groups: list[str]) -> Split:
+        train = [g for g in groups if g.startswith("train/")]
+        test = [g for g in groups if g.startswith("test/")]
+        return carve_val(train, test, self.val_fraction, self.split_seed)
+
+    def _load(self, record: object) -> tuple[np.ndarray, np.ndarray]:
+        image_path, gt_path = record  # type: ignore[misc]
+        return read_png(image_path, "RGB"), (read_png(gt_path, "L") > 0).astype(np.uint8)

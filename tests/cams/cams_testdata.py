@@ -1,0 +1,93 @@
+"""Small random models for the CAM tests (seeded, CPU, eval mode)."""
+
+from __future__ import annotations
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.models.vgg import cfgs, make_layers
+
+
+def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Trained-like BN statistics: non-zero bias and running_mean (SPEC 3: with the default
+    initialisation FullGrad's BN bias terms are all zero and hide bugs)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                n = module.num_features
+                module.weight.copy_(torch.rand(n, generator=gen) + 0.5)
+                module.bias.copy_(torch.randn(n, generator=gen) * 0.2)
+                module.running_mean.copy_(torch.randn(n, generator=gen) * 0.2)
+                module.running_var.copy_(torch.rand(n, generator=gen) * 1.5 + 0.5)
+    return model
+
+
+def bn_resnet18(num_classes: int = 5, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    model = torchvision.models.resnet18(num_classes=num_classes)
+    return randomize_batchnorm(model, seed).eval()
+
+
+def instance_resnet18(seed: int = 0) -> nn.Module:
+    """The Cfd-CAM classifier (SPEC 1): InstanceNorm ResNet-18 with one logit."""
+    torch.manual_seed(seed)
+    return torchvision.models.resnet18(
+        num_classes=1, norm_layer=lambda c: nn.InstanceNorm2d(c)
+    ).eval()
+
+
+class SmallHeadVGG16(nn.Module):
+    """VGG16's exact feature stack (module names ``features.N``) with a light head, so the
+    test does not initialise VGG's 120M-parameter classifier."""
+
+    def __init__(self, num_classes: int = 4) -> None:
+        super().__init__()
+        self.features = make_layers(cfgs["D"])
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(512, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+def vgg16(num_classes: int = 4, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return SmallHeadVGG16(num_classes).eval()
+
+
+class TinyNet(nn.Module):
+    """conv -> BN -> ReLU(inplace) -> conv -> ReLU -> GAP -> fc; the second conv's last
+    ``dead`` channels are forced to zero (bias -1e4) so exact skipping has work to do."""
+
+    def __init__(self, num_classes: int = 3, channels: int = 6, dead: int = 2) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(8, channels, 3, stride=2, padding=1)
+        self.act = nn.ReLU()
+        self.fc = nn.Linear(channels, num_classes)
+        if dead:
+            with torch.no_grad():
+                self.conv2.bias[-dead:] = -1e4
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.act(self.conv2(x))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+def tiny_net(num_classes: int = 3, seed: int = 0, dead: int = 2) -> nn.Module:
+    torch.manual_seed(seed)
+    return randomize_batchnorm(TinyNet(num_classes, dead=dead), seed).eval()
+
+
+def images(batch: int, size: int, seed: int = 0) -> torch.Tensor:
+    return torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def minmax(maps: torch.Tensor) -> torch.Tensor:
+    low = maps.amin(dim=(-2, -1), keepdim=True)
+    high = maps.amax(dim=(-2, -1), keepdim=True)
+    return (maps - low) / (high - low).clamp(min=1e-12)
