@@ -80,7 +80,7 @@ class FileImageDataset(Dataset):
         image, mask = self.load(self.records[index])
         if image.ndim == 2:
             image = image[:, :, None]
-        img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / self.scale
+        img = torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / self.scale
         img = resize_images(img[None], self.size)[0].clamp_(0, 1)
         msk = resize_masks(torch.from_numpy(mask.astype(np.int64))[None], self.size)[0]
         return {

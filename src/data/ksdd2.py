@@ -16,37 +16,12 @@ import numpy as np
 
 from src.data.base import FileDataModule
 from src.data.errors import DataFormatError
+from src.data.imageio import image_hw, read_image
 from src.data.splits import Split, carve_val
 from src.data.transforms import as_size
 
 FOLDERS = ("train", "test")
 _IMAGE = re.compile(r"^(\d+)\.png$")
-
-
-def read_png(path: Path, mode: str) -> np.ndarray:
-    """Decode a PNG to ``mode`` (PIL mode: "RGB", "L", "P"); failures name the file."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            if mode == "P":
-                if img.mode != "P":
-                    raise ValueError(f"expected a palette PNG, got mode {img.mode}")
-                return np.asarray(img)
-            return np.asarray(img.convert(mode))
-    except Exception as exc:  # PIL raises many types for corrupt files
-        raise DataFormatError(path, f"cannot decode image ({type(exc).__name__}: {exc})") from exc
-
-
-def image_size_of(path: Path) -> tuple[int, int]:
-    """(height, width) from the image header only."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            return img.height, img.width
-    except Exception as exc:
-        raise DataFormatError(path, f"cannot read image header ({type(exc).__name__}: {exc})") from exc
 
 
 class KSDD2DataModule(FileDataModule):
@@ -77,11 +52,12 @@ class KSDD2DataModule(FileDataModule):
         self.image_size = as_size(image_size)  # type: ignore[arg-type]
 
     def _scan(self) -> list[str]:
+        for folder in FOLDERS:
+            if not (self.root / folder).is_dir():
+                raise DataFormatError(self.root / folder, "missing KSDD2 folder (expected train/ and test/)")
         groups = []
         for folder in FOLDERS:
             path = self.root / folder
-            if not path.is_dir():
-                raise DataFormatError(path, "missing KSDD2 folder (expected train/ and test/)")
             for image in sorted(p for p in path.iterdir() if _IMAGE.match(p.name)):
                 group = f"{folder}/{image.stem}"
                 row = self._guard(group, lambda image=image, group=group: self._scan_image(image, group))
@@ -95,8 +71,8 @@ class KSDD2DataModule(FileDataModule):
         gt_path = image.with_name(f"{image.stem}_GT.png")
         if not gt_path.is_file():
             raise DataFormatError(gt_path, f"missing ground-truth file of {image.name}")
-        gt = read_png(gt_path, "L")
-        size = image_size_of(image)
+        gt = read_image(gt_path, "L")
+        size = image_hw(image)
         if gt.shape != size:
             raise DataFormatError(gt_path, f"GT shape {gt.shape} differs from image {size}")
         return group, (image, gt_path), [float(gt.any())]
@@ -108,4 +84,4 @@ class KSDD2DataModule(FileDataModule):
 
     def _load(self, record: object) -> tuple[np.ndarray, np.ndarray]:
         image_path, gt_path = record  # type: ignore[misc]
-        return read_png(image_path, "RGB"), (read_png(gt_path, "L") > 0).astype(np.uint8)
+        return read_image(image_path, "RGB"), (read_image(gt_path, "L") > 0).astype(np.uint8)

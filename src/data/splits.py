@@ -30,10 +30,10 @@ def _split_sizes(n: int, ratios: Sequence[float]) -> list[int]:
     for i in (1, 2):
         if ratios[i] > 0:
             sizes[i] = max(1, math.floor(n * ratios[i] / total + 0.5))
-    # Shrink val/test (largest first) until train keeps its share (at least one group).
+    # Shrink val/test (larger first, test on ties) until train keeps at least one group.
     floor_train = 1 if ratios[0] > 0 else 0
     while n - sizes[1] - sizes[2] < floor_train and sizes[1] + sizes[2] > 0:
-        sizes[1 if sizes[1] >= sizes[2] else 2] -= 1
+        sizes[1 if sizes[1] > sizes[2] else 2] -= 1
     sizes[0] = n - sizes[1] - sizes[2]
     return sizes
 

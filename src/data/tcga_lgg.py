@@ -28,9 +28,12 @@ def read_tif(path: Path) -> np.ndarray:
     import tifffile
 
     try:
-        return np.asarray(tifffile.imread(path))
+        data = np.asarray(tifffile.imread(path))
     except Exception as exc:  # tifffile raises many types for corrupt files
         raise DataFormatError(path, f"cannot decode TIFF ({type(exc).__name__}: {exc})") from exc
+    if data.size == 0:  # tifffile returns an empty array for some corrupt files
+        raise DataFormatError(path, "cannot decode TIFF (no image data)")
+    return data
 
 
 def tif_shape(path: Path) -> tuple[int, ...]:

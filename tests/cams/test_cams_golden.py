@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.cams.cams_testdata import bn_resnet18, images, minmax, vgg16
 
 from src.cams import build_cam
+from tests.cams.cams_testdata import bn_resnet18, images, minmax, vgg16
 
 pgc = pytest.importorskip("pytorch_grad_cam")
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
@@ -59,7 +59,9 @@ def vgg():
 @pytest.mark.parametrize("name", ["gradcam", "gradcampp", "xgradcam", "layercam", "fullgrad"])
 def test_gradient_methods_match_gradcam_resnet_layer3(resnet, name):
     x = images(3, 64, seed=1)
-    assert_golden(our_maps(name, resnet, ["layer3"], x), reference_maps(name, resnet, ["layer3"], x))
+    assert_golden(
+        our_maps(name, resnet, ["layer3"], x), reference_maps(name, resnet, ["layer3"], x)
+    )
 
 
 @pytest.mark.parametrize("name", ["gradcam", "gradcampp", "xgradcam", "layercam", "fullgrad"])

@@ -23,7 +23,7 @@ from src.pipeline.stages import run_pipeline
 
 pytestmark = pytest.mark.slow
 
-EVAL_IMAGES = 6
+EVAL_IMAGES = 4
 
 
 def _overrides(data_root: Path, cache: Path, *extra: str) -> list[str]:
@@ -32,7 +32,7 @@ def _overrides(data_root: Path, cache: Path, *extra: str) -> list[str]:
         f"data.root={data_root}",
         f"data.cache_dir={cache / 'slices'}",
         f"paths.model_store={cache / 'classifiers'}",
-        "data.image_size=32",
+        "data.image_size=null",
         "data.batch_size=16",
         "pretrain.epochs=1",
         "pretrain.batch_size=16",
@@ -52,7 +52,7 @@ def _overrides(data_root: Path, cache: Path, *extra: str) -> list[str]:
 def workspace(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("e2e")
     data_root = root / "BraTS2021"
-    generate_brats(data_root, n_cases=6, seed=1, shape=(48, 48, 24), normal_cases=1)
+    generate_brats(data_root, n_cases=6, seed=1, shape=(64, 64, 16), normal_cases=1)
     return {"root": root, "data": data_root, "cache": root / "cache"}
 
 
@@ -102,7 +102,7 @@ def test_saved_maps_reproduce_the_reported_metrics(first_run):
     rows = {r["id"]: r for r in _rows(out)}
     assert set(maps) == set(rows)
     for cam_map in maps.values():
-        assert cam_map.shape == (32, 32)
+        assert cam_map.shape == (64, 64)
         assert np.isfinite(cam_map).all() and cam_map.min() >= 0 and cam_map.max() <= 1
 
 
@@ -111,7 +111,14 @@ def test_second_run_reuses_the_classifier(workspace, first_run, composer):
     before = {p: p.stat().st_mtime_ns for p in store.rglob("*") if p.is_file()}
     out = workspace["root"] / "run2"
     cfg = composer(
-        _overrides(workspace["data"], workspace["cache"], "cam=cfdcam", "cam.batch_size=32"), out
+        _overrides(
+            workspace["data"],
+            workspace["cache"],
+            "cam=cfdcam",
+            "cam.scales=[1]",
+            "cam.batch_size=128",
+        ),
+        out,
     )
     summary = run_pipeline(cfg)
     assert not (out / "checkpoints").exists(), "the second run trained again"
@@ -178,15 +185,33 @@ def test_masks_recomputed_from_maps_match_the_csv(first_run):
 def test_masks_stage_reproduces_the_original_masks_exactly(workspace, first_run, composer):
     source = first_run["out"]
     out = workspace["root"] / "remask-same"
-    cfg = composer(_overrides(workspace["data"], workspace["cache"], "stage=masks",
-                              f"maps_from={source}", "cam=gradcam", "cam.mask=densecrf"), out)
+    cfg = composer(
+        _overrides(
+            workspace["data"],
+            workspace["cache"],
+            "stage=masks",
+            f"maps_from={source}",
+            "cam=gradcam",
+            "cam.mask=densecrf",
+        ),
+        out,
+    )
     run_pipeline(cfg)
     assert (out / "per_image.csv").read_text() == (source / "per_image.csv").read_text()
     assert not (out / "checkpoints").exists()
 
     out = workspace["root"] / "remask-otsu"
-    cfg = composer(_overrides(workspace["data"], workspace["cache"], "stage=masks",
-                              f"maps_from={source}", "cam=gradcam", "cam.mask=otsu"), out)
+    cfg = composer(
+        _overrides(
+            workspace["data"],
+            workspace["cache"],
+            "stage=masks",
+            f"maps_from={source}",
+            "cam=gradcam",
+            "cam.mask=otsu",
+        ),
+        out,
+    )
     summary = run_pipeline(cfg)
     assert summary["mask"] == "otsu"
     assert {r["id"] for r in _rows(out)} == {r["id"] for r in _rows(source)}

@@ -27,7 +27,7 @@ CONTRASTS: dict[str, dict[str, float]] = {
     "t1": {"csf": 0.22, "gm": 0.55, "wm": 0.80, "necrosis": 0.18, "enhancing": 0.50, "oedema": 0.52},
     "t1ce": {"csf": 0.22, "gm": 0.55, "wm": 0.80, "necrosis": 0.18, "enhancing": 1.15, "oedema": 0.52},
     "t2": {"csf": 1.00, "gm": 0.60, "wm": 0.40, "necrosis": 1.00, "enhancing": 0.72, "oedema": 0.88},
-    "flair": {"csf": 0.12, "gm": 0.55, "wm": 0.45, "necrosis": 0.50, "enhancing": 0.80, "oedema": 0.92},
+    "flair": {"csf": 0.12, "gm": 0.55, "wm": 0.45, "necrosis": 0.55, "enhancing": 0.85, "oedema": 1.00},
 }
 MODALITIES = tuple(CONTRASTS)
 TUMOUR_PARTS = ("necrosis", "enhancing", "oedema")
@@ -139,7 +139,7 @@ def sample_tumour(brain: Brain, rng: np.random.Generator) -> Tumour:
     """An irregular tumour centred in white matter: nested parts of a noisy ellipsoid level set."""
     shape = brain.mask.shape
     extent = np.array([np.ptp(a) + 1 for a in np.nonzero(brain.mask)], np.float64)
-    radii = extent * rng.uniform(0.09, 0.2, 3)
+    radii = extent * rng.uniform(0.1, 0.22, 3)
     deep = np.argwhere(brain.wm > 0.6)
     if len(deep) == 0:
         deep = np.argwhere(brain.mask)
@@ -179,8 +179,8 @@ def sample_tumour(brain: Brain, rng: np.random.Generator) -> Tumour:
     if necro is not None:
         labels[(necro >= 0.5) & inside] = BRATS_LABELS["necrosis"]
     # Infiltrative oedema: partly keeps the contrast of the tissue it replaces.
-    parts["oedema"] *= np.float32(rng.uniform(0.7, 0.95))
-    texture = 1 + 0.12 * smooth_noise(rng, bshape, 7)[0]
+    parts["oedema"] *= np.float32(rng.uniform(0.85, 1.0))
+    texture = 1 + 0.1 * smooth_noise(rng, bshape, 7)[0]
     return Tumour(parts=parts, box=box, shape=shape, texture=texture, local_labels=labels)
 
 

@@ -40,19 +40,22 @@ def generate_brats(
     n_cases: int = 12,
     seed: int = 0,
     shape: Sequence[int] = BRATS_SHAPE,
-    normal_cases: int = 2,
+    normal_cases: int | None = None,
     noise: float = 0.03,
     overwrite: bool = False,
     marker: tuple[str, dict] | None = None,
 ) -> list[str]:
     """Write ``n_cases`` synthetic cases under ``root`` (built in a temp sibling, then renamed).
 
-    ``normal_cases`` of them (chosen at random) have no tumour; the others have one tumour of
+    ``normal_cases`` of them (chosen at random; default ``n_cases // 6``) have no tumour; the
+    others have one tumour of
     random position, size and shape, so they also contain tumour-free slices. Returns the case
     IDs in sorted order. Deterministic for a given ``seed`` and arguments. ``marker`` =
     (file name, content): a JSON provenance file written at the root with the cases, plus
     a ``cases`` list, inside the same atomic rename.
     """
+    if normal_cases is None:
+        normal_cases = n_cases // 6
     if n_cases < 1 or not 0 <= normal_cases <= n_cases:
         raise ValueError(f"need n_cases >= 1 and 0 <= normal_cases <= n_cases, got {n_cases}, {normal_cases}")
     shape = tuple(int(s) for s in shape)

@@ -1,0 +1,94 @@
+"""TCGA-LGG reader against the generated kaggle_3m copy (SPEC section 7)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from src.data.errors import DataFormatError
+from src.data.generators.tcga_lgg import generate_tcga_lgg
+from src.data.tcga_lgg import TCGALGGDataModule
+from tests.data.conftest import snapshot
+
+
+@pytest.fixture(scope="module")
+def tiny_tcga(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tcga") / "lgg-mri-segmentation"
+    patients = generate_tcga_lgg(root, n_patients=4, seed=1, size=40, n_slices=(9, 12))
+    return root, patients
+
+
+def test_items_match_tif_files(tiny_tcga, tmp_path):
+    root, patients = tiny_tcga
+    before = snapshot(root)
+    dm = TCGALGGDataModule(root, batch_size=4, output_dir=tmp_path)
+    dm.setup()
+    assert sorted(sum(dm.split.values(), [])) == patients
+    assert json.loads((tmp_path / "split.json").read_text()) == dm.split
+    n_items = 0
+    for split in ("train", "val", "test"):
+        data = dm.dataset(split)
+        for i, item_id in enumerate(data.ids):
+            patient, s = item_id.split("/")
+            n = int(s[1:])
+            image = tifffile.imread(root / "kaggle_3m" / patient / f"{patient}_{n}.tif")
+            mask = tifffile.imread(root / "kaggle_3m" / patient / f"{patient}_{n}_mask.tif")
+            item = data[i]
+            np.testing.assert_allclose(item["image"].permute(1, 2, 0).numpy(), image / 255, atol=1e-6)
+            np.testing.assert_array_equal(item["mask"].numpy(), mask // 255)
+            assert item["label"].item() == float(mask.any())
+            n_items += 1
+        # natural order of slice numbers within each patient (s010 after s009)
+        for patient in dm.split[split]:
+            numbers = [int(i.split("/s")[1]) for i in data.ids if i.startswith(patient)]
+            assert numbers == list(range(1, len(numbers) + 1))
+    assert n_items == sum(len(list((root / "kaggle_3m" / p).glob("*_mask.tif"))) for p in patients)
+    assert any(max(int(i.split("/s")[1]) for i in dm.dataset(s).ids) >= 10 for s in ("train",))
+    assert snapshot(root) == before
+
+
+def test_channels_option_and_root_variants(tiny_tcga):
+    root, _ = tiny_tcga
+    stored = TCGALGGDataModule(root / "kaggle_3m", batch_size=4)  # the kaggle_3m folder itself
+    flair = TCGALGGDataModule(root, channels="flair", image_size=20, batch_size=4)
+    stored.setup()
+    flair.setup()
+    assert stored.split == flair.split  # the nested duplicate copy is ignored either way
+    a, b = stored.dataset("train")[3], flair.dataset("train")[3]
+    assert b["image"].shape == (3, 20, 20) and torch.equal(b["image"][0], b["image"][2])
+    assert torch.equal(b["label"], a["label"])
+    with pytest.raises(ValueError, match="channels"):
+        TCGALGGDataModule(root, channels="t2")
+
+
+def _copy(tiny_tcga, tmp_path):
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(tiny_tcga[0], root)
+    patient = tiny_tcga[1][0]
+    return root, root / "kaggle_3m" / patient, patient
+
+
+def test_bad_inputs_name_the_file(tiny_tcga, tmp_path):
+    root, folder, patient = _copy(tiny_tcga, tmp_path)
+    (folder / f"{patient}_3_mask.tif").unlink()
+    with pytest.raises(DataFormatError, match=rf"{patient}_3.tif: slice 3 has no mask file"):
+        TCGALGGDataModule(root).setup()
+    tifffile.imwrite(folder / f"{patient}_3_mask.tif", np.full((40, 40), 7, np.uint8))
+    with pytest.raises(DataFormatError, match=rf"{patient}_3_mask.tif: mask must be 2D with values 0/255"):
+        TCGALGGDataModule(root).setup()
+    (folder / f"{patient}_3_mask.tif").write_bytes(b"II*\0garbage")
+    with pytest.raises(DataFormatError, match=rf"{patient}_3_mask.tif: cannot decode TIFF"):
+        TCGALGGDataModule(root).setup()
+    dm = TCGALGGDataModule(root, on_error="skip")
+    with pytest.warns(UserWarning, match=patient):
+        dm.setup()
+    assert list(dm.skipped) == [patient] and patient not in sum(dm.split.values(), [])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataFormatError, match="no patient folders"):
+        TCGALGGDataModule(tmp_path / "empty").setup()
