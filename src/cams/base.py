@@ -1,9 +1,9 @@
 """What every CAM method gives the engine (one small interface, SPEC sections 1-4).
 
 A method computes, for images at one scale, one non-negative map per hooked layer. The
-engine (``extractor.py``) fuses the layers, min-maxes with the method's ``eps`` and applies
-the optional per-image ``scale`` (Cfd-CAM's confidence scaling); the multi-scale plug-in
-wraps that.
+engine (``extractor.py``) fuses the layers (per-layer min-max with the method's
+``layer_eps``), min-maxes the result to exactly [0, 1] and applies the optional per-image
+``scale`` (Cfd-CAM's confidence scaling); the multi-scale plug-in wraps that.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class CamMethod(Protocol):
     modules: list[nn.Module]  # layers to hook
     names: list[str]
     needs_gradients: bool
-    eps: float  # epsilon of the min-max after fusion
+    layer_eps: float  # epsilon of the per-layer min-max in the fusion
 
     def layer_maps(
         self,

@@ -15,7 +15,7 @@ from torch import nn
 from src.cams.base import CamMethod
 from src.cams.capture import FeatureCapture
 from src.cams.layerization import fuse_layers
-from src.cams.maps import minmax
+from src.cams.maps import normalize
 from src.cams.multiscale import multi_scale
 from src.cams.scoring import TargetSpec, as_target_tensor
 
@@ -98,9 +98,7 @@ class CamExtractor:
         assert self._capture is not None
         out = self.method.layer_maps(self.model, self._capture, images, targets)
         size = (images.shape[-2], images.shape[-1])
-        maps = minmax(
-            fuse_layers(out.layer_maps, self.fusion, size, self.method.eps), self.method.eps
-        )
+        maps = normalize(fuse_layers(out.layer_maps, self.fusion, size, self.method.layer_eps))
         if out.scale is not None:
             maps = maps * out.scale[:, None, None].to(maps.dtype)
         return maps, out.targets

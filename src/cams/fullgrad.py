@@ -43,7 +43,7 @@ def effective_bias(module: nn.Module) -> torch.Tensor:
 
 class FullGradMethod:
     needs_gradients = True
-    eps = GRADCAM_EPS
+    layer_eps = GRADCAM_EPS
 
     def __init__(self, model: nn.Module, truncation: Truncation) -> None:
         self.modules, self.names = bias_layers(model)

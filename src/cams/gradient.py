@@ -100,7 +100,7 @@ class GradientMethod:
     """A gradient CAM = hooked target layers + one weight rule (+ truncation)."""
 
     needs_gradients = True
-    eps = GRADCAM_EPS
+    layer_eps = GRADCAM_EPS
 
     def __init__(
         self, rule: WeightRule, modules: list[nn.Module], names: list[str], truncation: Truncation

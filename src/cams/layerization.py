@@ -7,8 +7,10 @@ fusion brings them to the input size (bilinear, align_corners=False) and combine
 - ``mean_minmax`` (grad-cam): min-max each layer at its own resolution, upsample, mean.
 - ``max`` (torchcam): min-max each layer, upsample, element-wise max.
 
-The caller min-maxes the fused map. With one layer the three fusions agree (min-max is
-affine and bilinear resizing commutes with affine maps).
+The caller min-maxes the fused map. A single layer is min-maxed at its own resolution
+before upsampling whatever the fusion (grad-cam's order; the final min-max makes this equal
+to Eq. 8, and a constant map becomes exact zeros instead of resized rounding noise), so
+with one layer the three fusions agree.
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ FUSIONS = ("sum", "mean_minmax", "max")
 def fuse_layers(
     layer_maps: Sequence[torch.Tensor], fusion: str, size: tuple[int, int], eps: float
 ) -> torch.Tensor:
-    """(B, h_l, w_l) maps of every layer -> (B, H, W) fused map (not yet min-maxed)."""
+    """(B, h_l, w_l) maps of every layer -> (B, H, W) fused map (not yet min-maxed).
+
+    ``eps`` is the epsilon of the per-layer min-max (grad-cam: 1e-7)."""
     if fusion not in FUSIONS:
         raise ValueError(f"option 'fusion' must be one of {FUSIONS}, got {fusion!r}")
-    if fusion == "sum":
+    if fusion == "sum" and len(layer_maps) > 1:
         return torch.stack([resize(m, size) for m in layer_maps]).sum(0)
     scaled = torch.stack([resize(minmax(m, eps), size) for m in layer_maps])
-    return scaled.mean(0) if fusion == "mean_minmax" else scaled.amax(0)
+    return scaled.amax(0) if fusion == "max" else scaled.mean(0)

@@ -82,7 +82,7 @@ class Preset:
     score: str  # key of scoring.SCORES
     weights: WeightFn
     combine: str  # what sum_k w_k (.) runs over: "features" (A_k), "upsampled", "masks"
-    eps: float  # epsilon of the final min-max
+    layer_eps: float  # epsilon of the per-layer min-max (fusion)
     confidence_scaling: bool  # multiply the final map by s(x)
 
 
@@ -136,7 +136,7 @@ class PerturbationMethod:
         self.confidence_scaling = (
             self.preset.confidence_scaling if confidence_scaling is None else confidence_scaling
         )
-        self.eps = self.preset.eps
+        self.layer_eps = self.preset.layer_eps
         self.forwarded = 0  # masked images forwarded by the last call (for tests and benches)
 
     def layer_maps(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from abc import abstractmethod
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -45,7 +45,7 @@ def sample_weights(labels: torch.Tensor) -> torch.Tensor:
     return weights
 
 
-class SplitDataModule(pl.LightningDataModule):
+class SplitDataModule(pl.LightningDataModule, ABC):
     """Shared engine; see the module docstring. Subclasses set the class attributes."""
 
     num_classes: int

@@ -117,7 +117,9 @@ class BraTSDataModule(SplitDataModule):
         names = [modality] if isinstance(modality, str) else [str(m) for m in modality]
         unknown = [m for m in names if m not in MODALITIES]
         if not names or unknown:
-            raise ValueError(f"modality must be in {MODALITIES} or a list of them, got {modality!r}")
+            raise ValueError(
+                f"modality must be in {MODALITIES} or a list of them, got {modality!r}"
+            )
         self.modalities = names
         self.image_size = as_size(image_size)  # type: ignore[arg-type]
         if not 0 <= tumour_area_fraction < 1:
@@ -126,7 +128,9 @@ class BraTSDataModule(SplitDataModule):
         if slice_range is not None:
             lo, hi = (int(v) for v in slice_range)
             if not 0 <= lo < hi:
-                raise ValueError(f"slice_range must be [lo, hi) with 0 <= lo < hi, got {slice_range}")
+                raise ValueError(
+                    f"slice_range must be [lo, hi) with 0 <= lo < hi, got {slice_range}"
+                )
             slice_range = (lo, hi)
         self.slice_range = slice_range
         self.cache_dir = cache_dir
@@ -166,7 +170,9 @@ class BraTSDataModule(SplitDataModule):
                 arrays = decode_case(path, seg_path)
                 save_entry(entry, arrays, sources)
             if seg is not None and arrays["seg"].shape != seg.shape:
-                raise DataFormatError(path, f"shape {arrays['image'].shape} differs across modalities")
+                raise DataFormatError(
+                    path, f"shape {arrays['image'].shape} differs across modalities"
+                )
             seg = arrays["seg"]
             channels.append(arrays["image"])
         assert seg is not None
@@ -185,7 +191,7 @@ class BraTSDataModule(SplitDataModule):
         )
 
     def _make_dataset(self, split: str, groups: list[str]) -> TensorSliceDataset:
-        parts = [self._cases[c] for c in groups]
+        parts = [self._cases.pop(c) for c in groups]  # the split's tensors now own the data
         if not parts:
             size = self.image_size or (0, 0)
             return TensorSliceDataset(

@@ -27,6 +27,15 @@ def _complete(root: Path, cases: list[str]) -> bool:
     return all((root / c / f"{c}_{m}.nii.gz").is_file() for c in cases for m in names)
 
 
+def _is_current(root: Path, params: dict) -> bool:
+    """True if ``root`` holds a complete copy generated with exactly ``params``."""
+    try:
+        stored = json.loads((root / MARKER).read_text())
+    except (OSError, ValueError):
+        return False
+    return stored.get("params") == params and _complete(root, stored.get("cases", []))
+
+
 def ensure_demo_brats(root: str | Path, n_cases: int = 12, seed: int = 0, **kw: Any) -> Path:
     """Return ``root`` holding a generated BraTS copy made with these parameters.
 
@@ -37,24 +46,26 @@ def ensure_demo_brats(root: str | Path, n_cases: int = 12, seed: int = 0, **kw: 
     params = {"version": DEMO_VERSION, "n_cases": n_cases, "seed": seed, **kw}
     params = json.loads(json.dumps(params))  # tuples -> lists, as stored in the marker
     marker = root / MARKER
-    if marker.is_file():
-        try:
-            stored = json.loads(marker.read_text())
-        except ValueError:
-            stored = None
-        if stored and stored.get("params") == params and _complete(root, stored.get("cases", [])):
-            return root
+    if _is_current(root, params):
+        return root
     log.info("generating demo BraTS data in %s (%s)", root, params)
     exists = root.exists()
     if exists and not marker.is_file() and any(root.iterdir()):
-        raise FileExistsError(f"{root}: not a generated demo folder (no {MARKER}); refusing to replace it")
+        raise FileExistsError(
+            f"{root}: not a generated demo folder (no {MARKER}); refusing to replace it"
+        )
     # generate_brats builds a temporary sibling and swaps it in, marker included.
-    generate_brats(
-        root,
-        n_cases=n_cases,
-        seed=seed,
-        overwrite=exists,
-        marker=(MARKER, {"params": params}),
-        **kw,
-    )
+    try:
+        generate_brats(
+            root,
+            n_cases=n_cases,
+            seed=seed,
+            overwrite=exists,
+            marker=(MARKER, {"params": params}),
+            **kw,
+        )
+    except OSError:
+        # Another process (e.g. a second DDP rank) may have put the same data in place first.
+        if not _is_current(root, params):
+            raise
     return root

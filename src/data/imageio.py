@@ -28,4 +28,6 @@ def image_hw(path: Path) -> tuple[int, int]:
         with Image.open(path) as img:
             return img.height, img.width
     except Exception as exc:
-        raise DataFormatError(path, f"cannot read image header ({type(exc).__name__}: {exc})") from exc
+        raise DataFormatError(
+            path, f"cannot read image header ({type(exc).__name__}: {exc})"
+        ) from exc

@@ -54,13 +54,17 @@ class KSDD2DataModule(FileDataModule):
     def _scan(self) -> list[str]:
         for folder in FOLDERS:
             if not (self.root / folder).is_dir():
-                raise DataFormatError(self.root / folder, "missing KSDD2 folder (expected train/ and test/)")
+                raise DataFormatError(
+                    self.root / folder, "missing KSDD2 folder (expected train/ and test/)"
+                )
         groups = []
         for folder in FOLDERS:
             path = self.root / folder
             for image in sorted(p for p in path.iterdir() if _IMAGE.match(p.name)):
                 group = f"{folder}/{image.stem}"
-                row = self._guard(group, lambda image=image, group=group: self._scan_image(image, group))
+                row = self._guard(
+                    group, lambda image=image, group=group: self._scan_image(image, group)
+                )
                 if row is not None:
                     self._entries[group] = [row]
                     groups.append(group)

@@ -44,7 +44,9 @@ def tif_shape(path: Path) -> tuple[int, ...]:
         with tifffile.TiffFile(path) as tif:
             return tuple(tif.pages[0].shape)
     except Exception as exc:
-        raise DataFormatError(path, f"cannot read TIFF header ({type(exc).__name__}: {exc})") from exc
+        raise DataFormatError(
+            path, f"cannot read TIFF header ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 def read_binary_mask(path: Path) -> np.ndarray:
@@ -55,7 +57,9 @@ def read_binary_mask(path: Path) -> np.ndarray:
     values = np.flatnonzero(np.bincount(mask.ravel().astype(np.int64))) if mask.size else []
     bad = [int(v) for v in values if v not in (0, 255)]
     if mask.ndim != 2 or bad:
-        raise DataFormatError(path, f"mask must be 2D with values 0/255, got {mask.shape}, {bad[:5]}")
+        raise DataFormatError(
+            path, f"mask must be 2D with values 0/255, got {mask.shape}, {bad[:5]}"
+        )
     return (mask > 0).astype(np.uint8)
 
 
@@ -107,7 +111,9 @@ class TCGALGGDataModule(FileDataModule):
             weighted_sampling, on_error, output_dir,
         )  # fmt: skip
         if channels != "stored" and channels not in CHANNELS:
-            raise ValueError(f"channels must be 'stored' or one of {list(CHANNELS)}, got {channels!r}")
+            raise ValueError(
+                f"channels must be 'stored' or one of {list(CHANNELS)}, got {channels!r}"
+            )
         self.channels = channels
         self.image_size = as_size(image_size)  # type: ignore[arg-type]
 
@@ -117,7 +123,9 @@ class TCGALGGDataModule(FileDataModule):
 
     def _scan(self) -> list[str]:
         base = self._patients_dir()
-        patients = sorted(p.name for p in base.iterdir() if p.is_dir() and p.name.startswith("TCGA_"))
+        patients = sorted(
+            p.name for p in base.iterdir() if p.is_dir() and p.name.startswith("TCGA_")
+        )
         if not patients:
             raise DataFormatError(base, "no patient folders TCGA_* (expected kaggle_3m layout)")
         for patient in patients:
@@ -134,7 +142,9 @@ class TCGALGGDataModule(FileDataModule):
                 raise DataFormatError(image, f"expected an (H, W, 3) slice, got {shape}")
             mask = read_binary_mask(mask_path)
             if mask.shape != shape[:2]:
-                raise DataFormatError(mask_path, f"mask shape {mask.shape} differs from image {shape}")
+                raise DataFormatError(
+                    mask_path, f"mask shape {mask.shape} differs from image {shape}"
+                )
             rows.append((f"{folder.name}/s{n:03d}", (image, mask_path), [float(mask.any())]))
         return rows
 

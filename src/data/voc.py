@@ -8,6 +8,7 @@ Splits: the official ``val`` list is our test split; our val is a seeded ``val_f
 the training list, which is ``train`` or the SBD-augmented ``train_aug``
 (``ImageSets/Segmentation/train_aug.txt``). Images without a mask (the SBD extras, unless
 ``SegmentationClassAug/`` provides one) get an all-void mask; every test image needs one.
+VOC images differ in size, so ``image_size=None`` needs ``batch_size=1``.
 """
 
 from __future__ import annotations
@@ -124,7 +125,9 @@ class VOCDataModule(FileDataModule):
         needs_mask = set(self._lists["test"])
         ids = sorted(set(self._lists["train"]) | needs_mask)
         for image_id in ids:
-            row = self._guard(image_id, lambda i=image_id: self._scan_image(voc, i, i in needs_mask))
+            row = self._guard(
+                image_id, lambda i=image_id: self._scan_image(voc, i, i in needs_mask)
+            )
             if row is not None:
                 self._entries[image_id] = [row]
         return [i for i in ids if i in self._entries]

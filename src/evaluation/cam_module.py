@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from src.cams import build_cam
-from src.evaluation.map_store import MapWriter
+from src.evaluation.map_store import MapWriter, shard_path
 from src.evaluation.masks import MaskMaker
 from src.evaluation.metrics import binary_metrics, group_of
 
@@ -84,7 +84,10 @@ class CAMEvaluationModule(pl.LightningModule):
     def on_test_start(self) -> None:
         self.rows = []
         self._pending = []
-        self._writer = MapWriter(self.maps_path).__enter__()
+        path = self.maps_path
+        if self.trainer.world_size > 1:  # one shard per process, merged by rank 0 afterwards
+            path = shard_path(self.maps_path, self.global_rank)
+        self._writer = MapWriter(path).__enter__()
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         images = batch["image"]

@@ -58,3 +58,24 @@ def load_map(path: str | os.PathLike, image_id: str) -> np.ndarray:
     """The map of one image, as float32."""
     with np.load(path) as archive:
         return archive[_member(image_id)[: -len(".npy")]].astype(np.float32)
+
+
+def shard_path(path: str | os.PathLike, rank: int) -> Path:
+    """The maps file of one process in a distributed evaluation."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.rank{rank}{path.suffix}")
+
+
+def merge_shards(path: str | os.PathLike, world_size: int) -> None:
+    """Join the per-process maps files into `path`, dropping the duplicates a distributed
+    sampler adds to even out the shards, and remove the shards."""
+    shards = [shard_path(path, rank) for rank in range(world_size)]
+    seen: set[str] = set()
+    with MapWriter(path) as writer:
+        for shard in shards:
+            for image_id, cam_map in read_maps(shard):
+                if image_id not in seen:
+                    seen.add(image_id)
+                    writer.add(image_id, cam_map)
+    for shard in shards:
+        shard.unlink()

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from src.evaluation.cam_module import CAMEvaluationModule, image_row, to_uint8_rgb
 from src.evaluation.figures import Panel, overlay_rgb, pick_examples, save_overview
-from src.evaluation.map_store import load_map, read_maps
+from src.evaluation.map_store import load_map, merge_shards, read_maps
 from src.evaluation.masks import MaskMaker
 from src.evaluation.metrics import summarize
 from src.evaluation.reports import format_table, write_json, write_per_image_csv
@@ -73,8 +73,30 @@ def evaluate(
             trainer.test(module, dataloaders=loader, verbose=False)
         finally:
             module.close_maps(complete=False)  # no-op after a complete loop
+    rows = module.rows
+    if trainer.world_size > 1:
+        rows = gather_rows(rows)
+        if trainer.is_global_zero:
+            merge_shards(maps_path, trainer.world_size)
+        trainer.strategy.barrier("eval-merged")
+        if not trainer.is_global_zero:
+            return {}
     info = {"target_layers": target_layers, "cam_options": options, "checkpoint": checkpoint}
-    return write_results(cfg, module.rows, loader.dataset, maps_path, info)
+    return write_results(cfg, rows, loader.dataset, maps_path, info)
+
+
+def gather_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """All processes' rows, each image once (a distributed sampler repeats a few images so
+    that every process gets the same number)."""
+    import torch.distributed as dist
+
+    shards: list[list[dict[str, Any]] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(shards, rows)
+    unique: dict[str, dict[str, Any]] = {}
+    for shard in shards:
+        for row in shard or []:
+            unique.setdefault(row["id"], row)
+    return list(unique.values())
 
 
 def remask(cfg: DictConfig, dataset: Dataset, source_dir: str | Path) -> dict[str, Any]:

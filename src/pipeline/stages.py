@@ -8,6 +8,7 @@ data/backbone/training config (e.g. every job of a CAM sweep) loads them instead
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,11 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Subset
 
 from src.pipeline.config import cam_options, validate_config
-from src.pipeline.store import ModelStore, load_state_dict, load_weights
+from src.pipeline.store import WEIGHTS_FILE, ModelStore, load_state_dict, load_weights
 from src.pipeline.trainer import build_trainer, finish_loggers
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,33 @@ def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
 
 def build_net(cfg: DictConfig, num_classes: int) -> torch.nn.Module:
     return instantiate(cfg.backbone.net, num_classes=num_classes)
+
+
+def resume_checkpoint(cfg: DictConfig, stage: str) -> str | None:
+    """`resume=<earlier run folder>`: continue that run's training from its last checkpoint."""
+    if not cfg.get("resume"):
+        return None
+    last = Path(cfg.resume) / "checkpoints" / stage / "last.ckpt"
+    if last.is_file():
+        log.info("Resuming %s from %s", stage, last)
+        return str(last)
+    log.info("No %s checkpoint in %s: training %s from the start", stage, cfg.resume, stage)
+    return None
+
+
+def save_from_rank_zero(
+    trainer: pl.Trainer,
+    store: ModelStore,
+    cfg: DictConfig,
+    stage: str,
+    state_dict: Callable[[], dict[str, torch.Tensor]],
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Store trained weights once (rank 0); every process waits and returns the stored path."""
+    if trainer.is_global_zero:
+        store.save(cfg, stage, state_dict(), extra=extra)
+    trainer.strategy.barrier(f"store-{stage}")
+    return store.entry(cfg, stage) / WEIGHTS_FILE
 
 
 def pretrain_stage(
@@ -69,8 +98,8 @@ def pretrain_stage(
     trainer = build_trainer(
         cfg, "pretrain", max_epochs=cfg.pretrain.epochs, callbacks=[checkpoints]
     )
-    trainer.fit(module, datamodule=datamodule)
-    return store.save(cfg, "pretrain", module.encoder.state_dict())
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg, "pretrain"))
+    return save_from_rank_zero(trainer, store, cfg, "pretrain", module.encoder.state_dict)
 
 
 def finetune_stage(cfg: DictConfig, datamodule: pl.LightningDataModule, store: ModelStore) -> Path:
@@ -102,17 +131,15 @@ def finetune_stage(cfg: DictConfig, datamodule: pl.LightningDataModule, store: M
     trainer = build_trainer(
         cfg, "finetune", max_epochs=cfg.finetune.epochs, callbacks=[checkpoints]
     )
-    trainer.fit(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg, "finetune"))
     best = checkpoints.best_model_path or checkpoints.last_model_path
     best_auc = checkpoints.best_model_score
     log.info(
         "Best validation AUC %s (%s)", None if best_auc is None else f"{float(best_auc):.4f}", best
     )
-    return store.save(
-        cfg,
-        "finetune",
-        load_state_dict(best),
-        extra={"best_val_auc": None if best_auc is None else float(best_auc), "checkpoint": best},
+    extra = {"best_val_auc": None if best_auc is None else float(best_auc), "checkpoint": best}
+    return save_from_rank_zero(
+        trainer, store, cfg, "finetune", lambda: load_state_dict(best), extra=extra
     )
 
 
@@ -210,7 +237,8 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
         finish_loggers()
     # Written last, so a failed run never replaces the config of results already in the folder
     # (Hydra keeps its own copy of every attempt in .hydra/).
-    tmp = output_dir / ".config.yaml.partial"
-    OmegaConf.save(cfg, tmp, resolve=True)
-    tmp.replace(output_dir / "config.yaml")
+    if rank_zero_only.rank == 0:
+        tmp = output_dir / ".config.yaml.partial"
+        OmegaConf.save(cfg, tmp, resolve=True)
+        tmp.replace(output_dir / "config.yaml")
     return summary

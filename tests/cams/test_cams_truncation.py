@@ -116,7 +116,7 @@ def test_fusions_on_two_layers(resnet):
     for layer in layers:  # one layer at a time: relu map upsampled, before the min-max
         store = {}
         handle = resnet.get_submodule(layer).register_forward_hook(
-            lambda m, i, o: store.update(a=o.clone())
+            lambda m, i, o, store=store: store.update(a=o)
         )
         logits = resnet(x)
         handle.remove()
@@ -128,8 +128,8 @@ def test_fusions_on_two_layers(resnet):
     with build_cam("ltgradcam", resnet, layers, delta=None, fusion="sum") as cam:
         fused_sum = cam(x, 0)
     assert (fused_sum - minmax(single[0] + single[1])).abs().max() < 1e-5
-    with build_cam("gradcam", resnet, layers, fusion="max") as cam:
+    with build_cam("layercam", resnet, layers, fusion="max") as cam:
         fused_max = cam(x, 0)
-    with build_cam("gradcam", resnet, layers, fusion="mean_minmax") as cam:
+    with build_cam("layercam", resnet, layers, fusion="mean_minmax") as cam:
         fused_mean = cam(x, 0)
     assert (fused_max - fused_mean).abs().max() > 1e-3

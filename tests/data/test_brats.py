@@ -50,7 +50,9 @@ def test_items_match_generated_volumes(tiny_brats, tmp_path):
             assert item["image"].shape == (3, 48, 48) and item["image"].dtype == torch.float32
             # grey modality repeated to 3 channels, per-volume min-max (uint8 cache: 1/255).
             assert torch.equal(item["image"][0], item["image"][2])
-            np.testing.assert_allclose(item["image"][0].numpy(), expected[:, :, z], atol=0.5 / 255 + 1e-6)
+            np.testing.assert_allclose(
+                item["image"][0].numpy(), expected[:, :, z], atol=0.5 / 255 + 1e-6
+            )
             wt = seg[:, :, z] > 0
             assert item["mask"].dtype == torch.int64
             np.testing.assert_array_equal(item["mask"].numpy(), wt.astype(np.int64))
@@ -163,7 +165,10 @@ def test_cache_is_reused_and_invalidated(brats_copy, tmp_path, monkeypatch):
     third = _dm(brats_copy, tmp_path)
     third.setup()
     assert {p.parent.name for p in calls} == {case}
-    assert all(third.dataset(s).labels[[i.startswith(case) for i in third.dataset(s).ids]].sum() == 0 for s in ("train", "val", "test"))
+    assert all(
+        third.dataset(s).labels[[i.startswith(case) for i in third.dataset(s).ids]].sum() == 0
+        for s in ("train", "val", "test")
+    )
 
 
 def test_default_cache_dir_is_outside_root(tiny_brats, tmp_path, monkeypatch):
@@ -327,3 +332,14 @@ def test_truncated_gzip_is_decoding_error(tmp_path):
     path.write_bytes(gzip.compress(b"\0" * 100))
     with pytest.raises(DataFormatError, match="x.nii.gz"):
         brats.read_nifti(path)
+
+
+def test_split_file_naming_a_skipped_case_drops_it(brats_copy, tmp_path):
+    ids = sorted(p.name for p in brats_copy.iterdir())
+    _missing_modality(brats_copy, ids[0])
+    path = tmp_path / "split.json"
+    path.write_text(json.dumps({"train": ids[:3], "val": [ids[3]], "test": [ids[4]]}))
+    dm = _dm(brats_copy, tmp_path, split_file=path, on_error="skip")
+    with pytest.warns(UserWarning, match=ids[0]):
+        dm.setup()
+    assert dm.split == {"train": ids[1:3], "val": [ids[3]], "test": [ids[4]]}

@@ -51,25 +51,29 @@ def test_demo_refuses_to_replace_foreign_folder(tmp_path):
         ensure_demo_brats(tmp_path / "mine", n_cases=2, **TINY)
 
 
-def _compose(name: str, tmp_path: Path, **extra) -> dict:
-    cfg = OmegaConf.create(
-        {"modality": "t2", "paths": {"cache_dir": str(tmp_path / "cache")}, **extra}
+def _compose(tmp_path: Path, data: str, *overrides: str):
+    """Compose the real ``conf/data`` group under a minimal primary config with Hydra."""
+    from hydra import compose, initialize_config_dir
+
+    primary = tmp_path / "conf"
+    (primary / "data").mkdir(parents=True, exist_ok=True)
+    for f in CONF.glob("*.yaml"):
+        (primary / "data" / f.name).write_text(f.read_text())
+    (primary / "config.yaml").write_text(
+        "defaults:\n  - data: brats\n  - _self_\n"
+        f"modality: t2\npaths:\n  cache_dir: {tmp_path / 'cache'}\n"
     )
-    group = OmegaConf.load(CONF / f"{name}.yaml")
-    defaults = group.pop("defaults", [])
-    for parent in defaults:  # emulate Hydra's defaults list inside the data group
-        if parent != "_self_":
-            group = OmegaConf.merge(OmegaConf.load(CONF / f"{parent}.yaml"), group)
-    cfg.data = group
-    return cfg
+    with initialize_config_dir(str(primary), version_base="1.3"):
+        return compose("config", overrides=[f"data={data}", *overrides])
 
 
 def test_demo_config_instantiates_brats_module(tmp_path):
-    cfg = _compose("demo", tmp_path)
+    cfg = _compose(tmp_path, "demo")
     data = OmegaConf.to_container(cfg.data, resolve=True)
     demo = data.pop("demo")
-    assert set(demo) == {"n_cases", "seed", "normal_cases"}
+    assert {"n_cases", "seed"} <= set(demo)
     assert data["root"] == str(tmp_path / "cache" / "demo" / "brats2021")
+    assert data["cache_dir"] == str(tmp_path / "cache" / "slices")
     dm = instantiate(data)
     assert isinstance(dm, BraTSDataModule)
     assert dm.modalities == ["t2"] and dm.image_size == (64, 64) and dm.slice_range == (30, 130)
@@ -77,25 +81,8 @@ def test_demo_config_instantiates_brats_module(tmp_path):
 
 @pytest.mark.parametrize("name", ["brats", "tcga_lgg", "ksdd2", "voc"])
 def test_dataset_configs_instantiate(name, tmp_path):
-    cfg = _compose(name, tmp_path)
-    cfg.data.root = str(tmp_path)
+    cfg = _compose(tmp_path, name, f"data.root={tmp_path}")
     dm = instantiate(cfg.data)
-    assert dm.num_classes in (1, 20) and dm.batch_size > 0
-
-
-def test_hydra_composes_the_group(tmp_path):
-    """The real Hydra defaults-list form inside the group works (demo extends brats)."""
-    from hydra import compose, initialize_config_dir
-
-    primary = tmp_path / "conf"
-    (primary / "data").mkdir(parents=True)
-    for f in CONF.glob("*.yaml"):
-        (primary / "data" / f.name).write_text(f.read_text())
-    (primary / "config.yaml").write_text(
-        "defaults:\n  - data: demo\n  - _self_\nmodality: flair\npaths:\n  cache_dir: /c\n"
-    )
-    with initialize_config_dir(str(primary), version_base="1.3"):
-        cfg = compose("config")
-    assert cfg.data._target_ == "src.data.brats.BraTSDataModule"
-    assert cfg.data.modality == "flair" and cfg.data.cache_dir == "/c/slices"
-    assert cfg.data.image_size == 64 and cfg.data.demo.n_cases == 12
+    assert dm.root == tmp_path and dm.num_classes in (1, 20) and dm.batch_size > 0
+    if name == "brats":
+        assert dm.modalities == ["t2"] and dm.tumour_area_fraction == 0.01

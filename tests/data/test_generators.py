@@ -38,7 +38,9 @@ def test_deterministic(tmp_path):
     assert a == b
     for case in a:
         for name in ("flair", "seg"):
-            np.testing.assert_array_equal(_load(tmp_path / "a", case, name), _load(tmp_path / "b", case, name))
+            np.testing.assert_array_equal(
+                _load(tmp_path / "a", case, name), _load(tmp_path / "b", case, name)
+            )
     with pytest.raises(FileExistsError):
         generate_brats(tmp_path / "a", n_cases=1, shape=(24, 24, 10))
 

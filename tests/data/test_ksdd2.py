@@ -38,7 +38,9 @@ def test_items_labels_masks_and_official_split(tiny_ksdd2):
             image = np.asarray(Image.open(root / folder / f"{stem}.png"))
             item = data[i]
             np.testing.assert_array_equal(item["mask"].numpy(), (gt > 0).astype(np.int64))
-            np.testing.assert_allclose(item["image"].permute(1, 2, 0).numpy(), image / 255, atol=1e-6)
+            np.testing.assert_allclose(
+                item["image"].permute(1, 2, 0).numpy(), image / 255, atol=1e-6
+            )
             assert item["label"].item() == float(gt.any())
             labels.append(float(gt.any()))
     assert 0 < sum(labels) < len(labels)

@@ -16,7 +16,14 @@ IDS = [f"case{i:03d}" for i in range(50)]
 
 @pytest.mark.parametrize(
     "n, expected",
-    [(1, [1, 0, 0]), (2, [1, 1, 0]), (3, [1, 1, 1]), (10, [8, 1, 1]), (12, [10, 1, 1]), (50, [40, 5, 5])],
+    [
+        (1, [1, 0, 0]),
+        (2, [1, 1, 0]),
+        (3, [1, 1, 1]),
+        (10, [8, 1, 1]),
+        (12, [10, 1, 1]),
+        (50, [40, 5, 5]),
+    ],
 )
 def test_sizes_keep_every_split_filled_when_possible(n, expected):
     split = seeded_split(IDS[:n], (0.8, 0.1, 0.1), seed=0)

@@ -38,7 +38,9 @@ def test_items_match_tif_files(tiny_tcga, tmp_path):
             image = tifffile.imread(root / "kaggle_3m" / patient / f"{patient}_{n}.tif")
             mask = tifffile.imread(root / "kaggle_3m" / patient / f"{patient}_{n}_mask.tif")
             item = data[i]
-            np.testing.assert_allclose(item["image"].permute(1, 2, 0).numpy(), image / 255, atol=1e-6)
+            np.testing.assert_allclose(
+                item["image"].permute(1, 2, 0).numpy(), image / 255, atol=1e-6
+            )
             np.testing.assert_array_equal(item["mask"].numpy(), mask // 255)
             assert item["label"].item() == float(mask.any())
             n_items += 1
@@ -80,7 +82,9 @@ def test_bad_inputs_name_the_file(tiny_tcga, tmp_path):
     with pytest.raises(DataFormatError, match=rf"{patient}_3.tif: slice 3 has no mask file"):
         TCGALGGDataModule(root).setup()
     tifffile.imwrite(folder / f"{patient}_3_mask.tif", np.full((40, 40), 7, np.uint8))
-    with pytest.raises(DataFormatError, match=rf"{patient}_3_mask.tif: mask must be 2D with values 0/255"):
+    with pytest.raises(
+        DataFormatError, match=rf"{patient}_3_mask.tif: mask must be 2D with values 0/255"
+    ):
         TCGALGGDataModule(root).setup()
     (folder / f"{patient}_3_mask.tif").write_bytes(b"II*\0garbage")
     with pytest.raises(DataFormatError, match=rf"{patient}_3_mask.tif: cannot decode TIFF"):

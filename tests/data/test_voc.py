@@ -46,9 +46,14 @@ def test_items_labels_masks_and_void(tiny_voc):
         data = dm.dataset(split)
         for i, image_id in enumerate(data.ids):
             item = data[i]
-            names = {o.findtext("name") for o in ET.parse(voc / "Annotations" / f"{image_id}.xml").getroot().iter("object")}
+            names = {
+                o.findtext("name")
+                for o in ET.parse(voc / "Annotations" / f"{image_id}.xml").getroot().iter("object")
+            }
             assert item["label"].shape == (20,)
-            assert [VOC_CLASSES[k] for k in item["label"].nonzero()[:, 0]] == sorted(names, key=VOC_CLASSES.index)
+            assert [VOC_CLASSES[k] for k in item["label"].nonzero()[:, 0]] == sorted(
+                names, key=VOC_CLASSES.index
+            )
             png = Image.open(voc / "SegmentationClass" / f"{image_id}.png")
             assert png.mode == "P"
             np.testing.assert_array_equal(item["mask"].numpy(), np.asarray(png).astype(np.int64))

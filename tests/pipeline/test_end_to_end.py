@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,7 @@ from src.pipeline.stages import run_pipeline
 pytestmark = pytest.mark.slow
 
 EVAL_IMAGES = 4
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _overrides(data_root: Path, cache: Path, *extra: str) -> list[str]:
@@ -215,3 +218,37 @@ def test_masks_stage_reproduces_the_original_masks_exactly(workspace, first_run,
     summary = run_pipeline(cfg)
     assert summary["mask"] == "otsu"
     assert {r["id"] for r in _rows(out)} == {r["id"] for r in _rows(source)}
+
+
+def test_two_process_ddp_evaluation_equals_one_process(workspace, first_run):
+    """`trainer=ddp` shards the split over 2 CPU processes; rank 0 writes the same results."""
+    out = workspace["root"] / "ddp-eval"
+    command = [
+        sys.executable,
+        "-m",
+        "src.run",
+        *_overrides(workspace["data"], workspace["cache"], "cam=gradcam", "cam.mask=densecrf"),
+        "stage=eval",
+        "trainer=ddp",
+        "trainer.devices=2",
+        "trainer.accelerator=cpu",
+        f"hydra.run.dir={out}",
+    ]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    single = {r["id"]: r for r in _rows(first_run["out"])}
+    ddp = {r["id"]: r for r in _rows(out)}
+    assert set(ddp) == set(single)
+    for image_id, row in ddp.items():
+        for key, value in row.items():
+            if key in ("id", "group"):
+                assert value == single[image_id][key]
+            else:
+                assert float(value) == pytest.approx(float(single[image_id][key]), abs=1e-4)
+    assert set(dict(read_maps(out / "cam_maps.npz"))) == set(single)
+    assert not list(out.glob("cam_maps.rank*"))
+    one = json.loads((first_run["out"] / "summary.json").read_text())["groups"]
+    two = json.loads((out / "summary.json").read_text())["groups"]
+    assert set(two) == set(one)
+    for group, stats in one.items():
+        assert two[group] == pytest.approx(stats, abs=1e-4, nan_ok=True)

@@ -24,10 +24,38 @@ BRAIN_FILL = (0.6, 0.75, 0.97)
 #: textbook contrasts: T1 WM > GM > CSF; T2 CSF bright; FLAIR CSF dark and oedema bright;
 #: T1ce like T1 with a bright enhancing rim.
 CONTRASTS: dict[str, dict[str, float]] = {
-    "t1": {"csf": 0.22, "gm": 0.55, "wm": 0.80, "necrosis": 0.18, "enhancing": 0.50, "oedema": 0.52},
-    "t1ce": {"csf": 0.22, "gm": 0.55, "wm": 0.80, "necrosis": 0.18, "enhancing": 1.15, "oedema": 0.52},
-    "t2": {"csf": 1.00, "gm": 0.60, "wm": 0.40, "necrosis": 1.00, "enhancing": 0.72, "oedema": 0.88},
-    "flair": {"csf": 0.12, "gm": 0.55, "wm": 0.45, "necrosis": 0.55, "enhancing": 0.85, "oedema": 1.00},
+    "t1": {
+        "csf": 0.22,
+        "gm": 0.55,
+        "wm": 0.80,
+        "necrosis": 0.18,
+        "enhancing": 0.50,
+        "oedema": 0.52,
+    },
+    "t1ce": {
+        "csf": 0.22,
+        "gm": 0.55,
+        "wm": 0.80,
+        "necrosis": 0.18,
+        "enhancing": 1.15,
+        "oedema": 0.52,
+    },
+    "t2": {
+        "csf": 1.00,
+        "gm": 0.60,
+        "wm": 0.40,
+        "necrosis": 1.00,
+        "enhancing": 0.72,
+        "oedema": 0.88,
+    },
+    "flair": {
+        "csf": 0.12,
+        "gm": 0.55,
+        "wm": 0.45,
+        "necrosis": 0.55,
+        "enhancing": 0.85,
+        "oedema": 1.00,
+    },
 }
 MODALITIES = tuple(CONTRASTS)
 TUMOUR_PARTS = ("necrosis", "enhancing", "oedema")
@@ -115,7 +143,9 @@ def sample_brain(shape: tuple[int, int, int], rng: np.random.Generator) -> Brain
     # Large grids are warped at half resolution and upsampled: 3D grid_sample dominates the
     # cost and the template's 1 mm detail survives a 2x trilinear round trip well enough.
     coarse = tuple(-(-n // 2) for n in shape) if np.prod(shape) > 4e6 else shape
-    axes = [torch.linspace(-(n - 1) / 2, (n - 1) / 2, m) for n, m in zip(shape, coarse, strict=True)]
+    axes = [
+        torch.linspace(-(n - 1) / 2, (n - 1) / 2, m) for n, m in zip(shape, coarse, strict=True)
+    ]
     grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)  # (X, Y, Z, 3)
     pos = grid @ torch.from_numpy(matrix.T.astype(np.float32)) + torch.from_numpy(
         centre.astype(np.float32)

@@ -57,7 +57,9 @@ def generate_brats(
     if normal_cases is None:
         normal_cases = n_cases // 6
     if n_cases < 1 or not 0 <= normal_cases <= n_cases:
-        raise ValueError(f"need n_cases >= 1 and 0 <= normal_cases <= n_cases, got {n_cases}, {normal_cases}")
+        raise ValueError(
+            f"need n_cases >= 1 and 0 <= normal_cases <= n_cases, got {n_cases}, {normal_cases}"
+        )
     shape = tuple(int(s) for s in shape)
     if len(shape) != 3 or min(shape) < 8:
         raise ValueError(f"shape must be 3 sizes >= 8, got {shape}")
@@ -74,7 +76,9 @@ def generate_brats(
             for modality in MODALITIES:
                 img = render(brain, tumour, modality, case_rng, noise=noise)
                 scale = case_rng.uniform(700, 1500)
-                write_nifti(folder / f"{case}_{modality}.nii.gz", np.round(img * scale).astype(np.int16))
+                write_nifti(
+                    folder / f"{case}_{modality}.nii.gz", np.round(img * scale).astype(np.int16)
+                )
             seg = tumour.labels() if tumour is not None else np.zeros(shape, np.uint8)
             write_nifti(folder / f"{case}_seg.nii.gz", seg)
         if marker is not None:

@@ -78,7 +78,9 @@ def generate_ksdd2(
                 if rng.random() < defect_fraction:
                     gt = draw_defect(shape, rng)
                     soft = ndimage.gaussian_filter(gt.astype(np.float32), 0.7)
-                    surface = np.clip(surface + rng.choice([-1, 1]) * rng.uniform(0.2, 0.35) * soft, 0, 1)
+                    surface = np.clip(
+                        surface + rng.choice([-1, 1]) * rng.uniform(0.2, 0.35) * soft, 0, 1
+                    )
                 tint = np.array([1.0, 1.0, 1.0]) + rng.uniform(-0.03, 0.03, 3)
                 rgb = np.clip(surface[..., None] * tint * 255, 0, 255).round().astype(np.uint8)
                 stem = f"{first + i:05d}"

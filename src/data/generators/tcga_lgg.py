@@ -63,7 +63,9 @@ def generate_tcga_lgg(
             depth = int(prng.integers(n_slices[0], n_slices[1] + 1))
             brain = sample_brain((size, size, depth), prng)
             tumour = None if i in normal else sample_tumour(brain, prng)
-            volume = np.stack([_to_uint8(render(brain, tumour, m, prng)) for m in TCGA_MODALITIES], -1)
+            volume = np.stack(
+                [_to_uint8(render(brain, tumour, m, prng)) for m in TCGA_MODALITIES], -1
+            )
             wt = tumour.labels() > 0 if tumour is not None else np.zeros(brain.mask.shape, bool)
             folder = base / patient
             folder.mkdir()
@@ -75,5 +77,7 @@ def generate_tcga_lgg(
             rows.append(f"{patient[:12]},{int(prng.integers(0, 2))}")
         (base / "data.csv").write_text("\n".join(rows) + "\n")
         if nested_duplicate:
-            shutil.copytree(base / patients[0], tmp / "lgg-mri-segmentation" / "kaggle_3m" / patients[0])
+            shutil.copytree(
+                base / patients[0], tmp / "lgg-mri-segmentation" / "kaggle_3m" / patients[0]
+            )
     return patients

@@ -29,7 +29,7 @@ _FILES = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def bundled_image(name: str) -> np.ndarray:
     """(H, W, 3) uint8 RGB copy of a scikit-image bundled picture (grey ones replicated)."""
     import skimage.data
@@ -52,7 +52,9 @@ def random_crop(image: np.ndarray, size: tuple[int, int], rng: np.random.Generat
     scale = max(size[0] / h, size[1] / w, 1.0) * rng.uniform(1.0, 1.3)
     if scale > 1.0:
         image = np.asarray(
-            Image.fromarray(image).resize((int(np.ceil(w * scale)), int(np.ceil(h * scale))), Image.BILINEAR)
+            Image.fromarray(image).resize(
+                (int(np.ceil(w * scale)), int(np.ceil(h * scale))), Image.BILINEAR
+            )
         )
         h, w = image.shape[:2]
     y = int(rng.integers(0, h - size[0] + 1))

@@ -49,7 +49,9 @@ def _object_mask(shape: tuple[int, int], cls: int, rng: np.random.Generator) -> 
         k = 5 + cls % 4
         angles = np.sort(rng.uniform(0, 2 * np.pi, 2 * k))
         radius = np.where(np.arange(2 * k) % 2 == 0, 1.0, rng.uniform(0.45, 0.7))
-        rr, cc = polygon(cy + ry * radius * np.sin(angles), cx + rx * radius * np.cos(angles), shape)
+        rr, cc = polygon(
+            cy + ry * radius * np.sin(angles), cx + rx * radius * np.cos(angles), shape
+        )
     mask[rr, cc] = True
     return mask
 
@@ -82,7 +84,9 @@ def _annotation(image_id: str, shape: tuple[int, int], objects: list[tuple[str, 
     return "\n".join(rows + ["</annotation>"]) + "\n"
 
 
-def _render_image(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, list[tuple[str, tuple]]]:
+def _render_image(
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, list[tuple[str, tuple]]]:
     shape = (int(rng.integers(200, 280)), int(rng.integers(240, 340)))
     background = random_crop(bundled_image(PHOTOS[rng.integers(len(PHOTOS))]), shape, rng)
     image = background.astype(np.float32) / 255
