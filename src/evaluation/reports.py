@@ -37,19 +37,19 @@ def write_per_image_csv(rows: Sequence[dict[str, Any]], path: str | os.PathLike)
     atomic_write_text(path, buffer.getvalue())
 
 
-def _finite(value: Any) -> Any:
+def finite(value: Any) -> Any:
     """NaN (e.g. the mean of an empty group) becomes null: JSON has no NaN."""
     if isinstance(value, float) and math.isnan(value):
         return None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: finite(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
+        return [finite(v) for v in value]
     return value
 
 
 def write_json(data: dict[str, Any], path: str | os.PathLike) -> None:
-    atomic_write_text(path, json.dumps(_finite(data), indent=2, allow_nan=False) + "\n")
+    atomic_write_text(path, json.dumps(finite(data), indent=2, allow_nan=False) + "\n")
 
 
 def format_table(summary: dict[str, Any], metrics: Sequence[str], title: str = "") -> str:

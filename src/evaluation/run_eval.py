@@ -19,7 +19,7 @@ from src.evaluation.figures import Panel, overlay_rgb, pick_examples, save_overv
 from src.evaluation.map_store import load_map, merge_shards, read_maps
 from src.evaluation.masks import MaskMaker
 from src.evaluation.metrics import summarize
-from src.evaluation.reports import format_table, write_json, write_per_image_csv
+from src.evaluation.reports import finite, format_table, write_json, write_per_image_csv
 from src.evaluation.wandb_report import log_results
 from src.pipeline.trainer import active_wandb_run, build_trainer
 
@@ -148,7 +148,7 @@ def write_results(
 ) -> dict[str, Any]:
     """per_image.csv, summary.json, overview.png and the printed table."""
     output_dir = Path(cfg.paths.output_dir)
-    groups = summarize(rows, list(METRICS))
+    groups = finite(summarize(rows, list(METRICS)))  # an empty group's NaN -> None
     empty_hd95 = cfg.eval.empty_hd95 if cfg.eval.empty_hd95 is not None else "image diagonal"
     summary = {
         "method": cfg.cam.name,
@@ -182,7 +182,14 @@ def write_results(
             image_id: overlay_rgb(image, cam_map, mask)
             for image_id, (image, _, cam_map, mask) in panels.items()
         }
-        log_results(run, summary, rows, overlays, [figure])
+        log_results(
+            run,
+            summary,
+            rows,
+            overlays,
+            [figure],
+            files=[output_dir / "summary.json", output_dir / "per_image.csv"],
+        )
     table = format_table(
         groups,
         ("dice", "iou", "hd95"),

@@ -31,8 +31,10 @@ def log_results(
     rows: Sequence[Mapping[str, Any]],
     overlays: Mapping[str, np.ndarray],
     figures: Sequence[Path],
+    files: Sequence[Path] = (),
 ) -> None:
-    """Write the metrics into the run summary and log the per-image table and figures.
+    """Write the metrics into the run summary, log the per-image table and figures, and
+    attach result `files` to the run.
 
     `overlays` maps some image ids to an RGB overlay (image / CAM / mask); those rows of the
     table show it, the others leave the image cell empty (a BraTS test split has thousands of
@@ -53,3 +55,5 @@ def log_results(
         if path.is_file():
             payload[f"eval/{path.stem}"] = wandb.Image(str(path))
     run.log(payload)
+    for path in files:  # e.g. summary.json and per_image.csv, readable without a W&B server
+        run.save(str(path), base_path=str(path.parent), policy="now")

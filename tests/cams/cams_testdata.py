@@ -52,8 +52,16 @@ class SmallHeadVGG16(nn.Module):
 
 
 def vgg16(num_classes: int = 4, seed: int = 0) -> nn.Module:
+    """He-initialised (PyTorch's default init makes this deep BN-free stack forget its
+    input) with small random conv biases, so FullGrad's bias terms are not all zero."""
     torch.manual_seed(seed)
-    return SmallHeadVGG16(num_classes).eval()
+    model = SmallHeadVGG16(num_classes)
+    with torch.no_grad():
+        for module in model.features:
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+                module.bias.normal_(0, 0.05)
+    return model.eval()
 
 
 class TinyNet(nn.Module):

@@ -55,7 +55,7 @@ def _overrides(data_root: Path, cache: Path, *extra: str) -> list[str]:
 def workspace(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("e2e")
     data_root = root / "BraTS2021"
-    generate_brats(data_root, n_cases=6, seed=1, shape=(64, 64, 16), normal_cases=1)
+    generate_brats(data_root, n_cases=6, seed=1, shape=(64, 64, 16), normal_cases=0)
     return {"root": root, "data": data_root, "cache": root / "cache"}
 
 
@@ -252,3 +252,36 @@ def test_two_process_ddp_evaluation_equals_one_process(workspace, first_run):
     assert set(two) == set(one)
     for group, stats in one.items():
         assert two[group] == pytest.approx(stats, abs=1e-4, nan_ok=True)
+
+
+def test_offline_wandb_run_holds_summary_and_per_image_table(
+    workspace, first_run, composer, monkeypatch
+):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    out = workspace["root"] / "wandb-eval"
+    cfg = composer(
+        _overrides(
+            workspace["data"],
+            workspace["cache"],
+            "stage=eval",
+            "cam=gradcam",
+            "cam.mask=densecrf",
+            "logger=wandb",
+        ),
+        out,
+    )
+    summary = run_pipeline(cfg)
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, "expected exactly one offline W&B run"
+    files = runs[0] / "files"
+    # Offline runs keep W&B's own summary in the binary run log; the keys are stored as text.
+    run_log = next(runs[0].glob("run-*.wandb")).read_bytes()
+    assert b"eval/headline/dice/mean" in run_log and b"eval/all/n" in run_log
+    attached = json.loads((files / "summary.json").read_text())
+    assert attached["headline"] == summary["headline"]
+    tables = list(files.rglob("per_image*.table.json"))
+    assert tables, "per-image table not logged"
+    table = json.loads(tables[0].read_text())
+    assert len(table["data"]) == EVAL_IMAGES
+    assert "dice" in table["columns"] and "overlay" in table["columns"]

@@ -1,0 +1,51 @@
+"""conf/cam/<name>.yaml: one per method, evaluation keys + options build_cam accepts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from src.cams import CAM_METHODS, build_cam
+from tests.cams.cams_testdata import images, tiny_net
+
+CONF = Path(__file__).resolve().parents[2] / "conf" / "cam"
+EVAL_KEYS = ("name", "layers", "mask", "threshold")
+
+
+def load(name: str) -> dict:
+    config = OmegaConf.to_container(OmegaConf.load(CONF / f"{name}.yaml"), resolve=True)
+    assert isinstance(config, dict)
+    return config
+
+
+def test_one_config_per_method():
+    assert sorted(path.stem for path in CONF.glob("*.yaml")) == sorted(CAM_METHODS)
+
+
+@pytest.mark.parametrize("name", CAM_METHODS)
+def test_config_builds_its_method(name):
+    config = load(name)
+    assert config["name"] == name
+    assert set(EVAL_KEYS) <= set(config)
+    assert config["mask"] in ("densecrf", "otsu", "threshold")
+    assert isinstance(config["layers"], int) and config["layers"] >= 1
+    options = {k: v for k, v in config.items() if k not in EVAL_KEYS}
+    model = tiny_net()
+    with build_cam(name, model, ["bn1", "act"][-config["layers"] :], **options) as cam:
+        maps = cam(images(1, 16), torch.tensor([1]))
+    assert maps.shape == (1, 16, 16)
+
+
+def test_documented_defaults():
+    cfd = load("cfdcam")
+    assert (cfd["scales"], cfd["preset"], cfd["mask"]) == ([1, 2], "faithful", "densecrf")
+    assert load("scorecam")["preset"] == "pgc"
+    for name in ("ltgradcam", "ltlayercam", "ltfullgrad"):
+        lt = load(name)
+        assert (lt["layers"], lt["fusion"], lt["delta"], lt["mask"]) == (4, "sum", 0, "otsu")
+    for name in ("cam", "gradcam", "gradcampp", "xgradcam", "layercam", "fullgrad"):
+        plain = load(name)
+        assert (plain["layers"], plain["delta"], plain["fusion"]) == (1, None, "sum")
