@@ -8,6 +8,7 @@ Per layer and channel (scope ``channel``) or per layer (scope ``layer``), for ea
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -24,12 +25,12 @@ def positive_percentile(values: torch.Tensor, q: float) -> torch.Tensor:
     positive = values > 0
     count = positive.sum(dim=-1, keepdim=True)
     ordered = torch.where(positive, values, torch.full_like(values, float("inf"))).sort(-1).values
-    rank = (count - 1).clamp(min=0).double() * (q / 100.0)
+    rank = (count - 1).clamp(min=0).to(values.dtype) * (q / 100.0)
     low = rank.floor().long()
     high = rank.ceil().long()
     v_low = ordered.gather(-1, low)
     v_high = ordered.gather(-1, high)
-    frac = (rank - low.double()).to(values.dtype)
+    frac = rank - low.to(values.dtype)
     tau = torch.where(high > low, v_low + (v_high - v_low) * frac, v_low)
     return torch.where(count > 0, tau, torch.full_like(tau, float("inf")))
 
@@ -43,7 +44,7 @@ class Truncation:
 
     def __post_init__(self) -> None:
         if self.delta is not None:
-            if isinstance(self.delta, bool) or not isinstance(self.delta, int | float):
+            if isinstance(self.delta, bool) or not isinstance(self.delta, numbers.Real):
                 raise ValueError(f"option 'delta' must be None or a number, got {self.delta!r}")
             if not 0 <= self.delta < 100:
                 raise ValueError(f"option 'delta' must be in [0, 100) or None, got {self.delta}")

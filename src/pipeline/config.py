@@ -81,3 +81,6 @@ def validate_config(cfg: DictConfig) -> None:
     limit = cfg.eval.get("limit")
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise ConfigError("eval.limit", f"must be a positive integer or null, got {limit!r}")
+    fraction = cfg.eval.get("positive_fraction")
+    if fraction is not None and not (isinstance(fraction, int | float) and 0 <= fraction <= 1):
+        raise ConfigError("eval.positive_fraction", f"must be in [0, 1] or null, got {fraction!r}")

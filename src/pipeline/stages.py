@@ -143,6 +143,26 @@ def finetune_stage(cfg: DictConfig, datamodule: pl.LightningDataModule, store: M
     )
 
 
+def _spread(indices: np.ndarray, count: int) -> list[int]:
+    """`count` of `indices`, evenly spaced (the split is ordered by case and slice)."""
+    if count >= len(indices):
+        return indices.tolist()
+    return indices[np.linspace(0, len(indices) - 1, count).round().astype(int)].tolist()
+
+
+def eval_subset(labels: np.ndarray, limit: int, positive_fraction: float | None) -> list[int]:
+    """Indices of at most `limit` images, evenly spaced; with `positive_fraction`, that share
+    of them comes from the positive-label images (the papers' tables are about tumours)."""
+    everything = np.arange(len(labels))
+    if positive_fraction is None:
+        return _spread(everything, limit)
+    positive = labels.reshape(len(labels), -1).max(1) > 0.5
+    wanted = int(round(limit * positive_fraction))
+    chosen = _spread(everything[positive], wanted)
+    chosen += _spread(everything[~positive], limit - len(chosen))
+    return sorted(chosen)
+
+
 def _eval_loader(cfg: DictConfig, datamodule: pl.LightningDataModule) -> DataLoader:
     loader = datamodule.eval_dataloader(cfg.eval.split, batch_size=cfg.eval.batch_size)
     dataset = loader.dataset
@@ -150,8 +170,8 @@ def _eval_loader(cfg: DictConfig, datamodule: pl.LightningDataModule) -> DataLoa
         raise RuntimeError(f"The {cfg.eval.split} split is empty: nothing to evaluate")
     limit = cfg.eval.get("limit")
     if limit is not None and limit < len(dataset):
-        # Evenly spaced over the split (ordered by case and slice), so both classes stay in.
-        indices = np.linspace(0, len(dataset) - 1, limit).round().astype(int).tolist()
+        labels = np.asarray(dataset.labels)
+        indices = eval_subset(labels, limit, cfg.eval.get("positive_fraction"))
         loader = DataLoader(
             Subset(dataset, indices),
             batch_size=cfg.eval.batch_size,

@@ -60,17 +60,31 @@ def test_batch_equals_loop(model, name):
         assert (batched[i] - single[0]).abs().max() <= 1e-5, name
 
 
-@pytest.mark.parametrize("name", PERTURB)
-@pytest.mark.parametrize("preset", [None, "official"])
+@pytest.mark.parametrize(
+    ("name", "preset"),
+    [
+        ("scorecam", "pgc"),
+        ("scorecam", "official"),
+        ("cfdcam", "faithful"),
+        ("cfdcam", "wosigmoid"),
+    ],
+)
 def test_perturbation_maps_do_not_depend_on_batch_size(model, name, preset):
-    if preset == "official" and name == "cfdcam":
-        pytest.skip("official is a Score-CAM preset")
     x = images(3, 16, seed=2)
-    options = {} if preset is None else {"preset": preset}
-    reference = run(name, model, x, [1, 1, 0], batch_size=1, **options)
+    reference = run(name, model, x, [1, 1, 0], batch_size=1, preset=preset)
     for batch_size in (2, 5, 64):
-        maps = run(name, model, x, [1, 1, 0], batch_size=batch_size, **options)
+        maps = run(name, model, x, [1, 1, 0], batch_size=batch_size, preset=preset)
         assert (maps - reference).abs().max() <= 1e-6
+
+
+def test_options_reach_the_engine(model):
+    x = images(2, 16, seed=10)
+    nearest = run("cfdcam", model, x, [0, 1])
+    bilinear = run("cfdcam", model, x, [0, 1], downsample_mode="bilinear")
+    assert (nearest - bilinear).abs().max() > 1e-3
+    channel = run("ltgradcam", model, x, [0, 1], delta=50)
+    layer = run("ltgradcam", model, x, [0, 1], delta=50, truncation_scope="layer")
+    assert (channel - layer).abs().max() > 1e-3
 
 
 def test_memory_is_bounded_by_batch_size(model):

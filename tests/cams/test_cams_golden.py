@@ -72,14 +72,12 @@ def test_gradient_methods_match_gradcam_vgg16_stage(vgg, name):
     assert_golden(our_maps(name, vgg, layers, x), reference_maps(name, vgg, layers, x))
 
 
-@pytest.mark.slow
 def test_scorecam_pgc_matches_gradcam_resnet_layer3(resnet):
     x = images(3, 32, seed=3)
     ours = our_maps("scorecam", resnet, ["layer3"], x, preset="pgc", batch_size=96)
     assert_golden(ours, reference_maps("scorecam", resnet, ["layer3"], x))
 
 
-@pytest.mark.slow
 def test_scorecam_pgc_matches_gradcam_vgg16_stage(vgg):
     x = images(3, 32, seed=4)
     ours = our_maps("scorecam", vgg, ["features.9"], x, preset="pgc", batch_size=128)

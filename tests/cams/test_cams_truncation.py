@@ -56,7 +56,7 @@ def resnet():
 
 @pytest.mark.parametrize(("lt", "plain"), [("ltgradcam", "gradcam"), ("ltlayercam", "layercam")])
 def test_lt_without_truncation_and_one_layer_equals_plain(resnet, lt, plain):
-    x = images(2, 64, seed=3)
+    x = images(2, 32, seed=3)
     with build_cam(lt, resnet, ["layer3"], delta=None) as cam:
         ours = cam(x, [0, 2])
     with build_cam(plain, resnet, ["layer3"]) as cam:
@@ -80,7 +80,7 @@ def test_ltfullgrad_without_truncation_equals_fullgrad():
 
 def test_layercam_ignores_delta_zero(resnet):
     """Layer-CAM already uses relu(g): delta = 0 (positive gradients) changes nothing."""
-    x = images(2, 64, seed=5)
+    x = images(2, 32, seed=5)
     with build_cam("layercam", resnet, ["layer2", "layer3"], delta=0) as cam:
         a = cam(x, [1, 2])
     with build_cam("layercam", resnet, ["layer2", "layer3"]) as cam:
@@ -110,7 +110,7 @@ def test_gradcam_delta_zero_uses_positive_gradients_only():
 
 def test_fusions_on_two_layers(resnet):
     """sum = min-max of the summed upsampled relu maps (Eq. 8); max and mean_minmax differ."""
-    x = images(1, 64, seed=7)
+    x = images(1, 32, seed=7)
     layers = ["layer2", "layer3"]
     single = []
     for layer in layers:  # one layer at a time: relu map upsampled, before the min-max
@@ -123,7 +123,7 @@ def test_fusions_on_two_layers(resnet):
         (g,) = torch.autograd.grad(logits[:, 0].sum(), store["a"])
         cam = (g.mean(dim=(2, 3), keepdim=True) * store["a"]).sum(1).clamp(min=0).detach()
         single.append(
-            torch.nn.functional.interpolate(cam[:, None], size=(64, 64), mode="bilinear")[:, 0]
+            torch.nn.functional.interpolate(cam[:, None], size=(32, 32), mode="bilinear")[:, 0]
         )
     with build_cam("ltgradcam", resnet, layers, delta=None, fusion="sum") as cam:
         fused_sum = cam(x, 0)
