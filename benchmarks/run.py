@@ -1,10 +1,302 @@
-"""`make bench`: run the benchmarks and write benchmarks/results.md."""
+"""`make bench`: run every benchmark row side by side and write benchmarks/results.md.
+
+Rows (one fresh process each, same random-weight models and inputs within a group):
+Cfd-CAM single/multi-scale against its forward-pass limit (random and trained-like network,
+speed options), Score-CAM ``pgc`` and the gradient CAMs against grad-cam 1.5.7, DenseCRF
+masks serial vs worker pool, the BraTS loader from NIfTI vs the slice cache, and the effect
+of the intra-op thread count. Defaults keep the whole run under 10 minutes on a 2-core CPU;
+``--full`` uses the real 240 px input size (much longer on CPU).
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
 
-def main() -> None:
-    print("no benchmarks yet")
+import torch
+
+from benchmarks.measure import machine
+from benchmarks.report import Row, document, write_atomically
+from benchmarks.worker import PREFIX
+
+RESULTS = Path(__file__).resolve().parent / "results.md"
+ROW_TIMEOUT_S = 900
+BRATS_CASES = 4
+BRATS_SHAPE = (240, 240, 155)
+
+
+def cfd_rows(args: argparse.Namespace, device: torch.device) -> list[Row]:
+    group = "Cfd-CAM (ResNet-18 IN, layer4, chunk 64)"
+    base = {"images": 1, "size": args.size, "batch_size": 64, "channels": 512}
+    single, multi = {**base, "scales": [1]}, {**base, "scales": [1, 2]}
+    dead = {"dead_fraction": args.dead_fraction}
+    bf16 = {"autocast_dtype": "bfloat16"}
+
+    def cam(params: dict, options: dict, **extra: Any) -> dict:
+        opts = {"scales": params["scales"], **options}
+        return {**params, "method": "cfdcam", "options": opts, **extra}
+
+    rows = [
+        Row("limit-1", group, "limit, single-scale", "forward_limit", single),
+        Row("cfd-1", group, "Cfd-CAM single-scale", "perturbation_cam", cam(single, {}), "limit-1"),
+        Row("limit-ms", group, "limit, multi-scale", "forward_limit", multi),
+        Row("cfd-ms", group, "Cfd-CAM multi-scale", "perturbation_cam", cam(multi, {}), "limit-ms"),
+        Row(
+            "cfd-ms-dead",
+            group,
+            f"Cfd-CAM ms, trained-like ({args.dead_fraction:.0%} dead), skip_blank",
+            "perturbation_cam",
+            cam(multi, {}, compare="full", **dead),
+            "limit-ms",
+            "cfd-ms",
+        ),
+        Row(
+            "cfd-1-cl",
+            group,
+            "Cfd-CAM single-scale, channels_last",
+            "perturbation_cam",
+            cam(single, {"channels_last": True}, compare="float32"),
+            "limit-1",
+            "cfd-1",
+        ),
+        Row(
+            "cfd-ms-dead-bf16",
+            group,
+            "Cfd-CAM ms, trained-like, skip_blank + bf16",
+            "perturbation_cam",
+            cam(multi, bf16, compare="float32", **dead),
+            "limit-ms",
+            "cfd-ms",
+        ),
+    ]
+    compile_row = Row(
+        "cfd-ms-compile",
+        group,
+        "Cfd-CAM ms, torch.compile + bf16",
+        "perturbation_cam",
+        cam(multi, {"compile": True, **bf16}, compare="float32"),
+        "limit-ms",
+        "cfd-ms",
+    )
+    if not (args.compile or device.type == "cuda"):
+        compile_row.result = {
+            "error": "skipped on CPU by default: compiles 4 input shapes, ~2 min; --compile"
+        }
+    return [*rows, compile_row]
+
+
+def scorecam_rows(args: argparse.Namespace) -> list[Row]:
+    group = "Score-CAM pgc (ResNet-18 IN, layer4)"
+    params = {"images": 2, "size": args.size, "batch_size": 64, "channels": 512, "scales": [1]}
+    dead = {"dead_fraction": args.dead_fraction}
+
+    def ours(options: dict, **extra: Any) -> dict:
+        return {**params, "method": "scorecam", "options": {"preset": "pgc", **options}, **extra}
+
+    return [
+        Row("limit-score", group, "limit", "forward_limit", params),
+        Row("gc-score", group, "grad-cam ScoreCAM", "gradcam_scorecam", params, "limit-score"),
+        Row("score", group, "ours", "perturbation_cam", ours({}), "limit-score", "gc-score"),
+        Row(
+            "gc-score-dead",
+            group,
+            f"grad-cam ScoreCAM, trained-like ({args.dead_fraction:.0%} dead)",
+            "gradcam_scorecam",
+            {**params, **dead},
+            "limit-score",
+        ),
+        Row(
+            "score-dead",
+            group,
+            "ours, trained-like, skip_blank",
+            "perturbation_cam",
+            ours({}, compare="full", **dead),
+            "limit-score",
+            "gc-score-dead",
+        ),
+        Row(
+            "score-bf16",
+            group,
+            "ours, autocast bf16",
+            "perturbation_cam",
+            ours({"autocast_dtype": "bfloat16"}, compare="float32"),
+            "limit-score",
+            "gc-score",
+        ),
+        Row(
+            "score-compile",
+            group,
+            "ours, torch.compile + bf16",
+            "perturbation_cam",
+            ours({"autocast_dtype": "bfloat16", "compile": True}, compare="float32"),
+            "limit-score",
+            "gc-score",
+        ),
+    ]
+
+
+def gradient_rows(args: argparse.Namespace) -> list[Row]:
+    group = "Gradient CAMs (ResNet-18 BN, 1 logit)"
+    params = {"images": 16, "size": args.size, "model": "bn"}
+    rows = [Row("fb-limit", group, "limit: 1 fwd + 1 bwd", "forward_backward_limit", params)]
+    for method in ("gradcam", "gradcampp", "layercam", "xgradcam", "fullgrad"):
+        p = {**params, "method": method, "layers": 1}
+        rows += [
+            Row(f"gc-{method}", group, f"grad-cam {method}", "gradcam_gradient", p, "fb-limit"),
+            Row(method, group, method, "gradient_cam", p, "fb-limit", f"gc-{method}"),
+        ]
+    for method in ("ltgradcam", "ltlayercam", "ltfullgrad"):
+        p = {**params, "method": method, "layers": 4}
+        rows += [
+            Row(f"gc-{method}", group, f"grad-cam {method[2:]}, 4 stages", "gradcam_gradient", p),
+            Row(
+                method, group, f"{method}, 4 stages", "gradient_cam", p, "fb-limit", f"gc-{method}"
+            ),
+        ]
+    return rows
+
+
+BRATS_MODES = {
+    "nifti": "from NIfTI",
+    "cache": "from slice cache",
+    "epoch": "epoch only",
+    "per_item": "NIfTI decoded per item",
+}
+
+
+def mask_rows() -> list[Row]:
+    crf = {"masks": 8, "mask_size": 240}
+    return [
+        Row("crf-serial", "DenseCRF masks", "serial", "densecrf_masks", {**crf, "workers": 0}),
+        Row(
+            "crf-pool",
+            "DenseCRF masks",
+            "worker pool",
+            "densecrf_masks",
+            {**crf, "workers": 2},
+            baseline="crf-serial",
+        ),
+    ]
+
+
+def brats_rows(brats: dict[str, Any]) -> list[Row]:
+    return [
+        Row(
+            f"brats-{mode}",
+            "BraTS train loader",
+            label,
+            "brats_loader",
+            {**brats, "mode": mode},
+            baseline=None if mode == "nifti" else "brats-nifti",
+        )  # fmt: skip
+        for mode, label in BRATS_MODES.items()
+    ]
+
+
+def thread_rows(args: argparse.Namespace) -> list[Row]:
+    params = {"images": 1, "size": args.size, "batch_size": 64, "channels": 64, "scales": [1]}
+    return [
+        Row(
+            f"threads-{n}",
+            "torch threads",
+            f"{n} intra-op thread(s)",
+            "forward_limit",
+            {**params, "threads": n},
+            baseline="threads-1" if n > 1 else None,
+        )  # fmt: skip
+        for n in (1, 2)
+    ]
+
+
+def prepare_brats(folder: Path) -> dict[str, Any]:
+    """A small synthetic BraTS dataset and its filled slice cache (for the loader rows)."""
+    from src.data.brats import BraTSDataModule
+    from src.data.generators.brats import generate_brats
+
+    root, cache = folder / "brats", folder / "cache"
+    generate_brats(root, n_cases=BRATS_CASES, seed=0, shape=BRATS_SHAPE)
+    BraTSDataModule(root, cache_dir=cache).setup()
+    volume = "x".join(str(s) for s in BRATS_SHAPE)
+    return {
+        "brats_root": str(root),
+        "brats_cache": str(cache),
+        "cases": BRATS_CASES,
+        "volume": volume,
+    }
+
+
+def run_row(row: Row, common: dict[str, Any]) -> None:
+    params = {**common, **row.params, "workload": row.workload}
+    command = [sys.executable, "-m", "benchmarks.worker", json.dumps(params)]
+    started = time.perf_counter()
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=ROW_TIMEOUT_S, check=False
+        )
+    except subprocess.TimeoutExpired:
+        row.result = {"error": f"timed out after {ROW_TIMEOUT_S} s"}
+        return
+    lines = [line for line in done.stdout.splitlines() if line.startswith(PREFIX)]
+    if done.returncode != 0 or not lines:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        row.result = {"error": f"failed: {last[:200]}"}
+    else:
+        row.result = json.loads(lines[-1][len(PREFIX) :])
+    print(f"  {row.key:<18} {time.perf_counter() - started:6.1f} s", flush=True)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=64, help="CAM input size in px (64)")
+    parser.add_argument("--full", action="store_true", help="real input size: --size 240")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per row (3)")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--compile", action="store_true", help="also time Cfd-CAM with torch.compile on CPU"
+    )
+    parser.add_argument("--dead-fraction", type=float, default=0.5)
+    parser.add_argument("--only", default="", help="run only rows whose key contains this")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if args.full:
+        args.size = 240
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    info = machine(device, args.threads)
+    common = {"device": args.device, "repeats": args.repeats, "threads": args.threads}
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-") as folder:
+        needs_brats = any(args.only in f"brats-{mode}" for mode in BRATS_MODES)
+        brats = prepare_brats(Path(folder)) if needs_brats else {}
+        rows = [
+            *cfd_rows(args, device),
+            *scorecam_rows(args),
+            *gradient_rows(args),
+            *mask_rows(),
+            *(brats_rows(brats) if needs_brats else []),
+            *thread_rows(args),
+        ]
+        rows = [row for row in rows if args.only in row.key]
+        print(f"{len(rows)} benchmark rows on {device}, {args.threads} thread(s):", flush=True)
+        for row in rows:
+            if not row.result:
+                run_row(row, common)
+    info["total wall time"] = f"{time.perf_counter() - started:.0f} s"
+    settings = {"size": args.size, "repeats": args.repeats, "threads": args.threads}
+    settings["dead_fraction"] = args.dead_fraction
+    write_atomically(args.out, document(rows, info, settings))
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

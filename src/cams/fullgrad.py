@@ -57,8 +57,9 @@ class FullGradMethod:
         targets: torch.Tensor | None,
     ) -> MethodOutput:
         _, grads, input_grad, targets = activation_gradients(
-            model, capture, images, targets, self.truncation
+            model, capture, images, targets, self.truncation, input_gradient=True
         )
+        assert input_grad is not None
         terms = [minmax((images * input_grad).abs(), GRADCAM_EPS).sum(dim=1)]
         for module, grad in zip(self.modules, grads, strict=True):
             bias = effective_bias(module).to(grad.dtype)[None, :, None, None]

@@ -78,22 +78,24 @@ def activation_gradients(
     images: torch.Tensor,
     targets: torch.Tensor | None,
     truncation: Truncation,
-) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor]:
-    """One forward + ``autograd.grad`` -> (activations, truncated gradients, input gradient,
-    resolved targets). The input is made to require grad, so frozen models work too."""
+    input_gradient: bool = False,
+) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor | None, torch.Tensor]:
+    """One forward + ``autograd.grad`` -> (activations, truncated gradients, input gradient
+    or None, resolved targets). The input is made to require grad, so frozen models work
+    too; its gradient is computed only if ``input_gradient`` (FullGrad): autograd then runs
+    only the backward from the logits down to the hooked layers."""
     inputs = images.detach().requires_grad_(True)
     with capture.record():
         logits = check_logits(model(inputs), images.shape[0])
     targets = resolve_targets(logits, targets)
     activations = capture.outputs
+    wanted = [*activations, inputs] if input_gradient else activations
     score = target_logits(logits, targets).sum()
-    grads = torch.autograd.grad(score, [*activations, inputs], allow_unused=True)
-    grads = [
-        torch.zeros_like(t) if g is None else g
-        for g, t in zip(grads, [*activations, inputs], strict=True)
-    ]
-    layer_grads = [truncation(g) for g in grads[:-1]]
-    return [a.detach() for a in activations], layer_grads, grads[-1], targets
+    grads = torch.autograd.grad(score, wanted, allow_unused=True)
+    grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, wanted, strict=True)]
+    layer_grads = [truncation(g) for g in grads[: len(activations)]]
+    input_grad = grads[-1] if input_gradient else None
+    return [a.detach() for a in activations], layer_grads, input_grad, targets
 
 
 class GradientMethod:

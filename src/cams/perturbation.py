@@ -21,6 +21,9 @@ its final map by the confidence ``s(x)`` (option ``confidence_scaling``).
 Exact skipping: a channel whose maps are all zero has an all-zero mask for every preset, so
 its masked image is the blank (black) image; its score is the blank image's score, computed
 once, and no forward is run for it (option ``skip_blank``; the map is unchanged).
+
+Speed options of the masked forwards (``autocast_dtype``, ``channels_last``, ``compile``) and
+``batch_size="auto"`` (chunk from free memory) are in ``acceleration.py``.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from src.cams import acceleration
+from src.cams.acceleration import MaskedForward
 from src.cams.base import MethodOutput
 from src.cams.capture import FeatureCapture
 from src.cams.maps import GRADCAM_EPS
@@ -122,22 +127,26 @@ class PerturbationMethod:
         modules: list[nn.Module],
         names: list[str],
         preset: str,
-        batch_size: int = 64,
+        batch_size: int | str = 64,
         skip_blank: bool = True,
         confidence_scaling: bool | None = None,
+        forward: MaskedForward | None = None,
     ) -> None:
         if preset not in PRESETS:
             raise ValueError(f"option 'preset' must be one of {tuple(PRESETS)}, got {preset!r}")
         self.modules = modules
         self.names = names
         self.preset = PRESETS[preset]
-        self.batch_size = batch_size
+        self.batch_size = batch_size  # an int or "auto"
+        self.forward = forward or MaskedForward()
         self.skip_blank = skip_blank
         self.confidence_scaling = (
             self.preset.confidence_scaling if confidence_scaling is None else confidence_scaling
         )
         self.layer_eps = self.preset.layer_eps
         self.forwarded = 0  # masked images forwarded by the last call (for tests and benches)
+        self.chunk = batch_size if isinstance(batch_size, int) else 0  # last chunk size used
+        self._item_bytes: dict[tuple, int] = {}  # batch_size=auto: probe result per input kind
 
     def layer_maps(
         self,
@@ -151,12 +160,26 @@ class PerturbationMethod:
             logits = check_logits(model(images), batch)
         targets = resolve_targets(logits, targets)
         score = SCORES[self.preset.score]
-        blank_logits = check_logits(model(torch.zeros_like(images[:1])), 1)
+        network = self.forward.network(model)
+        # The blank image is scored like the masked images (same network and precision).
+        blank_logits = check_logits(self.forward(network, torch.zeros_like(images[:1])), 1)
         blank = score(blank_logits.expand(batch, -1), targets)
         self.forwarded = 0
-        maps = [self._layer_map(model, images, a, targets, blank) for a in capture.outputs]
+        self.chunk = self._chunk_size(network, images)
+        maps = [self._layer_map(network, images, a, targets, blank) for a in capture.outputs]
         scale = target_confidence(logits, targets) if self.confidence_scaling else None
         return MethodOutput(maps, targets, scale)
+
+    def _chunk_size(self, network: nn.Module, images: torch.Tensor) -> int:
+        """``batch_size``, or for ``auto`` half the free memory over a probed per-image cost
+        (one probe forward per input shape, dtype and device)."""
+        if isinstance(self.batch_size, int):
+            return self.batch_size
+        key = (tuple(images.shape[1:]), images.dtype, images.device, id(network))
+        if key not in self._item_bytes:
+            self._item_bytes[key] = self.forward.item_bytes(network, images[:1])
+        free = acceleration.free_memory(images.device)
+        return acceleration.auto_batch_size(self._item_bytes[key], free)
 
     def _masks(self, activations: torch.Tensor, size: tuple[int, int]):
         upsampled = upsample(activations, size, self.preset.align_corners)
@@ -164,7 +187,7 @@ class PerturbationMethod:
 
     def _layer_map(
         self,
-        model: nn.Module,
+        network: nn.Module,
         images: torch.Tensor,
         activations: torch.Tensor,
         targets: torch.Tensor,
@@ -179,11 +202,11 @@ class PerturbationMethod:
         scores = blank[:, None].expand(batch, channels).clone()
         constant = skipped.clone()
         pairs = (~skipped).nonzero()  # one host sync per layer, outside the per-channel work
-        for start in range(0, pairs.shape[0], self.batch_size):
-            image_idx, channel_idx = pairs[start : start + self.batch_size].unbind(1)
+        for start in range(0, pairs.shape[0], self.chunk):
+            image_idx, channel_idx = pairs[start : start + self.chunk].unbind(1)
             _, masks, is_constant = self._masks(activations[image_idx, channel_idx], size)
             masked = images[image_idx] * masks[:, None].to(images.dtype)
-            logits = check_logits(model(masked), masked.shape[0])
+            logits = check_logits(self.forward(network, masked), masked.shape[0])
             scores[image_idx, channel_idx] = score(logits, targets[image_idx]).to(scores.dtype)
             constant[image_idx, channel_idx] = is_constant
             self.forwarded += masked.shape[0]
@@ -197,7 +220,7 @@ class PerturbationMethod:
     ) -> torch.Tensor:
         """sum_k w_k T(A_k) at input size, channel chunk by channel chunk (bounded memory)."""
         batch, channels = activations.shape[:2]
-        step = max(1, self.batch_size // batch)
+        step = max(1, self.chunk // batch)
         total = torch.zeros(batch, *size, dtype=activations.dtype, device=activations.device)
         for start in range(0, channels, step):
             chunk = activations[:, start : start + step]

@@ -15,6 +15,7 @@ from typing import Any
 
 from torch import nn
 
+from src.cams.acceleration import AUTOCAST_DTYPES, MaskedForward
 from src.cams.base import CamMethod
 from src.cams.capture import LayerSpec, resolve_layers
 from src.cams.extractor import CamExtractor
@@ -42,7 +43,15 @@ CAM_METHODS = (
 _COMMON = {"fusion": "sum", "scales": [1], "downsample_mode": "nearest"}
 _GRADIENT = {**_COMMON, "delta": None, "truncation_scope": "channel"}
 _LT = {**_GRADIENT, "delta": 0}
-_PERTURBATION = {**_COMMON, "batch_size": 64, "skip_blank": True, "confidence_scaling": None}
+_PERTURBATION = {
+    **_COMMON,
+    "batch_size": 64,
+    "skip_blank": True,
+    "confidence_scaling": None,
+    "autocast_dtype": None,
+    "channels_last": False,
+    "compile": False,
+}
 
 # Preset names accepted per perturbation method -> engine preset (perturbation.PRESETS).
 _PRESET_NAMES = {
@@ -74,7 +83,7 @@ _SPECS: dict[str, MethodSpec] = {
 assert set(_SPECS) == set(CAM_METHODS)
 
 
-def _choice(option: str, value: Any, valid: Sequence[str]) -> Any:
+def _choice(option: str, value: Any, valid: Sequence[Any]) -> Any:
     if value not in valid:
         raise ValueError(f"option {option!r} must be one of {tuple(valid)}, got {value!r}")
     return value
@@ -95,9 +104,11 @@ def _scales(value: Any) -> list[float]:
     return [float(s) if not float(s).is_integer() else int(s) for s in value]
 
 
-def _batch_size(value: Any) -> int:
+def _batch_size(value: Any) -> int | str:
+    if value == "auto":
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"option 'batch_size' must be a positive integer, got {value!r}")
+        raise ValueError(f"option 'batch_size' must be a positive integer or 'auto', got {value!r}")
     return int(value)
 
 
@@ -117,6 +128,9 @@ def _options(name: str, spec: MethodSpec, given: dict[str, Any]) -> dict[str, An
         opts["batch_size"] = _batch_size(opts["batch_size"])
         _flag("skip_blank", opts["skip_blank"])
         _flag("confidence_scaling", opts["confidence_scaling"], allow_none=True)
+        _choice("autocast_dtype", opts["autocast_dtype"], (None, *AUTOCAST_DTYPES))
+        _flag("channels_last", opts["channels_last"])
+        _flag("compile", opts["compile"])
     else:
         _choice("truncation_scope", opts["truncation_scope"], SCOPES)
     return opts
@@ -141,6 +155,7 @@ def _build_method(
         batch_size=opts["batch_size"],
         skip_blank=opts["skip_blank"],
         confidence_scaling=opts["confidence_scaling"],
+        forward=MaskedForward(opts["autocast_dtype"], opts["channels_last"], opts["compile"]),
     )
 
 
@@ -157,8 +172,11 @@ def build_cam(
     Gradient methods and FullGrad: ``delta`` (truncation percentile in [0, 100) or None),
     ``truncation_scope`` (channel | layer). ``scorecam`` / ``cfdcam``: ``preset``
     (pgc | official | cfd / faithful | wosigmoid), ``batch_size`` (masked images per
-    forward), ``skip_blank`` (skip forwards of all-zero maps, exact), ``confidence_scaling``
-    (multiply the map by s(x); None = the preset's default, on for Cfd-CAM).
+    forward, or ``"auto"``: from free memory), ``skip_blank`` (skip forwards of all-zero
+    maps, exact), ``confidence_scaling`` (multiply the map by s(x); None = the preset's
+    default, on for Cfd-CAM); speed options of the masked forwards, maps within 1e-2 of
+    float32: ``autocast_dtype`` (None | bfloat16 | float16), ``channels_last``, ``compile``
+    (``torch.compile``; see ``acceleration.py``).
     """
     if name not in _SPECS:
         raise ValueError(f"unknown CAM method {name!r}; valid names: {', '.join(CAM_METHODS)}")

@@ -18,7 +18,7 @@ from src.data.generators.brats import generate_brats
 log = logging.getLogger(__name__)
 
 #: Bump when the generator's output changes, so cached demo copies are rebuilt.
-DEMO_VERSION = 2
+DEMO_VERSION = 3
 MARKER = ".wsss_demo.json"
 
 

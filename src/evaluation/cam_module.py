@@ -16,8 +16,11 @@ from torch import nn
 
 from src.cams import build_cam
 from src.evaluation.map_store import MapWriter, shard_path
-from src.evaluation.masks import MaskMaker
-from src.evaluation.metrics import binary_metrics, group_of
+from src.evaluation.masks import MaskMaker, voc_mask
+from src.evaluation.metrics import ConfusionMatrix, binary_metrics, group_of
+
+VOID = 255
+NUM_VOC_LABELS = 21  # background + 20 classes
 
 
 def to_uint8_rgb(images: torch.Tensor) -> np.ndarray:
@@ -47,13 +50,42 @@ def image_row(
         "pred_area": int(mask.sum()),
     }
     row.update(binary_metrics(mask, gt, empty_hd95=empty_hd95))
+    # Pixel counts for the split-level confusion matrix (KSDD2's columns); a row key starting
+    # with "_" stays out of per_image.csv.
+    row["_confusion"] = ConfusionMatrix(2, ignore_index=None).update(mask, gt).matrix
     return row
 
 
-class CAMEvaluationModule(pl.LightningModule):
-    """Computes a CAM per test image, turns it into a mask and scores it against the GT.
+def multiclass_row(
+    image_id: str, gt: np.ndarray, pred: np.ndarray, classes: list[int], score: float
+) -> dict[str, Any]:
+    """The per_image.csv row of a multi-label image (VOC): label maps with 255 = void."""
+    valid = gt != VOID
+    foreground = valid & (gt > 0)
+    return {
+        "id": image_id,
+        "group": group_of(foreground),
+        "label": " ".join(str(c) for c in classes),
+        "score": float(score),
+        "gt_area": int(foreground.sum()),
+        "pred_area": int((pred > 0).sum()),
+        "pixel_accuracy": float((pred[valid] == gt[valid]).mean()) if valid.any() else 1.0,
+        "_confusion": ConfusionMatrix(NUM_VOC_LABELS).update(pred, gt).matrix,
+    }
 
-    Results are kept in `rows` (one dict per image) and the maps are streamed to `maps_path`.
+
+def class_map_id(image_id: str, class_index: int) -> str:
+    """Key of one class's map of a multi-label image in the maps file."""
+    return f"{image_id}@{class_index}"
+
+
+class CAMEvaluationModule(pl.LightningModule):
+    """Computes CAMs per test image, turns them into a mask and scores it against the GT.
+
+    Binary classifiers (one logit): one map per image, masks by `mask_maker` (DenseCRF in a
+    worker pool, Otsu, threshold). Multi-label classifiers (VOC): one map per class in the
+    image label, combined by the VOC rule (SPEC 5). Results are kept in `rows` (one dict per
+    image) and the maps are streamed to `maps_path`.
     """
 
     def __init__(
@@ -89,18 +121,24 @@ class CAMEvaluationModule(pl.LightningModule):
             path = shard_path(self.maps_path, self.global_rank)
         self._writer = MapWriter(path).__enter__()
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        images = batch["image"]
+    def _cams(self, images: torch.Tensor, targets: list[int] | None) -> torch.Tensor:
         with (
             torch.enable_grad(),
             build_cam(
                 self.cam_name, self.net, target_layers=self.target_layers, **self.cam_options
             ) as cam,
         ):
-            maps = cam(images, None)
+            return cam(images, targets)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        images = batch["image"]
         with torch.no_grad():
             logits = self.net(images)
-        scores = torch.sigmoid(logits[:, 0]) if logits.shape[1] == 1 else logits.softmax(1).amax(1)
+        if logits.shape[1] > 1:
+            self._multilabel_step(batch, torch.sigmoid(logits))
+            return
+        maps = self._cams(images, None)
+        scores = torch.sigmoid(logits[:, 0])
         # Masks are made from the float16 maps that are saved, so `stage=masks` can recompute
         # them exactly from the maps file.
         maps_np = maps.detach().half().float().cpu().numpy()
@@ -117,6 +155,28 @@ class CAMEvaluationModule(pl.LightningModule):
         self._pending.append(
             {"ids": list(batch["id"]), "gts": gts, "labels": labels, "scores": score_list}
         )
+
+    def _multilabel_step(self, batch: dict[str, Any], probs: torch.Tensor) -> None:
+        """One map per (image, class in its label), in one CAM call; then the VOC rule."""
+        present = [torch.nonzero(label > 0.5).flatten().tolist() for label in batch["label"]]
+        owners = [i for i, classes in enumerate(present) for _ in classes]
+        targets = [c for classes in present for c in classes]
+        maps = np.zeros((0, *batch["image"].shape[2:]), np.float32)
+        if targets:
+            cams = self._cams(batch["image"][owners], targets)
+            maps = cams.detach().half().float().cpu().numpy()
+        assert self._writer is not None
+        gts = batch["mask"].cpu().numpy()
+        start = 0
+        for i, image_id in enumerate(batch["id"]):
+            classes = present[i]
+            own = maps[start : start + len(classes)]
+            start += len(classes)
+            for class_index, cam_map in zip(classes, own, strict=True):
+                self._writer.add(class_map_id(image_id, class_index), cam_map)
+            pred = voc_mask(own, classes)
+            score = float(probs[i, classes].mean()) if classes else 0.0
+            self.rows.append(multiclass_row(image_id, gts[i], pred, classes, score))
 
     def _collect(self) -> None:
         for info, masks in zip(self._pending, self.mask_maker.results(), strict=True):

@@ -30,10 +30,17 @@ def write_per_image_csv(rows: Sequence[dict[str, Any]], path: str | os.PathLike)
     if not rows:
         raise ValueError("no evaluated images to write")
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    fields = [k for k in rows[0] if not k.startswith("_")]  # "_" keys are internal
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for row in sorted(rows, key=lambda r: r["id"]):
-        writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})
+        writer.writerow(
+            {
+                k: f"{v:.6g}" if isinstance(v, float) else v
+                for k, v in row.items()
+                if not k.startswith("_")
+            }
+        )
     atomic_write_text(path, buffer.getvalue())
 
 
@@ -76,3 +83,18 @@ def format_table(summary: dict[str, Any], metrics: Sequence[str], title: str = "
     out = [title] if title else []
     out += [fmt(header), rule, *(fmt(row) for row in lines)]
     return "\n".join(out)
+
+
+def format_headline(headline: dict[str, dict[str, Any]], kind: str) -> str:
+    """One line per headline metric, as the papers' tables report them."""
+    lines = [f"headline ({kind}):"]
+    for metric, stats in headline.items():
+        mean, std = stats.get("mean"), stats.get("std")
+        if mean is None:
+            text = "n/a"
+        elif std is None:
+            text = f"{mean:.4f}"
+        else:
+            text = f"{mean:.3f} ± {std:.3f}"
+        lines.append(f"  {metric:<10} {text}")
+    return "\n".join(lines)

@@ -18,8 +18,14 @@ from src.evaluation.cam_module import CAMEvaluationModule, image_row, to_uint8_r
 from src.evaluation.figures import Panel, overlay_rgb, pick_examples, save_overview
 from src.evaluation.map_store import load_map, merge_shards, read_maps
 from src.evaluation.masks import MaskMaker
-from src.evaluation.metrics import summarize
-from src.evaluation.reports import finite, format_table, write_json, write_per_image_csv
+from src.evaluation.metrics import ConfusionMatrix, summarize
+from src.evaluation.reports import (
+    finite,
+    format_headline,
+    format_table,
+    write_json,
+    write_per_image_csv,
+)
 from src.evaluation.wandb_report import log_results
 from src.pipeline.trainer import active_wandb_run, build_trainer
 
@@ -116,6 +122,11 @@ def remask(cfg: DictConfig, dataset: Dataset, source_dir: str | Path) -> dict[st
     with _mask_maker(cfg, cfg.eval.mask_workers) as mask_maker:
         ids = []
         for image_id, cam_map in read_maps(maps_path):
+            if "@" in image_id:
+                raise NotImplementedError(
+                    f"{maps_path} holds per-class maps of a multi-label run (VOC): stage=masks "
+                    "recomputes binary masks only; the VOC rule has no options to change"
+                )
             if image_id not in index:
                 raise KeyError(f"{maps_path}: image {image_id!r} is not in the configured dataset")
             item = dataset[index[image_id]]
@@ -139,6 +150,36 @@ def remask(cfg: DictConfig, dataset: Dataset, source_dir: str | Path) -> dict[st
     return write_results(cfg, rows, dataset, maps_path, info)
 
 
+def split_confusion(rows: list[dict[str, Any]]) -> ConfusionMatrix:
+    """One confusion matrix over the split: the sum of the per-image ones (SPEC 6)."""
+    first = rows[0]["_confusion"]
+    total = ConfusionMatrix(len(first), ignore_index=None)
+    for row in rows:
+        total.matrix += row["_confusion"]
+    return total
+
+
+def headline_of(
+    groups: dict[str, Any], confusion: dict[str, Any], evaluation: dict[str, Any]
+) -> dict[str, dict[str, float | None]]:
+    """The numbers a paper's table reports: per-image mean ± std over the abnormal images
+    (Cfd-CAM, `metrics: per_image`) or split-level confusion-matrix values (LT-Grad-CAM's VOC
+    and KSDD2 columns, `metrics: confusion`; no std)."""
+    if evaluation["metrics"] == "per_image":
+        return {
+            metric: {
+                "mean": groups["abnormal"][f"{metric}_mean"],
+                "std": groups["abnormal"][f"{metric}_std"],
+            }
+            for metric in METRICS
+        }
+    miou = "miou_foreground" if evaluation.get("miou") == "foreground" else "miou"
+    return {
+        "miou": {"mean": confusion[miou], "std": None},
+        **{m: {"mean": confusion[m], "std": None} for m in ("precision", "recall", "f1")},
+    }
+
+
 def write_results(
     cfg: DictConfig,
     rows: list[dict[str, Any]],
@@ -148,34 +189,37 @@ def write_results(
 ) -> dict[str, Any]:
     """per_image.csv, summary.json, overview.png and the printed table."""
     output_dir = Path(cfg.paths.output_dir)
-    groups = finite(summarize(rows, list(METRICS)))  # an empty group's NaN -> None
+    per_image = "dice" in rows[0]
+    evaluation = dict(cfg.data.get("evaluation") or {})
+    evaluation.setdefault("metrics", "per_image" if per_image else "confusion")
+    if evaluation["metrics"] == "per_image" and not per_image:
+        raise ValueError("data.evaluation.metrics=per_image needs a binary (one-logit) task")
+    metrics = list(METRICS) if per_image else ["pixel_accuracy"]
+    groups = finite(summarize(rows, metrics))  # an empty group's NaN -> None
+    confusion = finite(split_confusion(rows).as_dict())
     empty_hd95 = cfg.eval.empty_hd95 if cfg.eval.empty_hd95 is not None else "image diagonal"
     summary = {
         "method": cfg.cam.name,
         **info,
-        "mask": cfg.cam.mask,
+        "mask": cfg.cam.mask if per_image else "voc (highest map above its own Otsu threshold)",
         "split": cfg.eval.split,
         "conventions": {
             "groups": "abnormal = ground truth non-empty; normal = empty; all = both",
             "std": "population (ddof=0)",
             "empty_cases": "both empty: Dice 1, IoU 1, HD95 0; one empty: Dice 0, IoU 0, "
             f"HD95 {empty_hd95}",
+            "confusion": "one pixel confusion matrix over the split (255 ignored); precision, "
+            "recall and f1 micro-averaged over the foreground classes",
         },
         "groups": groups,
-        # The papers' tables report the abnormal (tumour) images; sweeps and recipes read this.
-        "headline_group": "abnormal",
-        "headline": {
-            metric: {
-                "mean": groups["abnormal"][f"{metric}_mean"],
-                "std": groups["abnormal"][f"{metric}_std"],
-            }
-            for metric in METRICS
-        },
+        "confusion": confusion,
+        "headline_metrics": evaluation["metrics"],
+        "headline": headline_of(groups, confusion, evaluation),
     }
     write_per_image_csv(rows, output_dir / "per_image.csv")
     write_json(summary, output_dir / "summary.json")
     figure = output_dir / "overview.png"
-    panels = _write_figure(cfg, rows, dataset, maps_path, figure)
+    panels = _write_figure(cfg, rows, dataset, maps_path, figure) if per_image else {}
     run = active_wandb_run()
     if run is not None:
         overlays = {
@@ -185,17 +229,15 @@ def write_results(
         log_results(
             run,
             summary,
-            rows,
+            [{k: v for k, v in row.items() if not k.startswith("_")} for row in rows],
             overlays,
             [figure],
             files=[output_dir / "summary.json", output_dir / "per_image.csv"],
         )
-    table = format_table(
-        groups,
-        ("dice", "iou", "hd95"),
-        title=f"{cfg.cam.name} on the {cfg.eval.split} split ({output_dir})",
-    )
-    print("\n" + table + "\n")
+    title = f"{cfg.cam.name} on the {cfg.eval.split} split ({output_dir})"
+    if per_image:
+        print("\n" + format_table(groups, ("dice", "iou", "hd95"), title=title))
+    print("\n" + format_headline(summary["headline"], summary["headline_metrics"]) + "\n")
     log.info("Results written to %s", output_dir)
     return summary
 

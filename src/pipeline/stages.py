@@ -30,16 +30,25 @@ log = logging.getLogger(__name__)
 METRICS = ("dice", "iou", "hd95", "precision", "recall")
 
 
+def datamodule_arguments(data: DictConfig) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The DataModule's arguments (with `_target_`) and the demo generator's, from `data`.
+
+    `demo` (generate the dataset first) and `evaluation` (how the evaluation scores it) are
+    read by the pipeline, not by the DataModule."""
+    arguments = OmegaConf.to_container(data, resolve=True)
+    assert isinstance(arguments, dict)
+    arguments.pop("evaluation", None)
+    return arguments, arguments.pop("demo", None)
+
+
 def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
     """Instantiate the `data` group; a `demo` entry first generates its dataset (once)."""
-    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
-    assert isinstance(data_cfg, dict)
-    demo = data_cfg.pop("demo", None)
+    arguments, demo = datamodule_arguments(cfg.data)
     if demo:
         from src.data.demo import ensure_demo_brats
 
-        ensure_demo_brats(data_cfg["root"], **demo)
-    return instantiate(data_cfg, output_dir=str(cfg.paths.output_dir), _convert_="all")
+        ensure_demo_brats(arguments["root"], **demo)
+    return instantiate(arguments, output_dir=str(cfg.paths.output_dir), _convert_="all")
 
 
 def build_net(cfg: DictConfig, num_classes: int) -> torch.nn.Module:

@@ -9,6 +9,7 @@ out of the key.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -24,7 +25,29 @@ from omegaconf import DictConfig, OmegaConf
 log = logging.getLogger(__name__)
 
 # Data-config fields that do not change what a network learns.
-_RUNTIME_DATA_KEYS = ("num_workers", "cache_dir", "output_dir", "on_error", "demo")
+_RUNTIME_DATA_KEYS = ("num_workers", "cache_dir", "output_dir", "on_error", "evaluation")
+
+
+@functools.lru_cache(maxsize=16)
+def dataset_fingerprint(root: str | os.PathLike) -> str:
+    """Hash of every file's relative path, size and modification time under `root`.
+
+    The config alone cannot tell that a dataset folder was replaced or regenerated (same
+    path, other images); this can, at the cost of one stat per file.
+    """
+    root = Path(root)
+    if not root.exists():
+        return "missing"
+    digest = hashlib.sha256()
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            path = Path(folder) / name
+            stat = path.stat()
+            digest.update(f"{path.relative_to(root)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
 WEIGHTS_FILE = "weights.pt"
 CONFIG_FILE = "config.yaml"
 
@@ -38,6 +61,7 @@ def training_key(cfg: DictConfig, stage: str) -> dict[str, Any]:
     data = {k: v for k, v in _plain(cfg.data).items() if k not in _RUNTIME_DATA_KEYS}
     key: dict[str, Any] = {
         "data": data,
+        "data_files": dataset_fingerprint(data["root"]) if data.get("root") else None,
         "backbone": _plain(cfg.backbone.net),
         "seed": cfg.seed,
         "precision": cfg.trainer.get("precision"),

@@ -99,3 +99,18 @@ def minmax(maps: torch.Tensor) -> torch.Tensor:
     low = maps.amin(dim=(-2, -1), keepdim=True)
     high = maps.amax(dim=(-2, -1), keepdim=True)
     return (maps - low) / (high - low).clamp(min=1e-12)
+
+
+def sensitive_net(num_classes: int = 3, seed: int = 0) -> nn.Module:
+    """TinyNet with non-negative conv weights, so its features follow local brightness and
+    its logits move by whole units when a mask darkens part of the image: the score spread
+    of a trained classifier. (A random network's masked-image scores agree to ~1e-3, below
+    bfloat16's resolution, so reduced-precision options are judged on this one.)"""
+    model = tiny_net(num_classes, seed, dead=0)
+    with torch.no_grad():
+        model.conv1.weight.abs_()
+        model.conv2.weight.abs_()
+        model.bn1.running_mean.zero_()
+        model.bn1.bias.abs_()
+        model.fc.weight.mul_(20)
+    return model

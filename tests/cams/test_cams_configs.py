@@ -43,6 +43,13 @@ def test_documented_defaults():
     cfd = load("cfdcam")
     assert (cfd["scales"], cfd["preset"], cfd["mask"]) == ([1, 2], "faithful", "densecrf")
     assert load("scorecam")["preset"] == "pgc"
+    for name in ("cfdcam", "scorecam"):  # speed options exist and are off by default
+        speed = load(name)
+        assert (speed["autocast_dtype"], speed["channels_last"], speed["compile"]) == (
+            None,
+            False,
+            False,
+        )
     for name in ("ltgradcam", "ltlayercam", "ltfullgrad"):
         lt = load(name)
         assert (lt["layers"], lt["fusion"], lt["delta"], lt["mask"]) == (4, "sum", 0, "otsu")

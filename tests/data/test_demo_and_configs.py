@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from src.data.brats import BraTSDataModule
 from src.data.demo import MARKER, ensure_demo_brats
+from src.pipeline.stages import datamodule_arguments
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "data"
 TINY = {"shape": [24, 24, 10], "normal_cases": 1}
@@ -69,20 +69,19 @@ def _compose(tmp_path: Path, data: str, *overrides: str):
 
 def test_demo_config_instantiates_brats_module(tmp_path):
     cfg = _compose(tmp_path, "demo")
-    data = OmegaConf.to_container(cfg.data, resolve=True)
-    demo = data.pop("demo")
+    data, demo = datamodule_arguments(cfg.data)
     assert {"n_cases", "seed"} <= set(demo)
     assert data["root"] == str(tmp_path / "cache" / "demo" / "brats2021")
     assert data["cache_dir"] == str(tmp_path / "cache" / "slices")
     dm = instantiate(data)
     assert isinstance(dm, BraTSDataModule)
-    assert dm.modalities == ["t2"] and dm.image_size == (64, 64) and dm.slice_range == (30, 130)
+    assert dm.modalities == ["t2"] and dm.image_size == (96, 96) and dm.slice_range == (40, 120)
 
 
 @pytest.mark.parametrize("name", ["brats", "tcga_lgg", "ksdd2", "voc"])
 def test_dataset_configs_instantiate(name, tmp_path):
     cfg = _compose(tmp_path, name, f"data.root={tmp_path}")
-    dm = instantiate(cfg.data)
+    dm = instantiate(datamodule_arguments(cfg.data)[0])
     assert dm.root == tmp_path and dm.num_classes in (1, 20) and dm.batch_size > 0
     if name == "brats":
         assert dm.modalities == ["t2"] and dm.tumour_area_fraction == 0.01

@@ -169,7 +169,7 @@ def sample_tumour(brain: Brain, rng: np.random.Generator) -> Tumour:
     """An irregular tumour centred in white matter: nested parts of a noisy ellipsoid level set."""
     shape = brain.mask.shape
     extent = np.array([np.ptp(a) + 1 for a in np.nonzero(brain.mask)], np.float64)
-    radii = extent * rng.uniform(0.1, 0.22, 3)
+    radii = extent * rng.uniform(0.13, 0.26, 3)  # whole tumour ~ 2-12 % of a central slice
     deep = np.argwhere(brain.wm > 0.6)
     if len(deep) == 0:
         deep = np.argwhere(brain.mask)

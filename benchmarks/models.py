@@ -1,0 +1,55 @@
+"""Benchmark networks: random-weight ResNet-18s, and a "trained-like" one with dead channels.
+
+A random network has no dead ``layer4`` channel, so Cfd-CAM's exact skipping (SPEC 1) has
+nothing to skip; a trained ReLU network has many. ``kill_layer4_channels`` makes a fraction
+of ``layer4``'s output channels exactly zero for every input, deterministically, by zeroing
+the weights that produce them (every conv before an InstanceNorm without affine gives a
+constant-zero channel, so the norm outputs 0 and the final ReLU keeps it at 0).
+"""
+
+from __future__ import annotations
+
+import torch
+import torchvision
+from torch import nn
+
+
+def cfd_resnet18(seed: int = 0) -> nn.Module:
+    """The Cfd-CAM classifier (SPEC 1): ResNet-18 with InstanceNorm, one logit, eval mode."""
+    torch.manual_seed(seed)
+    return torchvision.models.resnet18(
+        num_classes=1, norm_layer=lambda channels: nn.InstanceNorm2d(channels)
+    ).eval()
+
+
+def bn_resnet18(seed: int = 0) -> nn.Module:
+    """ResNet-18 with BatchNorm and trained-like running statistics (non-zero biases, so
+    FullGrad's bias terms are not all zero), one logit, eval mode."""
+    torch.manual_seed(seed)
+    model = torchvision.models.resnet18(num_classes=1)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                n = module.num_features
+                module.weight.copy_(torch.rand(n, generator=gen) + 0.5)
+                module.bias.copy_(torch.randn(n, generator=gen) * 0.2)
+                module.running_mean.copy_(torch.randn(n, generator=gen) * 0.2)
+                module.running_var.copy_(torch.rand(n, generator=gen) * 1.5 + 0.5)
+    return model.eval()
+
+
+def kill_layer4_channels(model: nn.Module, fraction: float) -> list[int]:
+    """Make ``fraction`` of ``layer4``'s output channels zero for every input (in place).
+
+    Zeroes, for those channels, the weights of ``layer4[0].conv2``, its downsample conv and
+    ``layer4[1].conv2``: each then outputs a constant 0, InstanceNorm maps it to 0, the
+    residual sums stay 0 and ReLU keeps them 0. Returns the killed channel indices.
+    """
+    blocks = model.layer4
+    channels = blocks[1].conv2.out_channels
+    dead = list(range(0, channels, max(1, round(1 / fraction))))[: round(fraction * channels)]
+    with torch.no_grad():
+        for conv in (blocks[0].conv2, blocks[0].downsample[0], blocks[1].conv2):
+            conv.weight[dead] = 0
+    return dead

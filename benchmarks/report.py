@@ -1,0 +1,121 @@
+"""The results table (``benchmarks/results.md``): one line per row, medians of the runs."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.measure import median
+
+MEASURED = """\
+Each row runs in a fresh Python process (so that its peak memory is its own): set-up,
+warm-up, then the timed runs; the table shows the **median** of the runs. *items/s* = items
+per run / median seconds. *time / limit* = the row's median time over its limit row's:
+for perturbation CAMs the limit is the same number of plain batched forward passes of the
+backbone, at the same input sizes and chunk size, with no CAM logic (per scale: the B
+images, the blank image, B x C masked images); for gradient CAMs it is one forward plus
+one full backward to the input. *speed-up* = this row's items/s over its baseline
+row's (grad-cam 1.5.7 for the CAMs, float32 for the speed options, serial for the worker
+pool, setup-from-NIfTI for the loader). *max abs diff* = largest difference between this
+row's maps and the reference named in the notes (after a per-image min-max when compared
+with grad-cam). *peak MB* = on CPU, the process's peak resident set during the
+timed runs (Linux `VmHWM`, reset at their start via `/proc/self/clear_refs`) minus its
+resident set before them; on CUDA, `torch.cuda.max_memory_allocated` over the runs.
+"""
+
+
+@dataclass
+class Row:
+    key: str
+    group: str
+    label: str
+    workload: str
+    params: dict[str, Any]
+    limit: str | None = None  # key of the row whose time is this row's limit
+    baseline: str | None = None  # key of the row this row's speed-up is measured against
+    result: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def seconds(self) -> float | None:
+        times = self.result.get("times")
+        return median(times) if times else None
+
+    @property
+    def rate(self) -> float | None:
+        """Items per second (median run)."""
+        seconds = self.seconds
+        return self.result["items"] / seconds if seconds else None
+
+    def workload_text(self) -> str:
+        p = self.params
+        if self.workload == "densecrf_masks":
+            return f"{p['masks']} maps"
+        if self.workload == "brats_loader":
+            return f"{p['cases']} cases, {p['volume']}"
+        text = f"{p['images']} img x {p['size']} px"
+        if len(p.get("scales", [1])) > 1:
+            text += f", scales {p['scales']}"
+        return text
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    if value is None:
+        return "—"
+    if value >= 100:
+        return f"{value:.0f}"
+    return f"{value:.{digits}f}" if value >= 0.01 else f"{value:.1e}"
+
+
+def table(rows: list[Row]) -> str:
+    by_key = {row.key: row for row in rows}
+    lines = [
+        "| group | row | workload | items/s | median s (runs) | time / limit | speed-up | "
+        "peak MB | max abs diff | notes |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        seconds = row.seconds
+        if seconds is None:
+            cells = ["—"] * 6 + [row.result.get("error", "not run")]
+        else:
+            items = row.result["items"]
+            limit = by_key.get(row.limit or "")
+            base = by_key.get(row.baseline or "")
+            ratio = seconds / limit.seconds if limit and limit.seconds else None
+            speed = items / seconds / base.rate if base and base.rate else None
+            diff = row.result.get("max_abs_diff")
+            cells = [
+                _fmt(items / seconds),
+                f"{seconds:.2f} ({len(row.result['times'])})",
+                f"{ratio:.2f} ({limit.label})" if ratio else "—",
+                f"{speed:.2f}x ({base.label})" if speed else "—",
+                f"{max(row.result['peak_mb'], 0.0):.0f}",
+                "—" if diff is None else f"{diff:.1e}",
+                row.result.get("note", ""),
+            ]
+        lines.append(
+            f"| {row.group} | {row.label} | {row.workload_text()} | " + " | ".join(cells) + " |"
+        )
+    return "\n".join(lines)
+
+
+def document(rows: list[Row], machine: dict[str, str], settings: dict[str, Any]) -> str:
+    info = "\n".join(f"- {key}: {value}" for key, value in machine.items())
+    config = ", ".join(f"{key}={value}" for key, value in settings.items())
+    return (
+        "# Benchmark results\n\n"
+        f"Written by `make bench` (`python -m benchmarks.run`; settings: {config}).\n\n"
+        f"## Machine\n\n{info}\n\n## How measured\n\n{MEASURED}\n## Results\n\n"
+        f"{table(rows)}\n"
+    )
+
+
+def write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(handle, "w", encoding="utf-8") as out:
+        out.write(text)
+    os.replace(temp, path)

@@ -1,0 +1,308 @@
+"""The benchmark workloads: one function per kind of row, run in a fresh process each.
+
+Every workload builds its inputs, then measures ``repeats`` timed runs inside a peak-memory
+window, and afterwards (outside the timed window) optionally compares its output with a
+reference (grad-cam, float32, or the computation without skipping). It returns a dict:
+``items`` (processed per run), ``times`` (seconds per run), ``peak_mb``, ``max_abs_diff``
+(or None) and ``note``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmarks.measure import PeakMemory, timed_runs
+from benchmarks.models import bn_resnet18, cfd_resnet18, kill_layer4_channels
+from src.cams import build_cam
+
+Params = dict[str, Any]
+
+GRADCAM_CLASSES = {
+    "gradcam": "GradCAM",
+    "gradcampp": "GradCAMPlusPlus",
+    "layercam": "LayerCAM",
+    "xgradcam": "XGradCAM",
+    "fullgrad": "FullGrad",
+    "scorecam": "ScoreCAM",
+}
+STAGES = ["layer1", "layer2", "layer3", "layer4"]
+
+
+def _images(batch: int, size: int, device: torch.device, seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.rand(batch, 3, size, size, generator=gen).to(device)
+
+
+def _model(p: Params) -> torch.nn.Module:
+    model = cfd_resnet18() if p.get("model", "cfd") == "cfd" else bn_resnet18()
+    if p.get("dead_fraction"):
+        kill_layer4_channels(model, p["dead_fraction"])
+    return model.to(p["device"])
+
+
+def _measure(p: Params, work: Callable[[], object], items: int) -> tuple[Params, object]:
+    device = p["device"]
+    with PeakMemory(device) as peak:
+        times, result = timed_runs(work, p["repeats"], device)
+    return {"items": items, "times": times, "peak_mb": peak.mb, "max_abs_diff": None}, result
+
+
+def _minmax(maps: torch.Tensor) -> torch.Tensor:
+    low = maps.amin(dim=(-2, -1), keepdim=True)
+    span = maps.amax(dim=(-2, -1), keepdim=True) - low
+    return (maps - low) / span.clamp(min=1e-12)
+
+
+def _diff(a: torch.Tensor, b: torch.Tensor, per_image_minmax: bool = False) -> float:
+    a, b = a.float().cpu(), b.float().cpu()
+    if per_image_minmax:
+        a, b = _minmax(a), _minmax(b)
+    return float((a - b).abs().max())
+
+
+# ------------------------------------------------------------------------ perturbation
+
+
+def forward_limit(p: Params) -> Params:
+    """The limit of a perturbation CAM: the forwards it runs, as plain batched forwards of
+    random inputs with no CAM logic: per scale, B images (the capture forward), 1 (the blank
+    image) and B x C masked images in chunks of ``batch_size``."""
+    model, device = _model(p), p["device"]
+    batch, channels, chunk = p["images"], p["channels"], p["batch_size"]
+    sizes = [round(p["size"] * s) for s in p["scales"]]
+    inputs = {s: _images(max(chunk, batch), s, device, seed=1) for s in sizes}
+    counts = [batch, 1] + [
+        min(chunk, batch * channels - i) for i in range(0, batch * channels, chunk)
+    ]
+    autocast = (
+        torch.autocast(device.type, dtype=torch.bfloat16)
+        if p.get("autocast_dtype")
+        else contextlib.nullcontext()
+    )
+
+    def work() -> None:
+        with torch.no_grad(), autocast:
+            for size in sizes:
+                for n in counts:
+                    model(inputs[size][:n])
+
+    with torch.no_grad():
+        model(inputs[sizes[0]][:2])  # warm-up (allocator, oneDNN primitives)
+    result, _ = _measure(p, work, batch)
+    result["note"] = f"{len(sizes) * sum(counts)} forwards"
+    return result
+
+
+def perturbation_cam(p: Params) -> Params:
+    """Our Score-CAM / Cfd-CAM; ``compare``: ``float32`` (the same without the speed
+    options) or ``full`` (the same without exact skipping)."""
+    model, device = _model(p), p["device"]
+    x = _images(p["images"], p["size"], device)
+    options = dict(p["options"])
+    with torch.no_grad():
+        model(x[:1])  # warm-up
+
+    def compute(opts: Params) -> tuple[torch.Tensor, int]:
+        with build_cam(p["method"], model, ["layer4"], **opts) as cam:
+            maps = cam(x, None)
+            return maps, cam.method.forwarded
+
+    started = time.perf_counter()
+    if options.get("compile"):
+        compute(options)  # compilation outside the timed runs
+    compile_s = time.perf_counter() - started
+    result, (maps, forwarded) = _measure(p, lambda: compute(options), p["images"])
+    result["note"] = f"{forwarded} masked forwards"
+    if options.get("compile"):
+        result["note"] += f"; first call (compilation) {compile_s:.0f} s"
+    reference = {
+        "float32": {
+            k: v
+            for k, v in options.items()
+            if k not in ("autocast_dtype", "channels_last", "compile")
+        },
+        "full": {**options, "skip_blank": False},
+    }.get(p.get("compare", ""))
+    if reference is not None:
+        result["max_abs_diff"] = _diff(maps, compute(reference)[0])
+    return result
+
+
+def gradcam_scorecam(p: Params) -> Params:
+    """grad-cam 1.5.7's ScoreCAM (its default chunk of 16 masked images per forward)."""
+    import pytorch_grad_cam
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    model, device = _model(p), p["device"]
+    x = _images(p["images"], p["size"], device)
+    targets = [ClassifierOutputTarget(0)] * p["images"]
+    with torch.no_grad():
+        model(x[:1])
+    with pytorch_grad_cam.ScoreCAM(model=model, target_layers=[model.layer4]) as cam:
+        result, maps = _measure(p, lambda: cam(input_tensor=x, targets=targets), p["images"])
+    with build_cam("scorecam", model, ["layer4"], preset="pgc") as ours:
+        result["max_abs_diff"] = _diff(ours(x, None), torch.from_numpy(maps), True)
+    result["note"] = "grad-cam: all B x C masked images built at once, 16 per forward"
+    return result
+
+
+# ---------------------------------------------------------------------------- gradient
+
+
+def _layers(p: Params) -> list[str]:
+    return STAGES[-p["layers"] :]
+
+
+def forward_backward_limit(p: Params) -> Params:
+    """One forward with autograd plus one full backward to the input (no parameter grads)."""
+    model, device = _model(p), p["device"]
+    x = _images(p["images"], p["size"], device)
+
+    def work() -> None:
+        inputs = x.detach().requires_grad_(True)
+        torch.autograd.grad(model(inputs)[:, 0].sum(), inputs)
+
+    work()
+    result, _ = _measure(p, work, p["images"])
+    result["note"] = "forward + autograd.grad to the input"
+    return result
+
+
+def gradient_cam(p: Params) -> Params:
+    model, device = _model(p), p["device"]
+    x = _images(p["images"], p["size"], device)
+    method = p["method"]
+    with build_cam(method, model, _layers(p)) as cam:
+        cam(x[:2], None)  # warm-up
+        result, _ = _measure(p, lambda: cam(x, None), p["images"])
+    result["note"] = f"layers {', '.join(_layers(p)) if 'fullgrad' not in method else 'all'}"
+    return result
+
+
+def gradcam_gradient(p: Params) -> Params:
+    """grad-cam 1.5.7's class for the same method and layers (full ``backward()``)."""
+    import pytorch_grad_cam
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    model, device = _model(p), p["device"]
+    x = _images(p["images"], p["size"], device)
+    base = p["method"].removeprefix("lt")
+    layers = [] if base == "fullgrad" else [model.get_submodule(n) for n in _layers(p)]
+    targets = [ClassifierOutputTarget(0)] * p["images"]
+    reference = getattr(pytorch_grad_cam, GRADCAM_CLASSES[base])
+    with reference(model=model, target_layers=layers) as cam:
+        cam(input_tensor=x[:2], targets=targets[:2])  # warm-up
+        result, maps = _measure(p, lambda: cam(input_tensor=x, targets=targets), p["images"])
+    if not p["method"].startswith("lt"):  # same output: compare with ours
+        with build_cam(p["method"], model, _layers(p)) as ours:
+            result["max_abs_diff"] = _diff(ours(x, None), torch.from_numpy(maps), True)
+        result["note"] = ""
+    else:
+        result["note"] = f"grad-cam {GRADCAM_CLASSES[base]} on the same layers (no truncation)"
+    model.zero_grad(set_to_none=True)
+    return result
+
+
+# ---------------------------------------------------------------------- masks and data
+
+
+def densecrf_masks(p: Params) -> Params:
+    from src.evaluation.masks import MaskMaker
+
+    size, count = p["mask_size"], p["masks"]
+    gen = np.random.default_rng(0)
+    images = gen.random((count, size, size, 3), dtype=np.float32)
+    yy, xx = np.mgrid[:size, :size] / size
+    blob = np.exp(-((yy - 0.5) ** 2 + (xx - 0.5) ** 2) / 0.05).astype(np.float32)
+    maps = np.stack([np.roll(blob, 7 * i, axis=1) for i in range(count)])
+    with MaskMaker(method="densecrf", workers=p["workers"]) as maker:
+
+        def work() -> list[np.ndarray]:
+            maker.submit(images, maps)
+            return list(maker.results())
+
+        work()  # warm-up: starts the worker processes
+        result, masks = _measure(p, work, count)
+    assert masks[0].any(), "DenseCRF produced empty masks: the benchmark maps are too faint"
+    result["note"] = f"{size}x{size}, {p['workers']} worker processes"
+    return result
+
+
+def brats_loader(p: Params) -> Params:
+    """Items/s of one training epoch of ``BraTSDataModule``; ``mode``: ``nifti`` (a fresh
+    cache: setup decodes every NIfTI volume, then the epoch), ``cache`` (setup reads the
+    slice cache ``brats_cache`` filled beforehand, then the epoch), ``epoch`` (the epoch
+    alone, slices in memory), or ``per_item`` (decoding the case's volumes for every item,
+    what the cache avoids; one item per case)."""
+    from src.data.brats import BraTSDataModule, decode_case
+
+    root, cache, mode = Path(p["brats_root"]), Path(p["brats_cache"]), p["mode"]
+    work_dir = Path(tempfile.mkdtemp(prefix="bench-brats-"))
+    runs = iter(range(1_000_000))
+
+    def module(cache_dir: Path) -> BraTSDataModule:
+        return BraTSDataModule(
+            root, cache_dir=cache_dir, batch_size=32, split_ratios=(0.5, 0.25, 0.25)
+        )
+
+    def epoch(data: BraTSDataModule) -> int:
+        return sum(len(batch["image"]) for batch in data.train_dataloader())
+
+    if mode == "per_item":
+        reader = module(cache)
+        cases = sorted(d.name for d in root.iterdir() if d.is_dir())
+
+        def work() -> int:
+            for case in cases:
+                images, seg = reader.case_files(case)
+                decode_case(images[0], seg)
+            return len(cases)
+
+    elif mode == "epoch":
+        data = module(cache)
+        data.setup()
+
+        def work() -> int:
+            return epoch(data)
+
+    else:
+
+        def work() -> int:
+            return epoch(module(work_dir / f"cold{next(runs)}" if mode == "nifti" else cache))
+
+    try:
+        result, items = _measure(p, work, 0)
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    result["items"] = items
+    result["note"] = {
+        "nifti": "setup decodes NIfTI + writes the cache, then one epoch",
+        "cache": "setup from the slice cache, then one epoch",
+        "epoch": "one epoch, slices in memory",
+        "per_item": "decoding the case's NIfTI volumes for each item",
+    }[mode]
+    return result
+
+
+WORKLOADS: dict[str, Callable[[Params], Params]] = {
+    fn.__name__: fn
+    for fn in (
+        forward_limit,
+        perturbation_cam,
+        gradcam_scorecam,
+        forward_backward_limit,
+        gradient_cam,
+        gradcam_gradient,
+        densecrf_masks,
+        brats_loader,
+    )
+}
