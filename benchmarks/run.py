@@ -57,6 +57,15 @@ def cfd_rows(args: argparse.Namespace, device: torch.device) -> list[Row]:
             "cfd-ms",
         ),
         Row(
+            "cfd-ms-bf16",
+            group,
+            "Cfd-CAM ms, autocast bf16",
+            "perturbation_cam",
+            cam(multi, bf16, compare="float32"),
+            "limit-ms",
+            "cfd-ms",
+        ),
+        Row(
             "cfd-1-cl",
             group,
             "Cfd-CAM single-scale, channels_last",
@@ -93,7 +102,7 @@ def cfd_rows(args: argparse.Namespace, device: torch.device) -> list[Row]:
 
 def scorecam_rows(args: argparse.Namespace) -> list[Row]:
     group = "Score-CAM pgc (ResNet-18 IN, layer4)"
-    params = {"images": 2, "size": args.size, "batch_size": 64, "channels": 512, "scales": [1]}
+    params = {"images": 1, "size": args.size, "batch_size": 64, "channels": 512, "scales": [1]}
     dead = {"dead_fraction": args.dead_fraction}
 
     def ours(options: dict, **extra: Any) -> dict:

@@ -81,3 +81,26 @@ def save_overview(
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
     os.replace(tmp, path)
+
+
+def save_histogram(
+    rows: Sequence[dict[str, Any]], path: str | os.PathLike, metric: str = "dice", title: str = ""
+) -> None:
+    """Distribution of a per-image metric, one bar colour per group (abnormal / normal)."""
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    bins = np.linspace(0, 1, 21)
+    for group, colour in (("abnormal", "tab:red"), ("normal", "tab:blue")):
+        values = [r[metric] for r in rows if r["group"] == group]
+        if values:
+            ax.hist(values, bins=bins, alpha=0.6, color=colour, label=f"{group} (n={len(values)})")
+    ax.set_xlabel(metric)
+    ax.set_ylabel("images")
+    ax.legend()
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)

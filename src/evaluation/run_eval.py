@@ -15,7 +15,13 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from src.evaluation.cam_module import CAMEvaluationModule, image_row, to_uint8_rgb
-from src.evaluation.figures import Panel, overlay_rgb, pick_examples, save_overview
+from src.evaluation.figures import (
+    Panel,
+    overlay_rgb,
+    pick_examples,
+    save_histogram,
+    save_overview,
+)
 from src.evaluation.map_store import load_map, merge_shards, read_maps
 from src.evaluation.masks import MaskMaker
 from src.evaluation.metrics import ConfusionMatrix, summarize
@@ -219,7 +225,11 @@ def write_results(
     write_per_image_csv(rows, output_dir / "per_image.csv")
     write_json(summary, output_dir / "summary.json")
     figure = output_dir / "overview.png"
-    panels = _write_figure(cfg, rows, dataset, maps_path, figure) if per_image else {}
+    histogram = output_dir / "dice_histogram.png"
+    panels = {}
+    if per_image:
+        panels = _write_figure(cfg, rows, dataset, maps_path, figure)
+        save_histogram(rows, histogram, title=f"{cfg.cam.name}: per-image Dice ({cfg.eval.split})")
     run = active_wandb_run()
     if run is not None:
         overlays = {
@@ -231,7 +241,7 @@ def write_results(
             summary,
             [{k: v for k, v in row.items() if not k.startswith("_")} for row in rows],
             overlays,
-            [figure],
+            [figure, histogram],
             files=[output_dir / "summary.json", output_dir / "per_image.csv"],
         )
     title = f"{cfg.cam.name} on the {cfg.eval.split} split ({output_dir})"

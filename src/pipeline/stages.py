@@ -21,7 +21,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Subset
 
-from src.pipeline.config import cam_options, validate_config
+from src.pipeline.config import ConfigError, cam_options, validate_config
 from src.pipeline.store import WEIGHTS_FILE, ModelStore, load_state_dict, load_weights
 from src.pipeline.trainer import build_trainer, finish_loggers
 
@@ -205,14 +205,22 @@ def eval_stage(
         )
     net = build_net(cfg, datamodule.num_classes)
     load_weights(net, ckpt)
+    target_layers = list(cfg.backbone.cam_stages)[-cfg.cam.layers :]
+    modules = dict(net.named_modules())
+    missing = [name for name in target_layers if name not in modules]
+    if missing:
+        raise ConfigError(
+            "backbone.cam_stages",
+            f"the {cfg.backbone.net.arch} network has no module named {missing}; "
+            f"stage-like modules are e.g. {[n for n in modules if n.count('.') == 0][:8]}",
+        )
     datamodule.setup("test")
     loader = _eval_loader(cfg, datamodule)
-    stages = list(cfg.backbone.cam_stages)
     return evaluate(
         cfg,
         net,
         loader,
-        target_layers=stages[-cfg.cam.layers :],
+        target_layers=target_layers,
         options=cam_options(cfg.cam),
         checkpoint=str(ckpt),
     )

@@ -31,6 +31,7 @@ def build_loggers(cfg: DictConfig, stage: str) -> list[Logger]:
                 overrides: dict[str, Any] = {}
                 if logger_cfg.get("offline") is None:
                     overrides["offline"] = os.environ.get("WANDB_MODE", "offline") != "online"
+                overrides.update(_wandb_names(logger_cfg))
                 Path(logger_cfg.save_dir).mkdir(parents=True, exist_ok=True)
                 wandb_logger = instantiate(logger_cfg, **overrides)
                 wandb_logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -48,6 +49,24 @@ def active_wandb_run() -> Any | None:
     for wandb_logger in _WANDB_LOGGERS.values():
         return wandb_logger.experiment
     return None
+
+
+def _wandb_names(logger_cfg: DictConfig) -> dict[str, str]:
+    """Multirun jobs are separate W&B runs grouped by their sweep; names default to the
+    job's overrides."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return {}
+    hydra_cfg = HydraConfig.get()
+    names: dict[str, str] = {}
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        if logger_cfg.get("group") is None:
+            names["group"] = Path(hydra_cfg.sweep.dir).name
+        if logger_cfg.get("name") is None:
+            names["name"] = hydra_cfg.job.override_dirname or f"job{hydra_cfg.job.num}"
+    return names
 
 
 def finish_loggers() -> None:

@@ -82,6 +82,7 @@ def test_run_writes_every_output(first_run):
         "summary.json",
         "cam_maps.npz",
         "overview.png",
+        "dice_histogram.png",
         "split.json",
     ):
         assert (out / name).is_file(), name
@@ -285,3 +286,67 @@ def test_offline_wandb_run_holds_summary_and_per_image_table(
     table = json.loads(tables[0].read_text())
     assert len(table["data"]) == EVAL_IMAGES
     assert "dice" in table["columns"] and "overlay" in table["columns"]
+
+
+def test_delta_sweep_multirun_reuses_the_classifier_and_reports(workspace, first_run):
+    """A Hydra multirun over 3 deltas evaluates only (no training) and `src.report` turns the
+    sweep folder into the table and the metric-versus-delta plots."""
+    sweep = workspace["root"] / "sweep"
+    command = [
+        sys.executable,
+        "-m",
+        "src.run",
+        "-m",
+        *_overrides(workspace["data"], workspace["cache"], "cam=ltgradcam", "cam.delta=0,20,40"),
+        f"hydra.sweep.dir={sweep}",
+    ]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = sorted(p.parent for p in sweep.rglob("summary.json"))
+    assert len(jobs) == 3
+    assert not any((job / "checkpoints").exists() for job in jobs), "a sweep job retrained"
+    report = subprocess.run(
+        [sys.executable, "-m", "src.report", str(sweep)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert report.returncode == 0, report.stderr[-3000:]
+    table = (sweep / "sweep_report.md").read_text().splitlines()
+    deltas = [line.split("|")[2].strip() for line in table[2:]]
+    assert deltas == ["0", "20", "40"]
+    assert all(line.split("|")[1].strip() == "ltgradcam" for line in table[2:])
+    for metric in ("dice", "iou", "hd95"):
+        assert (sweep / f"sweep_{metric}_vs_delta.png").stat().st_size > 1000
+
+
+def test_missing_cam_layer_and_empty_split_fail_clearly_and_keep_results(
+    workspace, first_run, composer, tmp_path
+):
+    out = first_run["out"]
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    cfg = composer(
+        _overrides(
+            workspace["data"],
+            workspace["cache"],
+            "stage=eval",
+            "backbone.cam_stages=[layer1,layer2,layer3,layer9]",
+        ),
+        out,
+    )
+    with pytest.raises(ConfigError, match="layer9"):
+        run_pipeline(cfg)
+    cases = sorted(p.name for p in workspace["data"].iterdir() if p.is_dir())
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": cases[:-1], "val": cases[-1:], "test": []}))
+    cfg = composer(
+        _overrides(workspace["data"], workspace["cache"], "stage=eval", f"data.split_file={split}"),
+        out,
+    )
+    with pytest.raises(RuntimeError, match="test split is empty"):
+        run_pipeline(cfg)
+    after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert {k: v for k, v in after.items() if k != "split.json"} == {
+        k: v for k, v in before.items() if k != "split.json"
+    }

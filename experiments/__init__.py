@@ -1,0 +1,1 @@
+"""Recipes that reproduce the two papers' tables (see experiments/README.md)."""

@@ -1,0 +1,311 @@
+"""Run a recipe: one `run_pipeline` job per row, then the table in the paper's layout.
+
+Every row becomes a Hydra composition of `experiment=<recipe>` plus the row's overrides, the
+data root of its dataset and the caller's extra overrides (last wins), run in this process
+into `<runs_dir>/<recipe>/<row key>/`. A finished job is reused when its overrides are the
+same (`job.json`, written only after success), so a recipe can be resumed or grown with
+`only` and every table shows all rows finished so far. A job that raises is reported as
+"failed: <reason>" and the others still run. Trained classifiers are shared through the
+model store, so the rows of one dataset train once.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import shlex
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from experiments.recipes import DATASETS, Recipe, Row
+from experiments.tables import DONE, FAILED, NOT_RUN, Outcome, render_csv, render_markdown
+from src.evaluation.reports import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO_ROOT / "conf"
+JOB_FILE = "job.json"
+
+
+def _generate_tcga(root: Path) -> None:
+    from src.data.generators.tcga_lgg import generate_tcga_lgg
+
+    generate_tcga_lgg(root, n_patients=6, seed=0, size=64, n_slices=(8, 12), normal_patients=1)
+
+
+def _generate_voc(root: Path) -> None:
+    from src.data.generators.voc import generate_voc
+
+    generate_voc(root, n_train=16, n_val=8, seed=0)
+
+
+def _generate_ksdd2(root: Path) -> None:
+    from src.data.generators.ksdd2 import generate_ksdd2
+
+    generate_ksdd2(root, n_train=24, n_test=12, seed=0, defect_fraction=0.5, size=(126, 46))
+
+
+@dataclass(frozen=True)
+class DemoData:
+    """How `--demo` replaces one dataset: a generator writing it in the real on-disk format
+    (None: `data=demo` generates BraTS itself, SPEC 7) and the small-budget overrides."""
+
+    generate: Callable[[Path], None] | None
+    overrides: tuple[str, ...]
+
+
+_DEMO_EVAL = (
+    "finetune.epochs=1",
+    "finetune.batch_size=8",
+    "eval.limit=6",
+    "eval.positive_fraction=0.75",
+    "eval.batch_size=2",
+    "eval.mask_workers=0",
+    "trainer.enable_progress_bar=false",
+    "logger=none",
+)
+_DEMO_SUPCON = ("pretrain.epochs=1", "pretrain.batch_size=16", "pretrain.module.warm_epochs=0")
+# The LT recipes' VGG16 starts from random weights in the demo (no ImageNet file needed).
+_DEMO_VGG = ("backbone.net.weights=null",)
+
+DEMO_DATA: dict[str, DemoData] = {
+    "brats": DemoData(None, ("data=demo", "data.image_size=64", *_DEMO_SUPCON, *_DEMO_EVAL)),
+    "tcga_lgg": DemoData(_generate_tcga, ("data.image_size=64", *_DEMO_SUPCON, *_DEMO_EVAL)),
+    "voc": DemoData(_generate_voc, ("data.image_size=64", *_DEMO_VGG, *_DEMO_EVAL)),
+    "ksdd2": DemoData(
+        _generate_ksdd2, ("data.image_size=[128,64]", "data.batch_size=8", *_DEMO_VGG, *_DEMO_EVAL)
+    ),
+}
+DEMO_NOTE = (
+    "DEMO run on generated data in the real formats with tiny budgets (1 epoch, 64 px, "
+    "6 evaluated images, random-init VGG16): checks the plumbing, numbers are not comparable "
+    "with the paper"
+)
+
+
+@dataclass
+class Settings:
+    """Where data, runs and tables live, and which rows run with which extra overrides."""
+
+    roots: dict[str, str] = field(default_factory=dict)
+    runs_dir: Path = REPO_ROOT / "outputs" / "experiments"
+    results_dir: Path = REPO_ROOT / "experiments" / "results"
+    demo: bool = False
+    demo_data_dir: Path = REPO_ROOT / ".cache" / "demo" / "experiments"
+    vgg_weights: str | None = None
+    extra: tuple[str, ...] = ()
+    only: tuple[str, ...] = ()
+    rerun: bool = False
+    project_root: Path = REPO_ROOT
+
+
+@dataclass(frozen=True)
+class Job:
+    row: Row
+    overrides: tuple[str, ...]
+    run_dir: Path
+
+
+class RecipeConfigError(ValueError):
+    """A row's config does not compose or validate; nothing has been run."""
+
+
+def compose_job_config(
+    overrides: Sequence[str], run_dir: Path, project_root: Path = REPO_ROOT
+) -> DictConfig:
+    """The config `python -m src.run <overrides>` would run, with the run folder `run_dir`
+    (as in tests/pipeline/conftest.py: Hydra's runtime values set for the `hydra:` resolver)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(run_dir)
+        cfg.hydra.runtime.cwd = str(project_root)
+        cfg.hydra.job.num = 0
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+def _selected(row: Row, settings: Settings) -> bool:
+    if settings.demo and not row.demo:
+        return False
+    return not settings.only or any(fnmatch.fnmatch(row.key, p) for p in settings.only)
+
+
+def job_overrides(recipe: Recipe, row: Row, settings: Settings) -> tuple[str, ...] | str:
+    """The row's overrides, or the reason it cannot run (no data root for its dataset)."""
+    if row.dataset not in DATASETS:
+        raise ValueError(f"recipe {recipe.name}, row {row.key}: unknown dataset {row.dataset!r}")
+    overrides = [f"experiment={recipe.experiment}", f"task_name={recipe.name}", *row.overrides]
+    if settings.demo:
+        demo = DEMO_DATA[row.dataset]
+        if demo.generate is not None:
+            overrides.append(f"data.root={Path(settings.demo_data_dir) / row.dataset}")
+        overrides += demo.overrides
+    else:
+        root = settings.roots.get(row.dataset)
+        if not root:
+            return f"no data root for {row.dataset} (--{row.dataset.replace('_', '-')}-root)"
+        overrides.append(f"data.root={root}")
+    if recipe.imagenet_weights and settings.vgg_weights:
+        overrides.append(f"backbone.net.weights={settings.vgg_weights}")
+    return (*overrides, *settings.extra)
+
+
+def cached_outcome(job: Job) -> Outcome | None:
+    """The finished result of the same job in its run folder, if there is one."""
+    job_file, summary = job.run_dir / JOB_FILE, job.run_dir / "summary.json"
+    if not (job_file.is_file() and summary.is_file()):
+        return None
+    recorded = json.loads(job_file.read_text())
+    if recorded.get("overrides") != list(job.overrides):
+        return None
+    headline = json.loads(summary.read_text()).get("headline")
+    return Outcome(DONE, headline, "reused", str(job.run_dir), recorded.get("seconds"))
+
+
+def plan(recipe: Recipe, settings: Settings) -> tuple[list[Job], dict[str, Outcome]]:
+    """The jobs of the recipe's runnable rows (every config composed and validated first, so
+    a typo stops the recipe before anything trains) and the outcomes of the other rows."""
+    from src.pipeline.config import validate_config
+
+    jobs, outcomes = [], {}
+    for row in recipe.jobs():
+        overrides = job_overrides(recipe, row, settings)
+        if isinstance(overrides, str):
+            outcomes[row.key] = Outcome(NOT_RUN, reason=overrides)
+            continue
+        job = Job(row, overrides, Path(settings.runs_dir) / recipe.name / row.key)
+        try:
+            cfg = compose_job_config(overrides, job.run_dir, settings.project_root)
+            OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+            validate_config(cfg)
+        except Exception as err:
+            raise RecipeConfigError(
+                f"recipe {recipe.name}, row {row.key!r} ({row.group} {row.method}): {err}"
+            ) from err
+        jobs.append(job)
+    return jobs, outcomes
+
+
+def run_job(job: Job, settings: Settings) -> Outcome:
+    """Run one row through `run_pipeline`; any exception becomes a "failed" outcome."""
+    from src.pipeline.stages import run_pipeline
+
+    start = time.monotonic()
+    try:
+        cfg = compose_job_config(job.overrides, job.run_dir, settings.project_root)
+        summary = run_pipeline(cfg)
+    except Exception as err:  # noqa: BLE001 - one row's failure must not lose the others
+        log.exception("job %s failed", job.row.key)
+        reason = f"{type(err).__name__}: {err}"
+        return Outcome(FAILED, reason=reason, run_dir=str(job.run_dir))
+    seconds = time.monotonic() - start
+    if not summary.get("headline"):
+        return Outcome(FAILED, reason="the run wrote no headline", run_dir=str(job.run_dir))
+    record = {"overrides": list(job.overrides), "seconds": seconds}
+    atomic_write_text(job.run_dir / JOB_FILE, json.dumps(record, indent=2) + "\n")
+    return Outcome(DONE, summary["headline"], "", str(job.run_dir), seconds)
+
+
+def command_line(job: Job) -> str:
+    """The equivalent `python -m src.run` command of a job."""
+    args = [*job.overrides, f"hydra.run.dir={job.run_dir}"]
+    return "python -m src.run " + " ".join(shlex.quote(arg) for arg in args)
+
+
+def results_paths(recipe: Recipe, settings: Settings) -> dict[str, Path]:
+    out = Path(settings.results_dir) / ("demo" if settings.demo else "")
+    return {
+        "markdown": out / f"{recipe.name}.md",
+        "csv": out / f"{recipe.name}.csv",
+        "sweep": out / f"{recipe.name}_sweep",
+    }
+
+
+def mode_note(recipe: Recipe, settings: Settings) -> str:
+    if settings.demo:
+        return DEMO_NOTE + (f"; {recipe.demo_note}" if recipe.demo_note else "")
+    roots = ", ".join(f"{k}={v}" for k, v in sorted(settings.roots.items()))
+    return f"our runs: data roots {roots or 'none'}"
+
+
+def write_tables(recipe: Recipe, outcomes: dict[str, Outcome], settings: Settings) -> list[Path]:
+    """The Markdown and CSV tables (atomically); for a delta sweep also `src.report`'s
+    sweep table and metric-versus-delta plots of the finished jobs."""
+    paths = results_paths(recipe, settings)
+    atomic_write_text(
+        paths["markdown"], render_markdown(recipe, outcomes, mode_note(recipe, settings))
+    )
+    atomic_write_text(paths["csv"], render_csv(recipe, outcomes))
+    written = [paths["markdown"], paths["csv"]]
+    finished = [o for o in outcomes.values() if o.status == DONE]
+    if recipe.layout == "sweep" and finished:
+        from src.evaluation.sweep_report import write_report
+
+        written += write_report(Path(settings.runs_dir) / recipe.name, paths["sweep"])
+    return written
+
+
+def prepare_demo_data(jobs: Sequence[Job], settings: Settings) -> None:
+    """Generate the demo datasets the jobs read (once; the generators write atomically)."""
+    for dataset in dict.fromkeys(job.row.dataset for job in jobs):
+        generate = DEMO_DATA[dataset].generate
+        root = Path(settings.demo_data_dir) / dataset
+        if generate is not None and not root.exists():
+            log.info("generating demo %s data in %s", dataset, root)
+            generate(root)
+
+
+def run_recipe(
+    recipe: Recipe, settings: Settings, dry_run: bool = False
+) -> tuple[dict[str, Outcome], list[Path]]:
+    """Run the recipe's selected rows (reusing finished ones) and write its tables.
+
+    Returns the outcome of every row (by `Row.key`) and the files written. `dry_run` only
+    composes and validates every config and prints the equivalent commands."""
+    jobs, outcomes = plan(recipe, settings)
+    if dry_run:
+        for job in jobs:
+            print(f"# {recipe.name} / {job.row.group} {job.row.method}\n{command_line(job)}")
+        return outcomes, []
+    to_run = []
+    for job in jobs:
+        cached = None if settings.rerun else cached_outcome(job)
+        if cached is not None:
+            outcomes[job.row.key] = cached
+        elif _selected(job.row, settings):
+            to_run.append(job)
+        else:
+            why = "not in the demo subset" if settings.demo and not job.row.demo else "not selected"
+            outcomes[job.row.key] = Outcome(NOT_RUN, reason=why)
+    if settings.demo:
+        prepare_demo_data(to_run, settings)
+    written: list[Path] = []
+    for number, job in enumerate(to_run, 1):
+        log.info("[%s %d/%d] %s", recipe.name, number, len(to_run), command_line(job))
+        outcomes[job.row.key] = run_job(job, settings)
+        written = write_tables(recipe, outcomes, settings)  # progress survives an interruption
+    if not to_run:
+        written = write_tables(recipe, outcomes, settings)
+    return outcomes, written
+
+
+def summary_line(recipe: Recipe, outcomes: dict[str, Any]) -> str:
+    counts: dict[str, int] = {}
+    for outcome in outcomes.values():
+        counts[outcome.status] = counts.get(outcome.status, 0) + 1
+    parts = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    return f"{recipe.name}: {parts or 'no jobs'}"

@@ -1,0 +1,289 @@
+"""The registry of recipes: one per table (or figure) of the two papers.
+
+A recipe names its Hydra experiment config (`conf/experiment/<name>.yaml`, the shared
+settings), lists the paper's rows with the overrides that turn each row into one run of
+`src.pipeline.stages.run_pipeline`, and says how its table is laid out. Rows the project does
+not reproduce (Swin-MIL, the non-CAM methods of the Cfd-CAM paper) are listed with the
+paper's numbers and no job.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from experiments.paper_numbers import BRATS_FLAIR, CFD_DATASETS, TCGA
+
+DATASETS = ("brats", "tcga_lgg", "voc", "ksdd2")
+LAYOUTS = ("mean_std", "percent", "stages", "sweep")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row (or, for the pivoted layouts, one cell column) of a paper's table.
+
+    `group` is the dataset label of the Cfd-CAM tables ("" for the LT-Grad-CAM tables) or the
+    method of a delta sweep; `method` is the row label as printed in the paper (the key into
+    `paper_numbers`). `dataset` says which data root the job reads; "" = not reproduced."""
+
+    group: str
+    method: str
+    overrides: tuple[str, ...] = ()
+    dataset: str = ""
+    kind: str = ""
+    demo: bool = True
+
+    @property
+    def reproduced(self) -> bool:
+        return bool(self.dataset)
+
+    @property
+    def key(self) -> str:
+        """A file-name-safe id, unique within a recipe (the job's run folder)."""
+        text = f"{self.group}--{self.method}" if self.group else self.method
+        text = text.replace("δ", "delta").replace("+", "p").lower()
+        return re.sub(r"[^a-z0-9]+", "-", text).strip("-")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A paper table: its experiment config, rows and layout (one of `LAYOUTS`)."""
+
+    name: str
+    title: str
+    layout: str
+    metrics: tuple[tuple[str, str], ...]
+    rows: tuple[Row, ...]
+    primary: str
+    demo_note: str = ""
+    notes: tuple[str, ...] = field(default_factory=tuple)
+    # The backbone starts from a local ImageNet state_dict (VGG16, SPEC 8): the launcher's
+    # --vgg-weights fills backbone.net.weights.
+    imagenet_weights: bool = False
+
+    @property
+    def experiment(self) -> str:
+        return self.name
+
+    def jobs(self) -> tuple[Row, ...]:
+        return tuple(row for row in self.rows if row.reproduced)
+
+
+CFD_METRICS = (("dice", "Dice ↑"), ("iou", "IoU ↑"), ("hd95", "HD95 ↓"))
+LT_METRICS = (
+    ("miou", "mIoU"),
+    ("precision", "Precision"),
+    ("recall", "Recall"),
+    ("f1", "Micro-F1"),
+)
+MODALITIES = {"BraTS T1": "t1", "BraTS T1-CE": "t1ce", "BraTS T2": "t2", "BraTS T2-FLAIR": "flair"}
+
+
+def _cfd_data(dataset: str) -> tuple[tuple[str, ...], str]:
+    """Overrides and data key of one dataset label of the Cfd-CAM tables."""
+    if dataset == TCGA:
+        return ("data=tcga_lgg",), "tcga_lgg"
+    return (f"modality={MODALITIES[dataset]}",), "brats"
+
+
+_CFD_DEMO = (BRATS_FLAIR, TCGA)
+_CFD_DEMO_NOTE = "demo subset: BraTS T2-FLAIR and TCGA-LGG only"
+
+_CFD_TABLE1_METHODS = (
+    ("Grad-CAM (2016)", "cam=gradcam"),
+    ("ScoreCAM (2020)", "cam=scorecam"),
+    ("LayerCAM (2021)", "cam=layercam"),
+    ("Swin-MIL (2022)", None),
+    ("Cfd-CAM (ours)", "cam=cfdcam"),
+)
+_CFD_NOT_CAM = (("C&F (2020), UL", "UL"), ("C&F (2020), FSL", "FSL"), ("Opt. U-net (2021)", "FSL"))
+
+
+def _cfdcam_table1() -> Recipe:
+    rows = []
+    for dataset in CFD_DATASETS:
+        data_overrides, data = _cfd_data(dataset)
+        demo = dataset in _CFD_DEMO
+        for method, cam in _CFD_TABLE1_METHODS:
+            if cam is None:
+                rows.append(Row(dataset, method, kind="WSSS"))
+            else:
+                rows.append(Row(dataset, method, (*data_overrides, cam), data, "WSSS", demo))
+        rows += [Row(dataset, method, kind=kind) for method, kind in _CFD_NOT_CAM]
+    return Recipe(
+        name="cfdcam_table1",
+        title="Cfd-CAM, Table 1: WSSS methods on BraTS 2021 (four modalities) and TCGA-LGG",
+        layout="mean_std",
+        metrics=CFD_METRICS,
+        rows=tuple(rows),
+        primary="brats",
+        demo_note=_CFD_DEMO_NOTE,
+        notes=(
+            "mean ± std over the tumour slices of the test split (SPEC 6); HD95 in pixels, "
+            "373.12866 when exactly one mask is empty",
+            "Swin-MIL and the UL/FSL rows are not CAM methods: not reproduced, paper numbers only",
+            "Grad-CAM and LayerCAM use layer4 (cam.layers=1); ScoreCAM preset pgc",
+        ),
+    )
+
+
+def _cfdcam_table2() -> Recipe:
+    rows = []
+    for dataset in CFD_DATASETS:
+        data_overrides, data = _cfd_data(dataset)
+        demo = dataset in _CFD_DEMO
+        for label, scales in (("Cfd-CAM (ss)", "[1]"), ("Cfd-CAM (ms)", "[1,2]")):
+            overrides = (*data_overrides, "cam=cfdcam", f"cam.scales={scales}")
+            rows.append(Row(dataset, label, overrides, data, demo=demo))
+    return Recipe(
+        name="cfdcam_table2",
+        title="Cfd-CAM, Table 2: single-scale (ss) vs multi-scale (ms) Cfd-CAM",
+        layout="mean_std",
+        metrics=CFD_METRICS,
+        rows=tuple(rows),
+        primary="brats",
+        demo_note=_CFD_DEMO_NOTE,
+        notes=(
+            "ss = cam.scales=[1], ms = cam.scales=[1,2] (SPEC 1); mean ± std over tumour slices",
+            "the paper's ms rows for T2 and T2-FLAIR differ from its Table 1 Cfd-CAM rows",
+        ),
+    )
+
+
+# VGG16's five max-pool outputs (conf/backbone/vgg16.yaml); one stage alone = a one-entry
+# cam_stages list with cam.layers=1 (cam_stages is not part of the classifier's cache key).
+_VGG16_STAGES = ("features.4", "features.9", "features.16", "features.23", "features.30")
+
+
+def _ltgrad_table1() -> Recipe:
+    rows = [
+        Row(
+            "",
+            f"S{i + 1}",
+            ("cam=gradcam", f"backbone.cam_stages=[{stage}]", "cam.layers=1"),
+            "voc",
+        )
+        for i, stage in enumerate(_VGG16_STAGES)
+    ]
+    rows += [
+        Row("", "S3+S4+S5", ("cam=gradcam", "cam.layers=3"), "voc"),
+        Row("", "S1+S2+S3+S4+S5", ("cam=gradcam", "cam.layers=5"), "voc"),
+    ]
+    return Recipe(
+        name="ltgrad_table1",
+        title="LT-Grad-CAM, Table 1: Grad-CAM per VGG16 stage and fused stages (PASCAL VOC 2012)",
+        layout="stages",
+        metrics=(("miou", "mIoU"),),
+        rows=tuple(rows),
+        primary="voc",
+        imagenet_weights=True,
+        notes=(
+            "mIoU in %, one confusion matrix over the VOC val split (21 classes, 255 ignored)",
+            "fused stages: sum of the upsampled per-stage maps (Eq. 8, cam.fusion=sum), no truncation",
+            "single stages use the plain VGG16 max-pool indices (backbone=vgg16, not vgg16_bn)",
+        ),
+    )
+
+
+def _lt_rows(dataset: str, labels: tuple[str, ...]) -> tuple[Row, ...]:
+    overrides = {
+        "Grad-CAM++": ("cam=gradcampp", "cam.layers=1"),
+        "Grad-CAM": ("cam=gradcam", "cam.layers=1"),
+        "LTGrad-CAM(l=1, δ=0)": ("cam=ltgradcam", "cam.layers=1", "cam.delta=0"),
+        "FullGrad": ("cam=fullgrad",),
+        "LTFullGrad(δ=0)": ("cam=ltfullgrad", "cam.delta=0"),
+        "Layer-CAM(l=1, δ=0)": ("cam=ltlayercam", "cam.layers=1", "cam.delta=0"),
+        "Layer-CAM(l=5, δ=0)": ("cam=ltlayercam", "cam.layers=5", "cam.delta=0"),
+        "LTGrad-CAM(l=5, δ=0)": ("cam=ltgradcam", "cam.layers=5", "cam.delta=0"),
+        "LTGrad-CAM(l=5, δ=20)": ("cam=ltgradcam", "cam.layers=5", "cam.delta=20"),
+    }
+    return tuple(Row("", label, overrides[label], dataset) for label in labels)
+
+
+_LT_NOTES = (
+    "values in %; one confusion matrix over the split; precision, recall and F1 micro-averaged "
+    "over the foreground classes",
+    "FullGrad uses every conv bias (target layers ignored), as the paper",
+)
+_COMPARISON = (
+    "Grad-CAM++",
+    "Grad-CAM",
+    "FullGrad",
+    "Layer-CAM(l=1, δ=0)",
+    "Layer-CAM(l=5, δ=0)",
+    "LTGrad-CAM(l=5, δ=0)",
+    "LTGrad-CAM(l=5, δ=20)",
+)
+
+
+def _ltgrad_table(number: int, dataset: str, title: str, labels: tuple[str, ...]) -> Recipe:
+    return Recipe(
+        name=f"ltgrad_table{number}",
+        title=f"LT-Grad-CAM, Table {number}: {title}",
+        layout="percent",
+        metrics=LT_METRICS,
+        rows=_lt_rows(dataset, labels),
+        primary=dataset,
+        notes=_LT_NOTES,
+        imagenet_weights=True,
+    )
+
+
+SWEEP_METHODS = (
+    ("LTGrad-CAM", "ltgradcam"),
+    ("LTLayer-CAM", "ltlayercam"),
+    ("LTFullGrad", "ltfullgrad"),
+)
+SWEEP_DELTAS = tuple(range(0, 100, 10))
+DEMO_DELTAS = (0, 40, 80)
+
+
+def _ltgrad_fig(number: int, split: str) -> Recipe:
+    rows = tuple(
+        Row(
+            label,
+            f"δ={delta}",
+            (f"cam={cam}", f"cam.delta={delta}"),
+            "ksdd2",
+            demo=delta in DEMO_DELTAS,
+        )
+        for label, cam in SWEEP_METHODS
+        for delta in SWEEP_DELTAS
+    )
+    return Recipe(
+        name=f"ltgrad_fig{number}",
+        title=f"LT-Grad-CAM, Fig. {number}: mIoU against the truncation percentile δ "
+        f"(KSDD2, {split} split)",
+        layout="sweep",
+        metrics=(("miou", "mIoU"),),
+        rows=rows,
+        primary="ksdd2",
+        imagenet_weights=True,
+        demo_note=f"demo subset: δ in {{{', '.join(map(str, DEMO_DELTAS))}}}",
+        notes=(
+            "the paper shows this as a plot only (no printed numbers); l = 5 stages",
+            f"plots: experiments/results/[demo/]{f'ltgrad_fig{number}'}_sweep/sweep_miou_vs_delta.png",
+        ),
+    )
+
+
+def _registry() -> dict[str, Recipe]:
+    recipes = [
+        _cfdcam_table1(),
+        _cfdcam_table2(),
+        _ltgrad_table1(),
+        _ltgrad_table(
+            2,
+            "voc",
+            "gradient truncation on Grad-CAM and FullGrad (PASCAL VOC 2012)",
+            ("Grad-CAM++", "Grad-CAM", "LTGrad-CAM(l=1, δ=0)", "FullGrad", "LTFullGrad(δ=0)"),
+        ),
+        _ltgrad_table(3, "voc", "comparison on PASCAL VOC 2012", _COMPARISON),
+        _ltgrad_table(4, "ksdd2", "comparison on KSDD2", _COMPARISON),
+        _ltgrad_fig(4, "test"),
+        _ltgrad_fig(5, "train"),
+    ]
+    return {recipe.name: recipe for recipe in recipes}
+
+
+RECIPES: dict[str, Recipe] = _registry()

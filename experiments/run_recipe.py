@@ -1,0 +1,142 @@
+"""Reproduce a table of the Cfd-CAM or LT-Grad-CAM paper: run every row, write the table.
+
+    python experiments/run_recipe.py --list
+    python experiments/run_recipe.py cfdcam_table1 --data-root /data/BraTS2021 \
+        --tcga-root /data/kaggle_3m
+    python experiments/run_recipe.py ltgrad_table3 --data-root /data/VOCdevkit \
+        --vgg-weights /weights/vgg16-397923af.pth
+    python experiments/run_recipe.py ltgrad_fig4 --demo
+
+Tables go to experiments/results/<recipe>.md/.csv (demo: experiments/results/demo/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `experiments` and `src` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from experiments.engine import (  # noqa: E402
+    REPO_ROOT,
+    RecipeConfigError,
+    Settings,
+    run_recipe,
+    summary_line,
+)
+from experiments.recipes import DATASETS, RECIPES  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Run the jobs of a paper table (a recipe) and write the table beside the "
+        "paper's numbers.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="recipes:\n"
+        + "\n".join(f"  {name:15s} {recipe.title}" for name, recipe in RECIPES.items()),
+    )
+    parser.add_argument("recipes", nargs="*", help="recipe names, or 'all'")
+    parser.add_argument("--list", action="store_true", help="list the recipes and exit")
+    parser.add_argument(
+        "--data-root", help="root of the recipe's main dataset (BraTS, VOC or KSDD2)"
+    )
+    for dataset in DATASETS:
+        flags = [f"--{dataset.replace('_', '-')}-root"] + (
+            ["--tcga-root"] if dataset == "tcga_lgg" else []
+        )
+        parser.add_argument(*flags, dest=f"{dataset}_root", help=f"root of the {dataset} dataset")
+    parser.add_argument(
+        "--vgg-weights", help="local ImageNet VGG16 state_dict for the LT-Grad-CAM recipes"
+    )
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="generated data, tiny budgets, a row subset; tables go to results/demo/",
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="run only rows whose key matches (fnmatch, repeatable; see --dry-run for keys)",
+    )
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra Hydra override for every job, applied last (repeatable), e.g. trainer=gpu",
+    )
+    parser.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=None,
+        help="run folders (default outputs/experiments, demo outputs/experiments/demo)",
+    )
+    parser.add_argument("--results-dir", type=Path, default=REPO_ROOT / "experiments" / "results")
+    parser.add_argument("--rerun", action="store_true", help="do not reuse finished jobs")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="compose and validate every job, print the equivalent commands, run nothing",
+    )
+    return parser
+
+
+def settings_for(args: argparse.Namespace, primary: str) -> Settings:
+    roots = {
+        dataset: getattr(args, f"{dataset}_root")
+        for dataset in DATASETS
+        if getattr(args, f"{dataset}_root")
+    }
+    if args.data_root and primary not in roots:
+        roots[primary] = args.data_root
+    runs_dir = args.runs_dir or REPO_ROOT / "outputs" / "experiments" / (
+        "demo" if args.demo else ""
+    )
+    return Settings(
+        roots=roots,
+        runs_dir=runs_dir,
+        results_dir=args.results_dir,
+        demo=args.demo,
+        vgg_weights=args.vgg_weights,
+        extra=tuple(args.override),
+        only=tuple(args.only),
+        rerun=args.rerun,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.list:
+        for name, recipe in RECIPES.items():
+            print(f"{name:15s} {len(recipe.jobs()):3d} jobs  {recipe.title}")
+        return 0
+    names = list(RECIPES) if args.recipes == ["all"] else args.recipes
+    if not names:
+        parser.error("name a recipe (or 'all'); --list shows them")
+    unknown = [name for name in names if name not in RECIPES]
+    if unknown:
+        parser.error(f"unknown recipe(s) {', '.join(unknown)}; known: {', '.join(RECIPES)}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    for name in names:
+        recipe = RECIPES[name]
+        try:
+            outcomes, written = run_recipe(recipe, settings_for(args, recipe.primary), args.dry_run)
+        except RecipeConfigError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        if not args.dry_run:
+            print(summary_line(recipe, outcomes))
+            for path in written:
+                print(f"  wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
