@@ -25,6 +25,8 @@ from benchmarks.models import bn_resnet18, cfd_resnet18, kill_layer4_channels
 from src.cams import build_cam
 
 Params = dict[str, Any]
+BRATS_CASES = 4
+BRATS_SHAPE = (240, 240, 155)
 
 GRADCAM_CLASSES = {
     "gradcam": "GradCAM",
@@ -291,6 +293,23 @@ def brats_loader(p: Params) -> Params:
         "per_item": "decoding the case's NIfTI volumes for each item",
     }[mode]
     return result
+
+
+def prepare_brats(folder: Path) -> Params:
+    """A small synthetic BraTS dataset and its filled slice cache (for the loader rows)."""
+    from src.data.brats import BraTSDataModule
+    from src.data.generators.brats import generate_brats
+
+    root, cache = folder / "brats", folder / "cache"
+    generate_brats(root, n_cases=BRATS_CASES, seed=0, shape=BRATS_SHAPE)
+    BraTSDataModule(root, cache_dir=cache).setup()
+    volume = "x".join(str(s) for s in BRATS_SHAPE)
+    return {
+        "brats_root": str(root),
+        "brats_cache": str(cache),
+        "cases": BRATS_CASES,
+        "volume": volume,
+    }
 
 
 WORKLOADS: dict[str, Callable[[Params], Params]] = {

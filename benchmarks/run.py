@@ -11,9 +11,6 @@ of the intra-op thread count. Defaults keep the whole run under 10 minutes on a 
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,12 +20,11 @@ import torch
 
 from benchmarks.measure import machine
 from benchmarks.report import Row, document, write_atomically
-from benchmarks.worker import PREFIX
+from benchmarks.rows import prepare_brats
+from benchmarks.worker import execute, in_child
 
 RESULTS = Path(__file__).resolve().parent / "results.md"
 ROW_TIMEOUT_S = 900
-BRATS_CASES = 4
-BRATS_SHAPE = (240, 240, 155)
 
 
 def cfd_rows(args: argparse.Namespace, device: torch.device) -> list[Row]:
@@ -223,40 +219,13 @@ def thread_rows(args: argparse.Namespace) -> list[Row]:
     ]
 
 
-def prepare_brats(folder: Path) -> dict[str, Any]:
-    """A small synthetic BraTS dataset and its filled slice cache (for the loader rows)."""
-    from src.data.brats import BraTSDataModule
-    from src.data.generators.brats import generate_brats
-
-    root, cache = folder / "brats", folder / "cache"
-    generate_brats(root, n_cases=BRATS_CASES, seed=0, shape=BRATS_SHAPE)
-    BraTSDataModule(root, cache_dir=cache).setup()
-    volume = "x".join(str(s) for s in BRATS_SHAPE)
-    return {
-        "brats_root": str(root),
-        "brats_cache": str(cache),
-        "cases": BRATS_CASES,
-        "volume": volume,
-    }
-
-
 def run_row(row: Row, common: dict[str, Any]) -> None:
     params = {**common, **row.params, "workload": row.workload}
-    command = [sys.executable, "-m", "benchmarks.worker", json.dumps(params)]
     started = time.perf_counter()
     try:
-        done = subprocess.run(
-            command, capture_output=True, text=True, timeout=ROW_TIMEOUT_S, check=False
-        )
-    except subprocess.TimeoutExpired:
-        row.result = {"error": f"timed out after {ROW_TIMEOUT_S} s"}
-        return
-    lines = [line for line in done.stdout.splitlines() if line.startswith(PREFIX)]
-    if done.returncode != 0 or not lines:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        row.result = {"error": f"failed: {last[:200]}"}
-    else:
-        row.result = json.loads(lines[-1][len(PREFIX) :])
+        row.result = in_child(execute, params, ROW_TIMEOUT_S)
+    except RuntimeError as error:
+        row.result = {"error": f"failed: {str(error)[:200]}"}
     print(f"  {row.key:<18} {time.perf_counter() - started:6.1f} s", flush=True)
 
 
@@ -287,7 +256,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-") as folder:
         needs_brats = any(args.only in f"brats-{mode}" for mode in BRATS_MODES)
-        brats = prepare_brats(Path(folder)) if needs_brats else {}
+        brats = in_child(prepare_brats, Path(folder), ROW_TIMEOUT_S) if needs_brats else {}
         rows = [
             *cfd_rows(args, device),
             *scorecam_rows(args),

@@ -160,7 +160,8 @@ def job_overrides(recipe: Recipe, row: Row, settings: Settings) -> tuple[str, ..
             return f"no data root for {row.dataset} (--{row.dataset.replace('_', '-')}-root)"
         overrides.append(f"data.root={root}")
     if recipe.imagenet_weights and settings.vgg_weights:
-        overrides.append(f"backbone.net.weights={settings.vgg_weights}")
+        weights = "null" if settings.vgg_weights.lower() == "none" else settings.vgg_weights
+        overrides.append(f"backbone.net.weights={weights}")
     return (*overrides, *settings.extra)
 
 
@@ -177,27 +178,39 @@ def cached_outcome(job: Job) -> Outcome | None:
 
 
 def plan(recipe: Recipe, settings: Settings) -> tuple[list[Job], dict[str, Outcome]]:
-    """The jobs of the recipe's runnable rows (every config composed and validated first, so
-    a typo stops the recipe before anything trains) and the outcomes of the other rows."""
-    from src.pipeline.config import validate_config
-
+    """The jobs of the recipe's reproduced rows that have a data root, and the outcomes of
+    those that have none."""
+    if recipe.imagenet_weights and not settings.demo and not settings.vgg_weights:
+        raise RecipeConfigError(
+            f"recipe {recipe.name} starts VGG16 from ImageNet weights (SPEC 8): give the local "
+            "state_dict with --vgg-weights /path/to/vgg16-397923af.pth (or --vgg-weights none "
+            "to train from random weights)"
+        )
     jobs, outcomes = [], {}
     for row in recipe.jobs():
         overrides = job_overrides(recipe, row, settings)
         if isinstance(overrides, str):
             outcomes[row.key] = Outcome(NOT_RUN, reason=overrides)
-            continue
-        job = Job(row, overrides, Path(settings.runs_dir) / recipe.name / row.key)
+        else:
+            jobs.append(Job(row, overrides, Path(settings.runs_dir) / recipe.name / row.key))
+    return jobs, outcomes
+
+
+def validate_jobs(jobs: Sequence[Job], settings: Settings) -> None:
+    """Compose and validate every job's config, so a typo stops the recipe before anything
+    trains; raises RecipeConfigError naming the row."""
+    from src.pipeline.config import validate_config
+
+    for job in jobs:
         try:
-            cfg = compose_job_config(overrides, job.run_dir, settings.project_root)
+            cfg = compose_job_config(job.overrides, job.run_dir, settings.project_root)
             OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
             validate_config(cfg)
         except Exception as err:
+            row = job.row
             raise RecipeConfigError(
-                f"recipe {recipe.name}, row {row.key!r} ({row.group} {row.method}): {err}"
+                f"row {row.key!r} ({' '.join(filter(None, (row.group, row.method)))}): {err}"
             ) from err
-        jobs.append(job)
-    return jobs, outcomes
 
 
 def run_job(job: Job, settings: Settings) -> Outcome:
@@ -251,11 +264,25 @@ def write_tables(recipe: Recipe, outcomes: dict[str, Outcome], settings: Setting
     )
     atomic_write_text(paths["csv"], render_csv(recipe, outcomes))
     written = [paths["markdown"], paths["csv"]]
-    finished = [o for o in outcomes.values() if o.status == DONE]
-    if recipe.layout == "sweep" and finished:
-        from src.evaluation.sweep_report import write_report
+    if recipe.layout == "sweep" and any(o.status == DONE for o in outcomes.values()):
+        written += write_sweep_plots(Path(settings.runs_dir) / recipe.name, paths["sweep"])
+    return written
 
-        written += write_report(Path(settings.runs_dir) / recipe.name, paths["sweep"])
+
+def write_sweep_plots(runs_dir: Path, out_dir: Path) -> list[Path]:
+    """`src.report`'s per-job CSV and metric-versus-delta plots (Fig. 4/5) of the finished
+    jobs under `runs_dir`. Its Markdown table is not written: `sweep_report.to_markdown`
+    formats the std of every metric, which is null for confusion-matrix metrics."""
+    from src.evaluation.sweep_report import collect, metric_names, plot_against_delta, to_csv
+
+    rows = collect(runs_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = [out_dir / "sweep_report.csv"]
+    atomic_write_text(written[0], to_csv(rows))
+    for metric in metric_names(rows):
+        path = out_dir / f"sweep_{metric}_vs_delta.png"
+        if plot_against_delta(rows, metric, path):
+            written.append(path)
     return written
 
 
@@ -275,11 +302,14 @@ def run_recipe(
     """Run the recipe's selected rows (reusing finished ones) and write its tables.
 
     Returns the outcome of every row (by `Row.key`) and the files written. `dry_run` only
-    composes and validates every config and prints the equivalent commands."""
+    composes and validates the selected rows' configs and prints the equivalent commands."""
     jobs, outcomes = plan(recipe, settings)
     if dry_run:
+        jobs = [job for job in jobs if _selected(job.row, settings)]
+        validate_jobs(jobs, settings)
         for job in jobs:
-            print(f"# {recipe.name} / {job.row.group} {job.row.method}\n{command_line(job)}")
+            label = " ".join(filter(None, (job.row.group, job.row.method)))
+            print(f"# {recipe.name} / {label} (key {job.row.key})\n{command_line(job)}")
         return outcomes, []
     to_run = []
     for job in jobs:
@@ -288,9 +318,9 @@ def run_recipe(
             outcomes[job.row.key] = cached
         elif _selected(job.row, settings):
             to_run.append(job)
-        else:
-            why = "not in the demo subset" if settings.demo and not job.row.demo else "not selected"
-            outcomes[job.row.key] = Outcome(NOT_RUN, reason=why)
+        else:  # outside the demo subset or `only`: the table notes say which rows ran
+            outcomes[job.row.key] = Outcome(NOT_RUN)
+    validate_jobs(to_run, settings)
     if settings.demo:
         prepare_demo_data(to_run, settings)
     written: list[Path] = []

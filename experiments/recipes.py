@@ -40,7 +40,7 @@ class Row:
     @property
     def key(self) -> str:
         """A file-name-safe id, unique within a recipe (the job's run folder)."""
-        text = f"{self.group}--{self.method}" if self.group else self.method
+        text = f"{self.group} {self.method}"
         text = text.replace("δ", "delta").replace("+", "p").lower()
         return re.sub(r"[^a-z0-9]+", "-", text).strip("-")
 

@@ -48,16 +48,20 @@ def _number(value: float, percent: bool) -> str:
     return f"{100 * value:.2f}" if percent else f"{value:.3f}"
 
 
-def ours_cell(row: Row, outcome: Outcome | None, metric: str, percent: bool) -> str:
-    """Our value of `metric` for `row`, or why it is missing."""
+def ours_cell(
+    row: Row, outcome: Outcome | None, metric: str, percent: bool, first: bool = True
+) -> str:
+    """Our value of `metric` for `row`, or why it is missing (the reason only in the row's
+    `first` cell, so a failed row reads "failed: <reason> | failed | failed")."""
     if not row.reproduced:
         return "not reproduced"
-    if outcome is None:
-        return "not run"
-    if outcome.status == FAILED:
-        return f"failed: {_short(outcome.reason)}"
-    if outcome.status != DONE:
-        return f"not run: {_short(outcome.reason)}" if outcome.reason else "not run"
+    if outcome is None or outcome.status not in (DONE, FAILED):
+        status = NOT_RUN
+    else:
+        status = outcome.status
+    if status != DONE:
+        reason = outcome.reason if outcome is not None else ""
+        return f"{status}: {_short(reason)}" if first and reason else status
     stats = (outcome.headline or {}).get(metric) or {}
     mean, std = stats.get("mean"), stats.get("std")
     if not _finite(mean):
@@ -96,9 +100,9 @@ def _rows_table(recipe: Recipe, outcomes: dict[str, Outcome], percent: bool) -> 
         line = ([row.group] if with_group else []) + ([row.kind] if with_kind else [])
         line.append(row.method)
         paper = _paper(recipe, row)
-        for metric, _ in recipe.metrics:
+        for i, (metric, _) in enumerate(recipe.metrics):
             line += [
-                ours_cell(row, outcomes.get(row.key), metric, percent),
+                ours_cell(row, outcomes.get(row.key), metric, percent, first=i == 0),
                 paper_cell(paper.get(metric)),
             ]
         lines.append(line)
@@ -130,10 +134,9 @@ def _sweep_table(recipe: Recipe, outcomes: dict[str, Outcome]) -> str:
         line = [step.removeprefix("δ=")]
         for group in groups:
             row = cells.get((group, step))
-            for metric, _ in recipe.metrics:
-                line.append(
-                    "–" if row is None else ours_cell(row, outcomes.get(row.key), metric, True)
-                )
+            for i, (metric, _) in enumerate(recipe.metrics):
+                outcome = None if row is None else outcomes.get(row.key)
+                line.append("–" if row is None else ours_cell(row, outcome, metric, True, i == 0))
         lines.append(line)
     return _markdown_table(header, lines)
 

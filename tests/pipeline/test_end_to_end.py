@@ -340,8 +340,16 @@ def test_missing_cam_layer_and_empty_split_fail_clearly_and_keep_results(
     cases = sorted(p.name for p in workspace["data"].iterdir() if p.is_dir())
     split = tmp_path / "split.json"
     split.write_text(json.dumps({"train": cases[:-1], "val": cases[-1:], "test": []}))
+    # Another split is another training config: name the trained weights explicitly.
+    weights = next((workspace["cache"] / "classifiers").glob("finetune-*/weights.pt"))
     cfg = composer(
-        _overrides(workspace["data"], workspace["cache"], "stage=eval", f"data.split_file={split}"),
+        _overrides(
+            workspace["data"],
+            workspace["cache"],
+            "stage=eval",
+            f"data.split_file={split}",
+            f"ckpt={weights}",
+        ),
         out,
     )
     with pytest.raises(RuntimeError, match="test split is empty"):

@@ -1,0 +1,115 @@
+"""Every recipe's jobs compose with Hydra (experiment config + row overrides + data roots),
+validate, and carry the settings of the paper they reproduce."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from omegaconf import OmegaConf
+
+from experiments.engine import (
+    RecipeConfigError,
+    compose_job_config,
+    job_overrides,
+    plan,
+    validate_jobs,
+)
+from experiments.recipes import RECIPES
+
+
+def _config(settings, recipe_name, row_key):
+    recipe = RECIPES[recipe_name]
+    row = next(r for r in recipe.rows if r.key == row_key)
+    overrides = job_overrides(recipe, row, settings)
+    return compose_job_config(overrides, settings.runs_dir / "x", settings.project_root)
+
+
+def test_cfdcam_rows_use_the_authors_settings(settings, fake_roots):
+    cfg = _config(settings, "cfdcam_table1", "brats-t1-ce-scorecam-2020")
+    assert cfg.modality == "t1ce" and cfg.data.modality == "t1ce"
+    assert cfg.data.root == fake_roots["brats"]
+    assert cfg.cam.name == "scorecam" and cfg.cam.mask == "densecrf"
+    assert cfg.backbone.net.arch == "resnet18" and cfg.backbone.net.norm == "instance"
+    assert (cfg.pretrain.enabled, cfg.pretrain.epochs, cfg.pretrain.batch_size) == (True, 100, 512)
+    assert (cfg.finetune.epochs, cfg.finetune.module.lr) == (10, 1e-4)
+    assert cfg.eval.split == "test" and cfg.eval.limit is None
+    assert cfg.task_name == "cfdcam_table1"
+
+    tcga = _config(settings, "cfdcam_table1", "tcga-lgg-cfd-cam-ours")
+    assert tcga.data._target_.endswith("TCGALGGDataModule")
+    assert tcga.data.root == fake_roots["tcga_lgg"]
+    assert list(tcga.cam.scales) == [1, 2] and tcga.cam.mask == "densecrf"
+
+    ss = _config(settings, "cfdcam_table2", "brats-t2-flair-cfd-cam-ss")
+    assert list(ss.cam.scales) == [1] and ss.modality == "flair"
+
+
+def test_ltgrad_rows_select_the_paper_stages_and_methods(settings, fake_roots):
+    s1 = _config(settings, "ltgrad_table1", "s1")
+    stages = list(s1.backbone.cam_stages)[-s1.cam.layers :]
+    assert stages == ["features.4"] and s1.cam.name == "gradcam"
+    fused = _config(settings, "ltgrad_table1", "s3ps4ps5")
+    assert list(fused.backbone.cam_stages)[-fused.cam.layers :] == [
+        "features.16",
+        "features.23",
+        "features.30",
+    ]
+    assert fused.cam.fusion == "sum" and fused.cam.delta is None
+
+    lt = _config(settings, "ltgrad_table3", "ltgrad-cam-l-5-delta-20")
+    assert (lt.cam.name, lt.cam.layers, lt.cam.delta, lt.cam.mask) == ("ltgradcam", 5, 20, "otsu")
+    assert lt.backbone.net.arch == "vgg16" and lt.backbone.net.input_norm == "imagenet"
+    assert lt.backbone.net.weights == settings.vgg_weights
+    assert lt.pretrain.enabled is False
+    assert lt.data._target_.endswith("VOCDataModule")
+
+    gradcam = _config(settings, "ltgrad_table4", "grad-cam")
+    assert (gradcam.cam.name, gradcam.cam.layers, gradcam.cam.mask) == ("gradcam", 1, "otsu")
+    assert gradcam.data._target_.endswith("KSDD2DataModule")
+
+    fig5 = _config(settings, "ltgrad_fig5", "ltlayer-cam-delta-30")
+    assert (fig5.eval.split, fig5.cam.name, fig5.cam.delta, fig5.cam.layers) == (
+        "train",
+        "ltlayercam",
+        30,
+        5,
+    )
+    assert _config(settings, "ltgrad_fig4", "ltfullgrad-delta-0").eval.split == "test"
+
+
+def test_demo_mode_uses_generated_data_and_small_budgets(settings):
+    demo = dataclasses.replace(settings, demo=True, vgg_weights=None)
+    cfg = _config(demo, "cfdcam_table1", "brats-t2-flair-cfd-cam-ours")
+    assert cfg.data.root.endswith("demo/brats2021") and cfg.data.demo.n_cases == 12
+    assert (cfg.pretrain.epochs, cfg.finetune.epochs, cfg.eval.limit) == (1, 1, 6)
+    ksdd2 = _config(demo, "ltgrad_fig4", "ltgrad-cam-delta-40")
+    assert ksdd2.data.root == str(demo.demo_data_dir / "ksdd2")
+    assert ksdd2.backbone.net.weights is None and list(ksdd2.data.image_size) == [128, 64]
+
+
+def test_missing_roots_and_weights_are_reported(settings):
+    recipe = RECIPES["cfdcam_table1"]
+    no_tcga = dataclasses.replace(settings, roots={"brats": settings.roots["brats"]})
+    row = next(r for r in recipe.jobs() if r.dataset == "tcga_lgg")
+    assert "--tcga-lgg-root" in job_overrides(recipe, row, no_tcga)
+    no_weights = dataclasses.replace(settings, vgg_weights=None)
+    with pytest.raises(RecipeConfigError, match="--vgg-weights"):
+        plan(RECIPES["ltgrad_table2"], no_weights)
+    bad = dataclasses.replace(settings, extra=(*settings.extra, "cam.delta=120"))
+    jobs, _ = plan(RECIPES["ltgrad_table2"], bad)
+    with pytest.raises(RecipeConfigError, match="grad-campp.*cam.delta"):
+        validate_jobs(jobs[:1], bad)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_every_job_composes_and_validates(settings, name):
+    jobs, skipped = plan(RECIPES[name], settings)
+    assert not skipped and len(jobs) == len(RECIPES[name].jobs())
+    validate_jobs(jobs, settings)
+    for job in jobs[:3]:
+        cfg = compose_job_config(job.overrides, job.run_dir, settings.project_root)
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        assert resolved["paths"]["output_dir"] == str(job.run_dir)
+        assert resolved["data"]["root"] in settings.roots.values()

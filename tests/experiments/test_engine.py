@@ -1,0 +1,93 @@
+"""The engine runs each row through run_pipeline, survives a failing row, reuses finished
+jobs and writes the tables (run_pipeline replaced by a fake that writes real result files)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+import src.pipeline.stages as stages
+from experiments.engine import run_recipe
+from experiments.recipes import RECIPES
+
+
+@pytest.fixture
+def fake_pipeline(monkeypatch):
+    """run_pipeline stand-in: mIoU = (100 - delta) / 200 per job; ltfullgrad at delta 90 fails."""
+    calls: list[str] = []
+
+    def run(cfg):
+        calls.append(f"{cfg.cam.name}@{cfg.cam.delta}")
+        if cfg.cam.name == "ltfullgrad" and cfg.cam.delta == 90:
+            raise RuntimeError("simulated crash")
+        out = Path(cfg.paths.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        value = (100 - cfg.cam.delta) / 200
+        summary = {"headline": {m: {"mean": value, "std": None} for m in ("miou", "f1")}}
+        (out / "summary.json").write_text(json.dumps(summary))
+        OmegaConf.save(cfg, out / "config.yaml", resolve=True)
+        return summary
+
+    monkeypatch.setattr(stages, "run_pipeline", run)
+    return calls
+
+
+@pytest.mark.slow
+def test_failed_row_is_reported_and_finished_rows_are_reused(settings, fake_pipeline):
+    recipe = RECIPES["ltgrad_fig4"]
+    only = dataclasses.replace(settings, only=("ltfullgrad-*",))
+    outcomes, written = run_recipe(recipe, only)
+    assert len(fake_pipeline) == 10
+    assert outcomes["ltfullgrad-delta-90"].status == "failed"
+    assert "simulated crash" in outcomes["ltfullgrad-delta-90"].reason
+    assert outcomes["ltfullgrad-delta-20"].headline["miou"]["mean"] == pytest.approx(0.4)
+    assert outcomes["ltgrad-cam-delta-0"].status == "not run"
+
+    table = (settings.results_dir / "ltgrad_fig4.md").read_text()
+    assert "| 20 | not run | not run | 40.00 |" in table
+    assert "| 90 | not run | not run | failed: RuntimeError: simulated crash |" in table
+    plot = settings.results_dir / "ltgrad_fig4_sweep" / "sweep_miou_vs_delta.png"
+    assert plot in written and plot.stat().st_size > 0
+    report = (settings.results_dir / "ltgrad_fig4_sweep" / "sweep_report.csv").read_text()
+    assert report.count("ltfullgrad,") == 9
+
+    # Second call: the nine finished jobs are reused, the failed one and the new one run.
+    fake_pipeline.clear()
+    more = dataclasses.replace(settings, only=("ltfullgrad-*", "ltgrad-cam-delta-0"))
+    outcomes, _ = run_recipe(recipe, more)
+    assert sorted(fake_pipeline) == ["ltfullgrad@90", "ltgradcam@0"]
+    assert outcomes["ltfullgrad-delta-20"].reason == "reused"
+    assert outcomes["ltgrad-cam-delta-0"].headline["miou"]["mean"] == pytest.approx(0.5)
+
+    # Changed overrides (another extra option) invalidate the finished jobs.
+    fake_pipeline.clear()
+    changed = dataclasses.replace(settings, extra=(*settings.extra, "eval.batch_size=3"))
+    run_recipe(recipe, dataclasses.replace(changed, only=("ltgrad-cam-delta-10",)))
+    assert fake_pipeline == ["ltgradcam@10"]
+
+
+def test_demo_tables_do_not_overwrite_real_results(settings, fake_pipeline):
+    recipe = RECIPES["ltgrad_table2"]
+    demo = dataclasses.replace(settings, demo=True, only=("fullgrad",))
+    # No demo data is generated for rows that do not run; the fake never reads data.
+    outcomes, written = run_recipe(recipe, dataclasses.replace(demo, only=("none",)))
+    assert not fake_pipeline
+    assert written == [
+        settings.results_dir / "demo" / "ltgrad_table2.md",
+        settings.results_dir / "demo" / "ltgrad_table2.csv",
+    ]
+    assert "DEMO run on generated data" in written[0].read_text()
+    assert not (settings.results_dir / "ltgrad_table2.md").exists()
+    assert {(o.status, o.reason) for o in outcomes.values()} == {("not run", "")}
+
+
+def test_dry_run_prints_commands_and_runs_nothing(settings, fake_pipeline, capsys):
+    outcomes, written = run_recipe(RECIPES["ltgrad_table1"], settings, dry_run=True)
+    assert not fake_pipeline and not written
+    printed = capsys.readouterr().out
+    assert printed.count("python -m src.run experiment=ltgrad_table1") == 7
+    assert "'backbone.cam_stages=[features.4]'" in printed
