@@ -17,6 +17,16 @@ import numpy as np  # noqa: E402
 Panel = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
+def save_figure(fig: Any, path: str | os.PathLike) -> None:
+    """Lay out, write atomically (a temporary name, then renamed) and close a figure."""
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
 def overlay_rgb(image: np.ndarray, cam_map: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Image blended with the jet-coloured CAM, the predicted mask's border in white (uint8)."""
     heat = plt.get_cmap("jet")(np.clip(cam_map, 0, 1))[..., :3] * 255
@@ -75,12 +85,7 @@ def save_overview(
             ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
 
 
 def save_histogram(
@@ -98,9 +103,4 @@ def save_histogram(
     ax.legend()
     if title:
         ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)

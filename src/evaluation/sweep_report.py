@@ -23,6 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
+from src.evaluation.figures import save_figure  # noqa: E402
 from src.evaluation.reports import atomic_write_text  # noqa: E402
 
 
@@ -113,11 +114,7 @@ def plot_against_delta(rows: Sequence[dict[str, Any]], metric: str, path: Path) 
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
     return True
 
 
