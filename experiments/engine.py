@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -88,8 +87,7 @@ DEMO_DATA: dict[str, DemoData] = {
 }
 DEMO_NOTE = (
     "DEMO run on generated data in the real formats with tiny budgets (1 epoch, 64 px, "
-    "6 evaluated images, random-init VGG16): checks the plumbing, numbers are not comparable "
-    "with the paper"
+    "6 evaluated images{vgg}): checks the plumbing, numbers are not comparable with the paper"
 )
 
 
@@ -250,7 +248,8 @@ def results_paths(recipe: Recipe, settings: Settings) -> dict[str, Path]:
 
 def mode_note(recipe: Recipe, settings: Settings) -> str:
     if settings.demo:
-        return DEMO_NOTE + (f"; {recipe.demo_note}" if recipe.demo_note else "")
+        note = DEMO_NOTE.format(vgg=", random-init VGG16" if recipe.imagenet_weights else "")
+        return note + (f"; {recipe.demo_note}" if recipe.demo_note else "")
     roots = ", ".join(f"{k}={v}" for k, v in sorted(settings.roots.items()))
     return f"our runs: data roots {roots or 'none'}"
 
@@ -333,7 +332,7 @@ def run_recipe(
     return outcomes, written
 
 
-def summary_line(recipe: Recipe, outcomes: dict[str, Any]) -> str:
+def summary_line(recipe: Recipe, outcomes: dict[str, Outcome]) -> str:
     counts: dict[str, int] = {}
     for outcome in outcomes.values():
         counts[outcome.status] = counts.get(outcome.status, 0) + 1

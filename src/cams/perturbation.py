@@ -144,7 +144,7 @@ class PerturbationMethod:
             self.preset.confidence_scaling if confidence_scaling is None else confidence_scaling
         )
         self.layer_eps = self.preset.layer_eps
-        self.forwarded = 0  # masked images forwarded by the last call (for tests and benches)
+        self.forwarded = 0  # masked images forwarded since built, all scales (tests, benches)
         self.chunk = batch_size if isinstance(batch_size, int) else 0  # last chunk size used
         self._item_bytes: dict[tuple, int] = {}  # batch_size=auto: probe result per input kind
 
@@ -164,7 +164,6 @@ class PerturbationMethod:
         # The blank image is scored like the masked images (same network and precision).
         blank_logits = check_logits(self.forward(network, torch.zeros_like(images[:1])), 1)
         blank = score(blank_logits.expand(batch, -1), targets)
-        self.forwarded = 0
         self.chunk = self._chunk_size(network, images)
         maps = [self._layer_map(network, images, a, targets, blank) for a in capture.outputs]
         scale = target_confidence(logits, targets) if self.confidence_scaling else None

@@ -69,6 +69,12 @@ def test_channels_last_leaves_the_model_alone_and_follows_its_weights(model):
     hooks = sum(len(m._forward_hooks) for m in model.modules())
     first = run("scorecam", model, x, channels_last=True)
     assert model.conv2.weight.is_contiguous()  # the twin is converted, not the model
+    with build_cam("scorecam", model, ["act"], channels_last=True):  # capture hooks are on
+        twin = acceleration.twin_of(model, channels_last=True, compile_model=False)
+        assert twin is not model and twin.conv2.weight.is_contiguous(
+            memory_format=torch.channels_last
+        )
+        assert sum(len(m._forward_hooks) for m in twin.modules()) == 0
     assert sum(len(m._forward_hooks) for m in model.modules()) == hooks
     with torch.no_grad():  # a weight update after the twin was built must be seen
         model.conv2.weight.mul_(-1.5)
