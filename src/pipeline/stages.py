@@ -254,6 +254,9 @@ def masks_stage(cfg: DictConfig, datamodule: pl.LightningDataModule) -> dict[str
 def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     """Run the configured stage(s); returns the evaluation summary (empty if no eval ran)."""
     validate_config(cfg)
+    if cfg.get("threads"):
+        # On a busy CPU fewer intra-op threads than cores can be much faster (benchmarks/).
+        torch.set_num_threads(int(cfg.threads))
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     store = ModelStore(cfg.paths.model_store)
