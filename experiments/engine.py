@@ -269,20 +269,11 @@ def write_tables(recipe: Recipe, outcomes: dict[str, Outcome], settings: Setting
 
 
 def write_sweep_plots(runs_dir: Path, out_dir: Path) -> list[Path]:
-    """`src.report`'s per-job CSV and metric-versus-delta plots (Fig. 4/5) of the finished
-    jobs under `runs_dir`. Its Markdown table is not written: `sweep_report.to_markdown`
-    formats the std of every metric, which is null for confusion-matrix metrics."""
-    from src.evaluation.sweep_report import collect, metric_names, plot_against_delta, to_csv
+    """`src.report`'s table, CSV and metric-versus-delta plots (Fig. 4/5) of the finished
+    jobs under `runs_dir`."""
+    from src.evaluation.sweep_report import write_report
 
-    rows = collect(runs_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = [out_dir / "sweep_report.csv"]
-    atomic_write_text(written[0], to_csv(rows))
-    for metric in metric_names(rows):
-        path = out_dir / f"sweep_{metric}_vs_delta.png"
-        if plot_against_delta(rows, metric, path):
-            written.append(path)
-    return written
+    return write_report(runs_dir, out_dir)
 
 
 def prepare_demo_data(jobs: Sequence[Job], settings: Settings) -> None:

@@ -65,6 +65,8 @@ def metric_names(rows: Sequence[dict[str, Any]]) -> list[str]:
 def _cell(mean: Any, std: Any) -> str:
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "n/a"
+    if std is None:  # split-level (confusion-matrix) metrics have no spread
+        return f"{mean:.4f}"
     return f"{mean:.3f} ± {std:.3f}"
 
 
