@@ -20,19 +20,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from experiments.recipes import DATASETS, Recipe, Row
 from experiments.tables import DONE, FAILED, NOT_RUN, Outcome, render_csv, render_markdown
 from src.evaluation.reports import atomic_write_text
+from src.pipeline.compose import compose_config
 
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = REPO_ROOT / "conf"
 JOB_FILE = "job.json"
 
 
@@ -121,19 +118,8 @@ class RecipeConfigError(ValueError):
 def compose_job_config(
     overrides: Sequence[str], run_dir: Path, project_root: Path = REPO_ROOT
 ) -> DictConfig:
-    """The config `python -m src.run <overrides>` would run, with the run folder `run_dir`
-    (as in tests/pipeline/conftest.py: Hydra's runtime values set for the `hydra:` resolver)."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(run_dir)
-        cfg.hydra.runtime.cwd = str(project_root)
-        cfg.hydra.job.num = 0
-    HydraConfig().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
+    """The config `python -m src.run <overrides>` would run, with the run folder `run_dir`."""
+    return compose_config(overrides, run_dir, cwd=project_root)
 
 
 def _selected(row: Row, settings: Settings) -> bool:
