@@ -5,6 +5,12 @@ ids found under ``root``, validating files through :meth:`_guard`), ``_official_
 for a seeded split by ``split_ratios``, or the official lists) and ``_make_dataset``. The
 base class owns splitting (SPEC section 7), ``split.json``, bad-input policy (``on_error``),
 logging of counts, weighted sampling and the dataloaders.
+
+The arguments every reader shares are declared once, in :class:`DataModuleArguments`; a
+reader's signature lists only its own options and passes the rest on with
+``**shared: Unpack[DataModuleArguments]`` (``typing_extensions.Unpack``, imported under
+``TYPE_CHECKING``: ``typing.Unpack`` needs Python 3.11). The ``data`` configs keep every name
+flat (``data.batch_size``); the defaults and checks stay in :class:`SplitDataModule`.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import TypedDict, TypeVar
 
 import numpy as np
 import pytorch_lightning as pl
@@ -45,25 +51,53 @@ def sample_weights(labels: torch.Tensor) -> torch.Tensor:
     return weights
 
 
+class DataModuleArguments(TypedDict, total=False):
+    """The keyword arguments every reader takes and hands to :class:`SplitDataModule` as they
+    are (defaults and checks are there). ``split_ratios`` is not one of them: only the readers
+    without an official split (BraTS, TCGA-LGG) accept it."""
+
+    split_seed: int  # seeds the split by ratios, the val carve-out and weighted sampling
+    split_file: str | Path | None  # JSON/YAML {train, val, test} lists replacing the split
+    batch_size: int  # default: the reader's ``default_batch_size``
+    num_workers: int
+    weighted_sampling: bool  # class-balanced sampling with replacement in the train loader
+    on_error: str  # "raise" | "skip" (skip groups with bad files, with a warning)
+    output_dir: str | Path | None  # where split.json is written (None: not written)
+
+
 class SplitDataModule(pl.LightningDataModule, ABC):
     """Shared engine; see the module docstring. Subclasses set the class attributes."""
 
     num_classes: int
     task: str  # "binary" | "multilabel"
     class_names: list[str]
+    default_batch_size: int = 64
 
     def __init__(
         self,
         root: str | Path,
-        split_seed: int = 42,
         split_ratios: Sequence[float] = (0.8, 0.1, 0.1),
+        /,
+        *,
+        split_seed: int = 42,
         split_file: str | Path | None = None,
-        batch_size: int = 64,
+        batch_size: int | None = None,
         num_workers: int = 0,
         weighted_sampling: bool = False,
         on_error: str = "raise",
         output_dir: str | Path | None = None,
+        **unknown: object,
     ) -> None:
+        """``root`` and ``split_ratios`` come positionally from the reader (KSDD2 and VOC derive
+        the ratios from ``val_fraction``); the rest is :class:`DataModuleArguments`.
+
+        ``**unknown`` only collects misspelt or foreign names (``split_ratios`` given to KSDD2)
+        so that the error names the reader the user called, not this base class.
+        """
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__}() got unexpected keyword arguments {sorted(unknown)}"
+            )
         super().__init__()
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -71,7 +105,7 @@ class SplitDataModule(pl.LightningDataModule, ABC):
         self.split_seed = int(split_seed)
         self.split_ratios = tuple(float(r) for r in split_ratios)
         self.split_file = Path(split_file) if split_file else None
-        self.batch_size = int(batch_size)
+        self.batch_size = int(self.default_batch_size if batch_size is None else batch_size)
         self.num_workers = int(num_workers)
         self.weighted_sampling = bool(weighted_sampling)
         self.on_error = on_error

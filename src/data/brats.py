@@ -13,15 +13,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from src.data.base import SplitDataModule
+from src.data.base import DataModuleArguments, SplitDataModule
 from src.data.cache import dataset_cache_dir, fingerprint, load_entry, save_entry
 from src.data.datasets import TensorSliceDataset
 from src.data.errors import DataFormatError
 from src.data.transforms import as_size, minmax_volume, resize_images, resize_masks, to_uint8
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 MODALITIES = ("t1", "t1ce", "t2", "flair")
 SEG_LABELS = (0, 1, 2, 4)
@@ -87,6 +91,7 @@ class BraTSDataModule(SplitDataModule):
     is the grey case; any other count gives that many channels, which the model must accept).
     ``image_size``: None (keep 240x240), an int or (height, width). ``slice_range``: keep
     axial indices in [lo, hi). Cache: ``<cache_dir>/brats/<hash of root>/<case>_<mod>.npz``.
+    ``split_ratios`` divides the cases; ``**shared``: :class:`DataModuleArguments`.
     """
 
     num_classes = 1
@@ -99,21 +104,12 @@ class BraTSDataModule(SplitDataModule):
         modality: str | Sequence[str] = "flair",
         image_size: int | Sequence[int] | None = None,
         tumour_area_fraction: float = 0.01,
-        split_seed: int = 42,
         split_ratios: Sequence[float] = (0.8, 0.1, 0.1),
-        split_file: str | Path | None = None,
         cache_dir: str | Path | None = None,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        weighted_sampling: bool = False,
         slice_range: Sequence[int] | None = None,
-        on_error: str = "raise",
-        output_dir: str | Path | None = None,
+        **shared: Unpack[DataModuleArguments],
     ) -> None:
-        super().__init__(
-            root, split_seed, split_ratios, split_file, batch_size, num_workers,
-            weighted_sampling, on_error, output_dir,
-        )  # fmt: skip
+        super().__init__(root, split_ratios, **shared)
         names = [modality] if isinstance(modality, str) else [str(m) for m in modality]
         unknown = [m for m in names if m not in MODALITIES]
         if not names or unknown:

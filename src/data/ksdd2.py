@@ -11,43 +11,42 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from src.data.base import FileDataModule
+from src.data.base import DataModuleArguments, FileDataModule
 from src.data.errors import DataFormatError
 from src.data.imageio import image_hw, read_image
 from src.data.splits import Split, carve_val
 from src.data.transforms import as_size
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 FOLDERS = ("train", "test")
 _IMAGE = re.compile(r"^(\d+)\.png$")
 
 
 class KSDD2DataModule(FileDataModule):
-    """KSDD2 surface images, binary defect label, defect mask."""
+    """KSDD2 surface images, binary defect label, defect mask.
+
+    ``**shared``: :class:`DataModuleArguments` (batch size 32 unless given).
+    """
 
     num_classes = 1
     task = "binary"
     class_names = ["defect"]
+    default_batch_size = 32
 
     def __init__(
         self,
         root: str | Path,
         image_size: int | Sequence[int] | None = (640, 232),
         val_fraction: float = 0.1,
-        split_seed: int = 42,
-        split_file: str | Path | None = None,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        weighted_sampling: bool = False,
-        on_error: str = "raise",
-        output_dir: str | Path | None = None,
+        **shared: Unpack[DataModuleArguments],
     ) -> None:
-        super().__init__(
-            root, split_seed, (1 - val_fraction, val_fraction, 0), split_file, batch_size,
-            num_workers, weighted_sampling, on_error, output_dir,
-        )  # fmt: skip
+        super().__init__(root, (1 - val_fraction, val_fraction, 0), **shared)
         self.val_fraction = float(val_fraction)
         self.image_size = as_size(image_size)  # type: ignore[arg-type]
 

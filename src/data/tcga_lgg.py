@@ -12,12 +12,16 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from src.data.base import FileDataModule
+from src.data.base import DataModuleArguments, FileDataModule
 from src.data.errors import DataFormatError
 from src.data.transforms import as_size
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 #: Channel order of the stored tif slices (Kaggle ``kaggle_3m``).
 CHANNELS = {"pre": 0, "flair": 1, "post": 2}
@@ -86,6 +90,7 @@ class TCGALGGDataModule(FileDataModule):
 
     ``channels``: ``stored`` (the 3 stored channels: pre-contrast, FLAIR, post-contrast) or one
     of ``pre``/``flair``/``post`` repeated to 3 channels. ``image_size``: None keeps 256x256.
+    ``split_ratios`` divides the patients; ``**shared``: :class:`DataModuleArguments`.
     """
 
     num_classes = 1
@@ -97,19 +102,10 @@ class TCGALGGDataModule(FileDataModule):
         root: str | Path,
         channels: str = "stored",
         image_size: int | Sequence[int] | None = None,
-        split_seed: int = 42,
         split_ratios: Sequence[float] = (0.8, 0.1, 0.1),
-        split_file: str | Path | None = None,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        weighted_sampling: bool = False,
-        on_error: str = "raise",
-        output_dir: str | Path | None = None,
+        **shared: Unpack[DataModuleArguments],
     ) -> None:
-        super().__init__(
-            root, split_seed, split_ratios, split_file, batch_size, num_workers,
-            weighted_sampling, on_error, output_dir,
-        )  # fmt: skip
+        super().__init__(root, split_ratios, **shared)
         if channels != "stored" and channels not in CHANNELS:
             raise ValueError(
                 f"channels must be 'stored' or one of {list(CHANNELS)}, got {channels!r}"

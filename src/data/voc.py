@@ -16,14 +16,18 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from src.data.base import FileDataModule
+from src.data.base import DataModuleArguments, FileDataModule
 from src.data.errors import DataFormatError
 from src.data.imageio import image_hw, read_image
 from src.data.splits import Split, carve_val
 from src.data.transforms import as_size
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 VOC_CLASSES = [
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -78,11 +82,15 @@ def read_id_list(path: Path) -> list[str]:
 
 
 class VOCDataModule(FileDataModule):
-    """VOC 2012 multi-label classification with segmentation masks for evaluation."""
+    """VOC 2012 multi-label classification with segmentation masks for evaluation.
+
+    ``**shared``: :class:`DataModuleArguments` (batch size 32 unless given).
+    """
 
     num_classes = len(VOC_CLASSES)
     task = "multilabel"
     class_names = VOC_CLASSES
+    default_batch_size = 32
 
     def __init__(
         self,
@@ -90,18 +98,9 @@ class VOCDataModule(FileDataModule):
         image_size: int | Sequence[int] | None = 320,
         train_list: str = "train",
         val_fraction: float = 0.1,
-        split_seed: int = 42,
-        split_file: str | Path | None = None,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        weighted_sampling: bool = False,
-        on_error: str = "raise",
-        output_dir: str | Path | None = None,
+        **shared: Unpack[DataModuleArguments],
     ) -> None:
-        super().__init__(
-            root, split_seed, (1 - val_fraction, val_fraction, 0), split_file, batch_size,
-            num_workers, weighted_sampling, on_error, output_dir,
-        )  # fmt: skip
+        super().__init__(root, (1 - val_fraction, val_fraction, 0), **shared)
         if train_list not in ("train", "train_aug"):
             raise ValueError(f"train_list must be 'train' or 'train_aug', got {train_list!r}")
         self.train_list = train_list
