@@ -7,6 +7,12 @@ In-place safety (SPEC section 3): the hook stores the layer's own output and han
 downstream, so an in-place op after the layer (ResNet's ``ReLU(inplace=True)`` after a BN,
 ``out += identity``) modifies the clone. The stored tensor keeps the layer's value, and the
 gradient w.r.t. it is the gradient w.r.t. the layer's output (a clone is the identity).
+
+Graph from the hooks (``record(graph_from_hooks=True)``): when no input gradient is wanted,
+the forward starts without autograd and each hook turns its layer's output into a leaf that
+requires grad and switches autograd on. The stem before the first target layer then records
+nothing (max-pool runs without indices, no saved tensors), and the backward stops at the
+earliest target layer; the gradients w.r.t. the stored tensors are unchanged.
 """
 
 from __future__ import annotations
@@ -80,6 +86,7 @@ class FeatureCapture:
         self._handles: list[RemovableHandle] = []
         self._outputs: list[torch.Tensor | None] = []
         self._recording = False
+        self._graph_from_hooks = False
 
     def __enter__(self) -> FeatureCapture:
         if self._handles:
@@ -104,16 +111,24 @@ class FeatureCapture:
         self._recording = False
 
     @contextmanager
-    def record(self) -> Iterator[None]:
-        """Store the hooked outputs of the forwards run inside this block."""
+    def record(self, graph_from_hooks: bool = False) -> Iterator[None]:
+        """Store the hooked outputs of the forwards run inside this block; with
+        ``graph_from_hooks``, autograd records only from the first hooked output on (the
+        grad mode in force before the block is restored after it)."""
         if not self._handles:
             raise RuntimeError("FeatureCapture.record() used outside its `with` block")
         self._outputs = [None] * len(self.modules)
         self._recording = True
+        self._graph_from_hooks = graph_from_hooks
+        grad_mode = torch.is_grad_enabled()
+        if graph_from_hooks:
+            torch.set_grad_enabled(False)
         try:
             yield
         finally:
+            torch.set_grad_enabled(grad_mode)
             self._recording = False
+            self._graph_from_hooks = False
 
     @property
     def outputs(self) -> list[torch.Tensor]:
@@ -138,5 +153,9 @@ class FeatureCapture:
             raise ValueError(
                 f"target layer {self.names[index]!r} must output a (B, C, h, w) tensor, got {shape}"
             )
+        if self._graph_from_hooks:
+            torch.set_grad_enabled(True)
+            if not output.requires_grad:
+                output = output.detach().requires_grad_(True)
         self._outputs[index] = output
         return output.clone()

@@ -81,11 +81,12 @@ def activation_gradients(
     input_gradient: bool = False,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor | None, torch.Tensor]:
     """One forward + ``autograd.grad`` -> (activations, truncated gradients, input gradient
-    or None, resolved targets). The input is made to require grad, so frozen models work
-    too; its gradient is computed only if ``input_gradient`` (FullGrad): autograd then runs
-    only the backward from the logits down to the hooked layers."""
-    inputs = images.detach().requires_grad_(True)
-    with capture.record():
+    or None, resolved targets). With ``input_gradient`` (FullGrad) the input is made to
+    require grad and the whole forward is recorded; otherwise autograd records from the
+    first hooked layer on and the backward runs from the logits down to the hooked layers
+    only. Either way frozen models work, and no parameter gradient is computed."""
+    inputs = images.detach().requires_grad_(input_gradient)
+    with capture.record(graph_from_hooks=not input_gradient):
         logits = check_logits(model(inputs), images.shape[0])
     targets = resolve_targets(logits, targets)
     activations = capture.outputs

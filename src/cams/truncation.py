@@ -20,16 +20,18 @@ def positive_percentile(values: torch.Tensor, q: float) -> torch.Tensor:
     """``q``-th percentile of the positive entries along the last dim (keepdim).
 
     Linear interpolation between order statistics as ``numpy.percentile``; +inf where a
-    row has no positive entry (so nothing passes ``g >= tau``).
+    row has no positive entry (so nothing passes ``g >= tau``). The positive entries are the
+    last ``count`` of an ascending sort of the row, so no masking is needed before sorting.
     """
-    positive = values > 0
-    count = positive.sum(dim=-1, keepdim=True)
-    ordered = torch.where(positive, values, torch.full_like(values, float("inf"))).sort(-1).values
+    length = values.shape[-1]
+    count = (values > 0).sum(dim=-1, keepdim=True)
+    ordered = values.sort(-1).values
     rank = (count - 1).clamp(min=0).to(values.dtype) * (q / 100.0)
+    first = (length - count).clamp(max=length - 1)  # index of the smallest positive entry
     low = rank.floor().long()
     high = rank.ceil().long()
-    v_low = ordered.gather(-1, low)
-    v_high = ordered.gather(-1, high)
+    v_low = ordered.gather(-1, first + low)
+    v_high = ordered.gather(-1, first + high)
     frac = rank - low.to(values.dtype)
     tau = torch.where(high > low, v_low + (v_high - v_low) * frac, v_low)
     return torch.where(count > 0, tau, torch.full_like(tau, float("inf")))
@@ -57,8 +59,10 @@ class Truncation:
         """Truncate (B, C, h, w) gradients; identity when ``delta`` is None."""
         if self.delta is None:
             return grads
+        if self.delta == 0:  # tau = the smallest positive entry: keep exactly g > 0
+            return grads.clamp(min=0)
         start = 2 if self.scope == "channel" else 1
         flat = grads.flatten(start)
         tau = positive_percentile(flat, float(self.delta))
-        keep = (flat > 0) & (flat >= tau)
-        return torch.where(keep, flat, torch.zeros_like(flat)).view_as(grads)
+        # tau is a positive entry (or +inf), so g >= tau already implies g > 0.
+        return torch.where(flat >= tau, flat, 0.0).view_as(grads)
