@@ -10,10 +10,12 @@ import csv
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+from omegaconf import DictConfig
 
 from src.data.generators.brats import generate_brats
 from src.evaluation.cam_module import to_uint8_rgb
@@ -27,12 +29,26 @@ pytestmark = pytest.mark.slow
 
 EVAL_IMAGES = 4
 REPO = Path(__file__).resolve().parents[2]
+# The first run's method; the later evaluations of the same maps compare with it.
+GRADCAM_CRF = ("cam=gradcam", "cam.mask=densecrf")
 
 
-def _overrides(data_root: Path, cache: Path, *extra: str) -> list[str]:
-    return [
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("e2e")
+    data_root = root / "BraTS2021"
+    generate_brats(data_root, n_cases=6, seed=1, shape=(64, 64, 16), normal_cases=0)
+    return {"root": root, "data": data_root, "cache": root / "cache"}
+
+
+@pytest.fixture(scope="module")
+def overrides(workspace) -> Callable[..., list[str]]:
+    """``overrides(*extra)``: a run on this module's data and caches with tiny budgets, then
+    ``extra`` (the command line of the subprocess tests)."""
+    data, cache = workspace["data"], workspace["cache"]
+    return lambda *extra: [
         "data=brats",
-        f"data.root={data_root}",
+        f"data.root={data}",
         f"data.cache_dir={cache / 'slices'}",
         f"paths.model_store={cache / 'classifiers'}",
         "data.image_size=null",
@@ -52,19 +68,15 @@ def _overrides(data_root: Path, cache: Path, *extra: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("e2e")
-    data_root = root / "BraTS2021"
-    generate_brats(data_root, n_cases=6, seed=1, shape=(64, 64, 16), normal_cases=0)
-    return {"root": root, "data": data_root, "cache": root / "cache"}
+def config(overrides, composer) -> Callable[..., DictConfig]:
+    """``config(out, *extra)``: the composed config of such a run, writing into ``out``."""
+    return lambda out, *extra: composer(overrides(*extra), out)
 
 
 @pytest.fixture(scope="module")
-def first_run(workspace, composer) -> dict[str, object]:
+def first_run(workspace, config) -> dict[str, object]:
     out = workspace["root"] / "run1"
-    cfg = composer(
-        _overrides(workspace["data"], workspace["cache"], "cam=gradcam", "cam.mask=densecrf"), out
-    )
+    cfg = config(out, *GRADCAM_CRF)
     summary = run_pipeline(cfg)
     return {"out": out, "summary": summary, "cfg": cfg}
 
@@ -72,6 +84,14 @@ def first_run(workspace, composer) -> dict[str, object]:
 def _rows(out: Path) -> list[dict[str, str]]:
     with open(out / "per_image.csv") as handle:
         return list(csv.DictReader(handle))
+
+
+def _run_module(module: str, *arguments: str, timeout: float = 600) -> None:
+    """``python -m module arguments`` in its own process, from the repository: DDP and Hydra
+    multirun need their own launchers, which cannot start from inside pytest."""
+    command = [sys.executable, "-m", module, *arguments]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
 
 
 def test_run_writes_every_output(first_run):
@@ -110,20 +130,11 @@ def test_saved_maps_reproduce_the_reported_metrics(first_run):
         assert np.isfinite(cam_map).all() and cam_map.min() >= 0 and cam_map.max() <= 1
 
 
-def test_second_run_reuses_the_classifier(workspace, first_run, composer):
+def test_second_run_reuses_the_classifier(workspace, first_run, config):
     store = workspace["cache"] / "classifiers"
     before = {p: p.stat().st_mtime_ns for p in store.rglob("*") if p.is_file()}
     out = workspace["root"] / "run2"
-    cfg = composer(
-        _overrides(
-            workspace["data"],
-            workspace["cache"],
-            "cam=cfdcam",
-            "cam.scales=[1]",
-            "cam.batch_size=128",
-        ),
-        out,
-    )
+    cfg = config(out, "cam=cfdcam", "cam.scales=[1]", "cam.batch_size=128")
     summary = run_pipeline(cfg)
     assert not (out / "checkpoints").exists(), "the second run trained again"
     after = {p: p.stat().st_mtime_ns for p in store.rglob("*") if p.is_file()}
@@ -132,32 +143,22 @@ def test_second_run_reuses_the_classifier(workspace, first_run, composer):
     assert len(_rows(out)) == EVAL_IMAGES
 
 
-def test_bad_checkpoint_fails_clearly_and_keeps_results(workspace, first_run, tmp_path, composer):
+def test_bad_checkpoint_fails_clearly_and_keeps_results(first_run, tmp_path, config):
     out = first_run["out"]
     before = (out / "summary.json").read_bytes()
     bad = tmp_path / "broken.ckpt"
     bad.write_bytes(b"not a checkpoint")
-    cfg = composer(
-        _overrides(workspace["data"], workspace["cache"], "stage=eval", f"ckpt={bad}"), out
-    )
+    cfg = config(out, "stage=eval", f"ckpt={bad}")
     with pytest.raises(RuntimeError, match="broken.ckpt"):
         run_pipeline(cfg)
-    cfg = composer(
-        _overrides(
-            workspace["data"], workspace["cache"], "stage=eval", f"ckpt={tmp_path / 'missing.ckpt'}"
-        ),
-        out,
-    )
+    cfg = config(out, "stage=eval", f"ckpt={tmp_path / 'missing.ckpt'}")
     with pytest.raises(FileNotFoundError, match="missing.ckpt"):
         run_pipeline(cfg)
     assert (out / "summary.json").read_bytes() == before
 
 
-def test_bad_value_stops_before_any_work(workspace, tmp_path, composer):
-    cfg = composer(
-        _overrides(workspace["data"], workspace["cache"], "cam=ltgradcam", "cam.delta=100"),
-        tmp_path / "bad",
-    )
+def test_bad_value_stops_before_any_work(tmp_path, config):
+    cfg = config(tmp_path / "bad", "cam=ltgradcam", "cam.delta=100")
     with pytest.raises(ConfigError, match=r"cam\.delta"):
         run_pipeline(cfg)
     assert not (tmp_path / "bad").exists()
@@ -186,57 +187,37 @@ def test_masks_recomputed_from_maps_match_the_csv(first_run):
             assert metrics["dice"] == pytest.approx(float(row["dice"]), abs=1e-6)
 
 
-def test_masks_stage_reproduces_the_original_masks_exactly(workspace, first_run, composer):
+def test_masks_stage_reproduces_the_original_masks_exactly(workspace, first_run, config):
     source = first_run["out"]
+
+    def remask(out: Path, mask: str) -> dict:
+        return run_pipeline(
+            config(out, "stage=masks", f"maps_from={source}", "cam=gradcam", f"cam.mask={mask}")
+        )
+
     out = workspace["root"] / "remask-same"
-    cfg = composer(
-        _overrides(
-            workspace["data"],
-            workspace["cache"],
-            "stage=masks",
-            f"maps_from={source}",
-            "cam=gradcam",
-            "cam.mask=densecrf",
-        ),
-        out,
-    )
-    run_pipeline(cfg)
+    remask(out, "densecrf")
     assert (out / "per_image.csv").read_text() == (source / "per_image.csv").read_text()
     assert not (out / "checkpoints").exists()
 
     out = workspace["root"] / "remask-otsu"
-    cfg = composer(
-        _overrides(
-            workspace["data"],
-            workspace["cache"],
-            "stage=masks",
-            f"maps_from={source}",
-            "cam=gradcam",
-            "cam.mask=otsu",
-        ),
-        out,
-    )
-    summary = run_pipeline(cfg)
+    summary = remask(out, "otsu")
     assert summary["mask"] == "otsu"
     assert {r["id"] for r in _rows(out)} == {r["id"] for r in _rows(source)}
 
 
-def test_two_process_ddp_evaluation_equals_one_process(workspace, first_run):
+def test_two_process_ddp_evaluation_equals_one_process(workspace, first_run, overrides):
     """`trainer=ddp` shards the split over 2 CPU processes; rank 0 writes the same results."""
     out = workspace["root"] / "ddp-eval"
-    command = [
-        sys.executable,
-        "-m",
+    _run_module(
         "src.run",
-        *_overrides(workspace["data"], workspace["cache"], "cam=gradcam", "cam.mask=densecrf"),
+        *overrides(*GRADCAM_CRF),
         "stage=eval",
         "trainer=ddp",
         "trainer.devices=2",
         "trainer.accelerator=cpu",
         f"hydra.run.dir={out}",
-    ]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    )
     single = {r["id"]: r for r in _rows(first_run["out"])}
     ddp = {r["id"]: r for r in _rows(out)}
     assert set(ddp) == set(single)
@@ -256,23 +237,12 @@ def test_two_process_ddp_evaluation_equals_one_process(workspace, first_run):
 
 
 def test_offline_wandb_run_holds_summary_and_per_image_table(
-    workspace, first_run, composer, monkeypatch
+    workspace, first_run, config, monkeypatch
 ):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("WANDB_SILENT", "true")
     out = workspace["root"] / "wandb-eval"
-    cfg = composer(
-        _overrides(
-            workspace["data"],
-            workspace["cache"],
-            "stage=eval",
-            "cam=gradcam",
-            "cam.mask=densecrf",
-            "logger=wandb",
-        ),
-        out,
-    )
-    summary = run_pipeline(cfg)
+    summary = run_pipeline(config(out, "stage=eval", *GRADCAM_CRF, "logger=wandb"))
     runs = list((out / "wandb").glob("offline-run-*"))
     assert len(runs) == 1, "expected exactly one offline W&B run"
     files = runs[0] / "files"
@@ -288,31 +258,20 @@ def test_offline_wandb_run_holds_summary_and_per_image_table(
     assert "dice" in table["columns"] and "overlay" in table["columns"]
 
 
-def test_delta_sweep_multirun_reuses_the_classifier_and_reports(workspace, first_run):
+def test_delta_sweep_multirun_reuses_the_classifier_and_reports(workspace, first_run, overrides):
     """A Hydra multirun over 3 deltas evaluates only (no training) and `src.report` turns the
     sweep folder into the table and the metric-versus-delta plots."""
     sweep = workspace["root"] / "sweep"
-    command = [
-        sys.executable,
-        "-m",
+    _run_module(
         "src.run",
         "-m",
-        *_overrides(workspace["data"], workspace["cache"], "cam=ltgradcam", "cam.delta=0,20,40"),
+        *overrides("cam=ltgradcam", "cam.delta=0,20,40"),
         f"hydra.sweep.dir={sweep}",
-    ]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    )
     jobs = sorted(p.parent for p in sweep.rglob("summary.json"))
     assert len(jobs) == 3
     assert not any((job / "checkpoints").exists() for job in jobs), "a sweep job retrained"
-    report = subprocess.run(
-        [sys.executable, "-m", "src.report", str(sweep)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert report.returncode == 0, report.stderr[-3000:]
+    _run_module("src.report", str(sweep), timeout=120)
     table = (sweep / "sweep_report.md").read_text().splitlines()
     deltas = [line.split("|")[2].strip() for line in table[2:]]
     assert deltas == ["0", "20", "40"]
@@ -322,19 +281,11 @@ def test_delta_sweep_multirun_reuses_the_classifier_and_reports(workspace, first
 
 
 def test_missing_cam_layer_and_empty_split_fail_clearly_and_keep_results(
-    workspace, first_run, composer, tmp_path
+    workspace, first_run, config, tmp_path
 ):
     out = first_run["out"]
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
-    cfg = composer(
-        _overrides(
-            workspace["data"],
-            workspace["cache"],
-            "stage=eval",
-            "backbone.cam_stages=[layer1,layer2,layer3,layer9]",
-        ),
-        out,
-    )
+    cfg = config(out, "stage=eval", "backbone.cam_stages=[layer1,layer2,layer3,layer9]")
     with pytest.raises(ConfigError, match="layer9"):
         run_pipeline(cfg)
     cases = sorted(p.name for p in workspace["data"].iterdir() if p.is_dir())
@@ -342,16 +293,7 @@ def test_missing_cam_layer_and_empty_split_fail_clearly_and_keep_results(
     split.write_text(json.dumps({"train": cases[:-1], "val": cases[-1:], "test": []}))
     # Another split is another training config: name the trained weights explicitly.
     weights = next((workspace["cache"] / "classifiers").glob("finetune-*/weights.pt"))
-    cfg = composer(
-        _overrides(
-            workspace["data"],
-            workspace["cache"],
-            "stage=eval",
-            f"data.split_file={split}",
-            f"ckpt={weights}",
-        ),
-        out,
-    )
+    cfg = config(out, "stage=eval", f"data.split_file={split}", f"ckpt={weights}")
     with pytest.raises(RuntimeError, match="test split is empty"):
         run_pipeline(cfg)
     after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
