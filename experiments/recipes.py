@@ -99,25 +99,39 @@ _CFD_TABLE1_METHODS = (
 _CFD_NOT_CAM = (("C&F (2020), UL", "UL"), ("C&F (2020), FSL", "FSL"), ("Opt. U-net (2021)", "FSL"))
 
 
-def _cfdcam_table1() -> Recipe:
-    rows = []
-    for dataset in CFD_DATASETS:
-        data_overrides, data = _cfd_data(dataset)
-        demo = dataset in _CFD_DEMO
-        for method, cam in _CFD_TABLE1_METHODS:
-            if cam is None:
-                rows.append(Row(dataset, method, kind="WSSS"))
-            else:
-                rows.append(Row(dataset, method, (*data_overrides, cam), data, "WSSS", demo))
-        rows += [Row(dataset, method, kind=kind) for method, kind in _CFD_NOT_CAM]
+def _cfd_row(dataset: str, method: str, cam: tuple[str, ...], kind: str = "") -> Row:
+    """A reproduced row of the Cfd-CAM tables: the `cam` overrides on the data of `dataset`."""
+    data_overrides, data = _cfd_data(dataset)
+    return Row(dataset, method, (*data_overrides, *cam), data, kind, dataset in _CFD_DEMO)
+
+
+def _cfd_table(number: int, title: str, rows: list[Row], notes: tuple[str, ...]) -> Recipe:
+    """The layout, metrics and demo subset that the Cfd-CAM tables share."""
     return Recipe(
-        name="cfdcam_table1",
-        title="Cfd-CAM, Table 1: WSSS methods on BraTS 2021 (four modalities) and TCGA-LGG",
+        name=f"cfdcam_table{number}",
+        title=f"Cfd-CAM, Table {number}: {title}",
         layout="mean_std",
         metrics=CFD_METRICS,
         rows=tuple(rows),
         primary="brats",
         demo_note=_CFD_DEMO_NOTE,
+        notes=notes,
+    )
+
+
+def _cfdcam_table1() -> Recipe:
+    rows = []
+    for dataset in CFD_DATASETS:
+        for method, cam in _CFD_TABLE1_METHODS:
+            if cam is None:
+                rows.append(Row(dataset, method, kind="WSSS"))
+            else:
+                rows.append(_cfd_row(dataset, method, (cam,), "WSSS"))
+        rows += [Row(dataset, method, kind=kind) for method, kind in _CFD_NOT_CAM]
+    return _cfd_table(
+        1,
+        "WSSS methods on BraTS 2021 (four modalities) and TCGA-LGG",
+        rows,
         notes=(
             "mean ± std over the tumour slices of the test split (SPEC 6); HD95 in pixels, "
             "373.12866 when exactly one mask is empty",
@@ -128,21 +142,15 @@ def _cfdcam_table1() -> Recipe:
 
 
 def _cfdcam_table2() -> Recipe:
-    rows = []
-    for dataset in CFD_DATASETS:
-        data_overrides, data = _cfd_data(dataset)
-        demo = dataset in _CFD_DEMO
-        for label, scales in (("Cfd-CAM (ss)", "[1]"), ("Cfd-CAM (ms)", "[1,2]")):
-            overrides = (*data_overrides, "cam=cfdcam", f"cam.scales={scales}")
-            rows.append(Row(dataset, label, overrides, data, demo=demo))
-    return Recipe(
-        name="cfdcam_table2",
-        title="Cfd-CAM, Table 2: single-scale (ss) vs multi-scale (ms) Cfd-CAM",
-        layout="mean_std",
-        metrics=CFD_METRICS,
-        rows=tuple(rows),
-        primary="brats",
-        demo_note=_CFD_DEMO_NOTE,
+    rows = [
+        _cfd_row(dataset, label, ("cam=cfdcam", f"cam.scales={scales}"))
+        for dataset in CFD_DATASETS
+        for label, scales in (("Cfd-CAM (ss)", "[1]"), ("Cfd-CAM (ms)", "[1,2]"))
+    ]
+    return _cfd_table(
+        2,
+        "single-scale (ss) vs multi-scale (ms) Cfd-CAM",
+        rows,
         notes=(
             "ss = cam.scales=[1], ms = cam.scales=[1,2] (SPEC 1); mean ± std over tumour slices",
             "the paper's ms rows for T2 and T2-FLAIR differ from its Table 1 Cfd-CAM rows",
