@@ -183,7 +183,7 @@ def gradient_cam(p: Params) -> Params:
     model, device = _model(p), p["device"]
     x = _images(p["images"], p["size"], device)
     method = p["method"]
-    with build_cam(method, model, _layers(p)) as cam:
+    with build_cam(method, model, _layers(p), **p.get("options", {})) as cam:
         cam(x[:2], None)  # warm-up
         result, _ = _measure(p, lambda: cam(x, None), p["images"])
     result["note"] = f"layers {', '.join(_layers(p)) if 'fullgrad' not in method else 'all'}"
@@ -204,8 +204,9 @@ def gradcam_gradient(p: Params) -> Params:
     with reference(model=model, target_layers=layers) as cam:
         cam(input_tensor=x[:2], targets=targets[:2])  # warm-up
         result, maps = _measure(p, lambda: cam(input_tensor=x, targets=targets), p["images"])
-    if not p["method"].startswith("lt"):  # same output: compare with ours
-        with build_cam(p["method"], model, _layers(p)) as ours:
+    if not p["method"].startswith("lt"):  # same output: compare with ours (grad-cam's fusion)
+        fusion = {} if base == "fullgrad" else {"fusion": "mean_minmax"}
+        with build_cam(p["method"], model, _layers(p), **fusion) as ours:
             result["max_abs_diff"] = _diff(ours(x, None), torch.from_numpy(maps), True)
         result["note"] = ""
     else:

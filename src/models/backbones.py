@@ -26,6 +26,8 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet
 from torchvision.models.vgg import VGG, cfgs, make_layers
 
+from src.models.layers import FastInstanceNorm2d
+
 ARCHS = ("resnet18", "vgg16")
 NORMS = {"resnet18": ("instance", "batch"), "vgg16": ("none", "batch")}
 INPUT_NORMS = {
@@ -150,7 +152,7 @@ def build_backbone(
     normaliser = InputNormalization(*INPUT_NORMS[input_norm])
     out = max(num_classes, 1)
     if arch == "resnet18":
-        norm_layer = partial(nn.InstanceNorm2d, affine=False) if norm == "instance" else None
+        norm_layer = partial(FastInstanceNorm2d, affine=False) if norm == "instance" else None
         net: _CamBackbone = CamResNet(
             BasicBlock,
             [2, 2, 2, 2],
