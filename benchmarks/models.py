@@ -5,6 +5,10 @@ nothing to skip; a trained ReLU network has many. ``kill_layer4_channels`` makes
 of ``layer4``'s output channels exactly zero for every input, deterministically, by zeroing
 the weights that produce them (every conv before an InstanceNorm without affine gives a
 constant-zero channel, so the norm outputs 0 and the final ReLU keeps it at 0).
+
+The CAM tests (tests/cams/cams_testdata.py) build their ResNet-18s and BatchNorm statistics
+here too, so a benchmark measures the very models the tests check; changing a builder
+changes the seeded models of both.
 """
 
 from __future__ import annotations
@@ -22,11 +26,9 @@ def cfd_resnet18(seed: int = 0) -> nn.Module:
     ).eval()
 
 
-def bn_resnet18(seed: int = 0) -> nn.Module:
-    """ResNet-18 with BatchNorm and trained-like running statistics (non-zero biases, so
-    FullGrad's bias terms are not all zero), one logit, eval mode."""
-    torch.manual_seed(seed)
-    model = torchvision.models.resnet18(num_classes=1)
+def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Trained-like BN statistics in place: non-zero bias and running_mean (SPEC 3: with the
+    default initialisation FullGrad's BN bias terms are all zero and hide bugs)."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for module in model.modules():
@@ -36,7 +38,15 @@ def bn_resnet18(seed: int = 0) -> nn.Module:
                 module.bias.copy_(torch.randn(n, generator=gen) * 0.2)
                 module.running_mean.copy_(torch.randn(n, generator=gen) * 0.2)
                 module.running_var.copy_(torch.rand(n, generator=gen) * 1.5 + 0.5)
-    return model.eval()
+    return model
+
+
+def bn_resnet18(num_classes: int = 1, seed: int = 0) -> nn.Module:
+    """ResNet-18 with BatchNorm and trained-like running statistics (non-zero biases, so
+    FullGrad's bias terms are not all zero), eval mode."""
+    torch.manual_seed(seed)
+    model = torchvision.models.resnet18(num_classes=num_classes)
+    return randomize_batchnorm(model, seed).eval()
 
 
 def kill_layer4_channels(model: nn.Module, fraction: float) -> list[int]:

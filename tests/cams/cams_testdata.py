@@ -1,40 +1,20 @@
-"""Small random models for the CAM tests (seeded, CPU, eval mode)."""
+"""Small random models for the CAM tests (seeded, CPU, eval mode).
+
+The ResNet-18s and the trained-like BatchNorm statistics are the benchmarks' builders
+(benchmarks/models.py), so the tests check the models the benchmarks time.
+"""
 
 from __future__ import annotations
 
 import torch
-import torchvision
 from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
+from benchmarks.models import bn_resnet18 as bn_resnet18  # re-exported for the tests
+from benchmarks.models import cfd_resnet18, randomize_batchnorm
 
-def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Trained-like BN statistics: non-zero bias and running_mean (SPEC 3: with the default
-    initialisation FullGrad's BN bias terms are all zero and hide bugs)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                n = module.num_features
-                module.weight.copy_(torch.rand(n, generator=gen) + 0.5)
-                module.bias.copy_(torch.randn(n, generator=gen) * 0.2)
-                module.running_mean.copy_(torch.randn(n, generator=gen) * 0.2)
-                module.running_var.copy_(torch.rand(n, generator=gen) * 1.5 + 0.5)
-    return model
-
-
-def bn_resnet18(num_classes: int = 5, seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    model = torchvision.models.resnet18(num_classes=num_classes)
-    return randomize_batchnorm(model, seed).eval()
-
-
-def instance_resnet18(seed: int = 0) -> nn.Module:
-    """The Cfd-CAM classifier (SPEC 1): InstanceNorm ResNet-18 with one logit."""
-    torch.manual_seed(seed)
-    return torchvision.models.resnet18(
-        num_classes=1, norm_layer=lambda c: nn.InstanceNorm2d(c)
-    ).eval()
+#: The Cfd-CAM classifier (SPEC 1): InstanceNorm ResNet-18 with one logit.
+instance_resnet18 = cfd_resnet18
 
 
 class SmallHeadVGG16(nn.Module):
