@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import mmap
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -14,14 +13,7 @@ from benchmarks.models import cfd_resnet18, kill_layer4_channels
 from benchmarks.report import Row, document, table
 from src.cams import build_cam
 
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread() -> Iterator[None]:
-    """One intra-op thread: on the shared 2-core machine two threads are much slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models (tests/conftest.py)
 
 
 def layer4(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -1,17 +1,11 @@
-"""One intra-op thread for the CAM tests: their models are tiny, and on a shared 2-core
-machine two OpenMP threads made a 32 px ResNet-18 forward ~60x slower (0.7 s vs 12 ms)."""
+"""The CAM tests run on one intra-op thread: their models are tiny (``single_thread`` in
+tests/conftest.py says why)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True, scope="module")
-def single_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def cam_tests_single_thread(single_thread: None) -> None:
+    """Applies ``single_thread`` to every module of this folder."""
