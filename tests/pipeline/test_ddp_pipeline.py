@@ -1,0 +1,116 @@
+"""`python -m src.run trainer=ddp stage=all` on CPU: pretrain, finetune and eval in 2 gloo
+processes on a shrunken demo, through the real command line (Lightning's DDP launcher
+re-executes the command for rank 1, which it could not do from inside pytest)."""
+
+from __future__ import annotations
+
+import csv
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from src.evaluation.map_store import read_maps
+from src.pipeline.stages import build_datamodule, eval_subset
+from src.pipeline.store import load_state_dict
+
+REPO = Path(__file__).resolve().parents[2]
+EVAL_IMAGES = 5  # odd: the distributed sampler repeats one image to even out the 2 shards
+# The demo, shrunk: 8 cases of 64x64x24 voxels (4 train / 2 val / 2 test), 64 px, 1 epoch per
+# stage, a cheap CAM and mask.
+DEMO = [
+    "data=demo",
+    "+data.demo.shape=[64,64,24]",
+    "data.demo.n_cases=8",
+    "data.slice_range=null",
+    "data.image_size=64",
+    "pretrain.epochs=1",
+    "finetune.epochs=1",
+    f"eval.limit={EVAL_IMAGES}",
+    "cam=gradcam",
+    "cam.mask=otsu",
+    "eval.mask_workers=0",
+    "eval.figure_images=2",
+    "trainer.enable_progress_bar=false",
+    "logger=csv",
+    "threads=1",
+]
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("ddp-pipeline")
+    out = root / "run"
+    command = [
+        sys.executable,
+        "-m",
+        "src.run",
+        *DEMO,
+        f"paths.root_dir={root}",
+        "trainer=ddp",
+        "trainer.devices=2",
+        "trainer.accelerator=cpu",
+        "stage=all",
+        f"hydra.run.dir={out}",
+    ]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "distributed_backend=gloo" in result.stdout + result.stderr
+    return {"root": root, "out": out, "store": root / ".cache" / "classifiers"}
+
+
+def _rows(out: Path) -> list[dict[str, str]]:
+    with open(out / "per_image.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_store_holds_one_entry_per_stage_written_by_rank_zero(ddp_run):
+    entries = sorted(p.name for p in ddp_run["store"].iterdir())
+    # No second copy and no leftover temporary folder of a concurrent write.
+    assert len(entries) == 2, entries
+    assert entries[0].startswith("finetune-") and entries[1].startswith("pretrain-")
+    logs = {p.name: p.read_text() for p in ddp_run["out"].glob("*.log")}
+    assert set(logs) == {"run.log", "train_ddp_process_1.log"}
+    assert logs["run.log"].count("Stored") == 2
+    assert "Stored" not in logs["train_ddp_process_1.log"]
+    # The stored classifier is the best checkpoint both ranks agreed on.
+    best = [re.findall(r"Best validation AUC .*", text) for text in logs.values()]
+    assert len(best[0]) == 1 and best[0] == best[1], best
+    checkpoint = best[0][0].rsplit("(", 1)[1].rstrip(")")
+    stored = torch.load(
+        ddp_run["store"] / entries[0] / "weights.pt", map_location="cpu", weights_only=True
+    )
+    expected = load_state_dict(checkpoint)
+    assert stored.keys() == expected.keys()
+    assert all(torch.equal(stored[k], expected[k]) for k in stored)
+
+
+def test_training_was_sharded_over_the_two_processes(ddp_run):
+    """Each process sees half of every epoch: the step counts are those of half the data."""
+    checkpoints = ddp_run["out"] / "checkpoints"
+    pretrain = torch.load(checkpoints / "pretrain" / "last.ckpt", weights_only=True)
+    finetune = torch.load(checkpoints / "finetune" / "last.ckpt", weights_only=True)
+    # 4 train cases x 24 slices = 96 items, 48 per process: batch 32 -> 2 steps, 16 -> 3.
+    assert pretrain["global_step"] == 2
+    assert finetune["global_step"] == 3
+
+
+def test_each_evaluated_image_is_reported_once(ddp_run, composer, tmp_path):
+    out = ddp_run["out"]
+    rows = _rows(out)
+    ids = [r["id"] for r in rows]
+    assert len(ids) == EVAL_IMAGES and len(set(ids)) == EVAL_IMAGES
+    # Exactly the images a one-process evaluation picks.
+    cfg = composer([*DEMO, f"paths.root_dir={ddp_run['root']}"], tmp_path)
+    datamodule = build_datamodule(cfg)
+    dataset = datamodule.dataset("test")
+    chosen = eval_subset(np.asarray(dataset.labels), EVAL_IMAGES, cfg.eval.positive_fraction)
+    assert sorted(ids) == sorted(dataset.ids[i] for i in chosen)
+    assert sorted(dict(read_maps(out / "cam_maps.npz"))) == sorted(ids)
+    assert not list(out.glob("cam_maps.rank*"))
+    for name in ("config.yaml", "summary.json", "overview.png", "split.json"):
+        assert (out / name).is_file(), name
