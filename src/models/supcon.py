@@ -9,8 +9,11 @@ Multi-label batches (VOC, ``label`` of shape (B, 20)): two images are positives 
 iff their label vectors are identical (label-set identity). For a binary (B, 1) label this is
 ordinary SupCon; for multi-hot labels it never mixes images whose class sets differ.
 
-The loss is computed per device; under DDP it is not gathered across processes (as in the
-reference implementation), so the negatives of an anchor are those of its own device batch.
+Under DDP the projections and labels of all processes are gathered before the loss (the
+reference implementation computes it per device): every anchor has the negatives and positives
+of the whole global batch, and loss and parameter gradients equal those of one process on the
+concatenated batch (``src.models.distributed.gather_batches``). The contrastive batch is thus
+``pretrain.batch_size`` x the number of processes.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms import v2
 
+from src.models.distributed import gather_batches
 from src.models.schedules import constant_then_cosine
 
 
@@ -155,7 +159,7 @@ class SupConModule(pl.LightningModule):
         views = torch.cat([self.make_view(images), self.make_view(images)])
         projections = self(views)
         features = torch.stack(projections.chunk(2), dim=1)  # (B, 2, D)
-        loss = self.criterion(features, labels)
+        loss, global_batch = self.contrastive_loss(features, labels)
         self.log(
             "pretrain/loss",
             loss,
@@ -163,9 +167,20 @@ class SupConModule(pl.LightningModule):
             on_epoch=True,
             prog_bar=True,
             sync_dist=True,
-            batch_size=images.shape[0],
+            batch_size=global_batch,
         )
         return loss
+
+    def contrastive_loss(
+        self, features: torch.Tensor, labels: torch.Tensor | None
+    ) -> tuple[torch.Tensor, int]:
+        """SupCon loss of this process's ``features`` (B, V, D) and ``labels`` against the
+        batches of every process (gathered; see the module docstring), and the number of
+        samples it covers. The same value on every process."""
+        features = gather_batches(features)
+        if labels is not None:
+            labels = gather_batches(labels)
+        return self.criterion(features, labels), features.shape[0]
 
     def configure_optimizers(self):
         hp = self.hparams

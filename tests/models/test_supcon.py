@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +19,8 @@ from torch import nn
 from src.models.backbones import build_backbone, read_state_dict
 from src.models.supcon import SupConLoss, SupConModule
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
+ROOT = Path(__file__).resolve().parents[2]
+CONF = ROOT / "conf"
 SIZE = 64  # InstanceNorm needs layer4 larger than 1x1
 
 
@@ -177,3 +182,37 @@ def test_grey_images_skip_only_jitter_that_cannot_change_them():
     assert not torch.allclose(views[0], views[1])  # but brightness/contrast/crop vary
     colour = module.make_view(torch.rand(4, 3, SIZE, SIZE))
     assert not torch.allclose(colour[:, 0], colour[:, 1])
+
+
+def test_module_loss_is_plain_supcon_in_one_process():
+    """Without a process group the gather is the identity: the criterion on the batch itself."""
+    module = SupConModule(build_backbone("resnet18", 0))
+    features, labels = torch.randn(5, 2, 8), torch.tensor([[0.0], [1.0], [1.0], [0.0], [1.0]])
+    loss, covered = module.contrastive_loss(features, labels)
+    assert covered == 5
+    torch.testing.assert_close(loss, module.criterion(features, labels), rtol=0, atol=0)
+
+
+def test_two_process_loss_and_gradients_equal_one_process_on_the_whole_batch(tmp_path):
+    """Runs tests/models/ddp_supcon_script.py: 2 gloo processes with shards of 4 and 3 samples."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    script = Path(__file__).with_name("ddp_supcon_script.py")
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for rank in range(2):
+        result = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert result["covered"] == 7
+        assert result["loss"] == pytest.approx(result["reference_loss"], rel=1e-5)
+        # A per-process loss (the negatives of the own shard only) would not match.
+        assert abs(result["local_only_loss"] - result["reference_loss"]) > 1e-2
+        # The local rows get world_size x dL/dx (the gather's backward sums over processes) ...
+        assert result["feature_grad_difference"] <= 1e-5 * result["feature_grad_scale"]
+        # ... which DDP's averaging turns into the one-process gradient of the head.
+        assert result["head_grad_difference"] <= 1e-5 * result["head_grad_scale"]
