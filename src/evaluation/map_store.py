@@ -47,17 +47,47 @@ class MapWriter:
             self._tmp.unlink(missing_ok=True)
 
 
+class MapArchive:
+    """Random access to a file written by MapWriter: the zip stays open and each lookup
+    decompresses one map, so a caller that needs the maps in another order than the file's
+    (e.g. all class maps of one image) never holds the whole split in memory."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self._archive = np.load(path)
+        self._ids = {name.replace("__", "/"): name for name in self._archive.files}
+
+    def ids(self) -> list[str]:
+        """The keys of the maps, in file order."""
+        return list(self._ids)
+
+    def __contains__(self, image_id: str) -> bool:
+        return image_id in self._ids
+
+    def __getitem__(self, image_id: str) -> np.ndarray:
+        """The map of one key, as float32."""
+        return self._archive[self._ids[image_id]].astype(np.float32)
+
+    def close(self) -> None:
+        self._archive.close()
+
+    def __enter__(self) -> MapArchive:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def read_maps(path: str | os.PathLike) -> Iterator[tuple[str, np.ndarray]]:
-    """Yield (id, map as float32) from a file written by MapWriter."""
-    with np.load(path) as archive:
-        for name in archive.files:
-            yield name.replace("__", "/"), archive[name].astype(np.float32)
+    """Yield (id, map as float32) from a file written by MapWriter, in file order."""
+    with MapArchive(path) as maps:
+        for image_id in maps.ids():
+            yield image_id, maps[image_id]
 
 
 def load_map(path: str | os.PathLike, image_id: str) -> np.ndarray:
     """The map of one image, as float32."""
-    with np.load(path) as archive:
-        return archive[_member(image_id)[: -len(".npy")]].astype(np.float32)
+    with MapArchive(path) as maps:
+        return maps[image_id]
 
 
 def shard_path(path: str | os.PathLike, rank: int) -> Path:

@@ -14,7 +14,13 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from src.evaluation.cam_module import CAMEvaluationModule, image_row, to_uint8_rgb
+from src.evaluation.cam_module import (
+    CAMEvaluationModule,
+    class_map_id,
+    image_row,
+    multiclass_row,
+    to_uint8_rgb,
+)
 from src.evaluation.figures import (
     Panel,
     overlay_rgb,
@@ -22,8 +28,8 @@ from src.evaluation.figures import (
     save_histogram,
     save_overview,
 )
-from src.evaluation.map_store import load_map, merge_shards, read_maps
-from src.evaluation.masks import MaskMaker
+from src.evaluation.map_store import MapArchive, load_map, merge_shards, read_maps
+from src.evaluation.masks import MaskMaker, voc_mask
 from src.evaluation.metrics import ConfusionMatrix, summarize
 from src.evaluation.reports import (
     finite,
@@ -113,7 +119,10 @@ def gather_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def remask(cfg: DictConfig, dataset: Dataset, source_dir: str | Path) -> dict[str, Any]:
     """`stage=masks`: masks and metrics again from a finished run's saved maps, with this
-    run's mask options (`cam.mask`, `cam.threshold`, `eval.empty_hd95`); no network runs."""
+    run's mask options (`cam.mask`, `cam.threshold`, `eval.empty_hd95`); no network runs.
+
+    Multi-label runs (VOC: one map per class in the image label) are re-masked with the VOC
+    rule, which has no options: that reproduces the evaluation's masks and split metrics."""
     source = Path(source_dir)
     maps_path = source / MAPS_FILE
     for needed in (maps_path, source / "per_image.csv", source / "summary.json"):
@@ -124,17 +133,41 @@ def remask(cfg: DictConfig, dataset: Dataset, source_dir: str | Path) -> dict[st
     with open(source / "per_image.csv") as handle:
         previous = {row["id"]: row for row in csv.DictReader(handle)}
     index = _item_index(dataset)
+    unknown = sorted(set(previous) - set(index))
+    if unknown:
+        raise KeyError(f"{source}: images {unknown[:5]} are not in the configured dataset")
+    if _is_multilabel(dataset):
+        log.info("Multi-label maps: the VOC rule makes the masks (cam.mask is not used)")
+        rows = _remask_multilabel(dataset, index, maps_path, previous)
+    else:
+        rows = _remask_binary(cfg, dataset, index, maps_path, previous)
+    info = json.loads((source / "summary.json").read_text())
+    info = {key: info.get(key) for key in ("target_layers", "cam_options", "checkpoint")}
+    info["maps_from"] = str(maps_path)
+    return write_results(cfg, rows, dataset, maps_path, info)
+
+
+def _is_multilabel(dataset: Dataset) -> bool:
+    """One label column per class (VOC): the evaluation's switch, which has one logit per
+    label column and makes per-class maps when there is more than one."""
+    labels = np.asarray(dataset.labels)
+    return labels.reshape(len(labels), -1).shape[1] > 1
+
+
+def _remask_binary(
+    cfg: DictConfig,
+    dataset: Dataset,
+    index: dict[str, int],
+    maps_path: Path,
+    previous: dict[str, dict[str, str]],
+) -> list[dict[str, Any]]:
+    """One map per image through `cam.mask`; label and score come from the source run."""
     rows = []
     with _mask_maker(cfg, cfg.eval.mask_workers) as mask_maker:
         ids = []
         for image_id, cam_map in read_maps(maps_path):
-            if "@" in image_id:
-                raise NotImplementedError(
-                    f"{maps_path} holds per-class maps of a multi-label run (VOC): stage=masks "
-                    "recomputes binary masks only; the VOC rule has no options to change"
-                )
-            if image_id not in index:
-                raise KeyError(f"{maps_path}: image {image_id!r} is not in the configured dataset")
+            if image_id not in previous:
+                raise KeyError(f"{maps_path}: image {image_id!r} is not in per_image.csv")
             item = dataset[index[image_id]]
             mask_maker.submit(to_uint8_rgb(item["image"][None]), cam_map[None])
             ids.append((image_id, item["mask"].numpy().astype(bool)))
@@ -150,10 +183,43 @@ def remask(cfg: DictConfig, dataset: Dataset, source_dir: str | Path) -> dict[st
                     cfg.eval.empty_hd95,
                 )
             )
-    info = json.loads((source / "summary.json").read_text())
-    info = {key: info.get(key) for key in ("target_layers", "cam_options", "checkpoint")}
-    info["maps_from"] = str(maps_path)
-    return write_results(cfg, rows, dataset, maps_path, info)
+    return rows
+
+
+def _remask_multilabel(
+    dataset: Dataset,
+    index: dict[str, int],
+    maps_path: Path,
+    previous: dict[str, dict[str, str]],
+) -> list[dict[str, Any]]:
+    """Per image, the VOC rule on the maps of the classes per_image.csv lists for it, in the
+    listed (ascending) order: the rule breaks ties towards the first class, so the order must
+    be the evaluation's.
+
+    Driven by per_image.csv rather than by the maps file: an image without a label class has
+    a row but no map (all background)."""
+    rows = []
+    used: set[str] = set()
+    with MapArchive(maps_path) as maps:
+        for image_id, old in previous.items():
+            classes = [int(c) for c in old["label"].split()]
+            keys = [class_map_id(image_id, c) for c in classes]
+            missing = [key for key in keys if key not in maps]
+            if missing:
+                raise KeyError(f"{maps_path}: no map for {missing[:5]} (classes in per_image.csv)")
+            item = dataset[index[image_id]]
+            own = np.zeros((len(keys), *item["image"].shape[-2:]), np.float32)
+            for k, key in enumerate(keys):
+                own[k] = maps[key]
+            used.update(keys)
+            gt = item["mask"].numpy()
+            rows.append(
+                multiclass_row(image_id, gt, voc_mask(own, classes), classes, float(old["score"]))
+            )
+        extra = sorted(set(maps.ids()) - used)
+    if extra:
+        raise KeyError(f"{maps_path}: maps {extra[:5]} belong to no class in per_image.csv")
+    return rows
 
 
 def split_confusion(rows: list[dict[str, Any]]) -> ConfusionMatrix:

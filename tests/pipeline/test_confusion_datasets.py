@@ -14,7 +14,7 @@ from hydra.utils import instantiate
 
 from src.data.generators.ksdd2 import generate_ksdd2
 from src.data.generators.voc import generate_voc
-from src.evaluation.map_store import read_maps
+from src.evaluation.map_store import MapWriter, read_maps
 from src.evaluation.masks import otsu_mask, voc_mask
 from src.evaluation.metrics import ConfusionMatrix
 from src.pipeline.stages import datamodule_arguments, run_pipeline
@@ -47,22 +47,31 @@ def _test_items(cfg) -> dict[str, dict]:
     return {dataset[i]["id"]: dataset[i] for i in range(len(dataset))}
 
 
-def test_voc_scores_the_split_with_the_voc_rule(tmp_path, composer):
-    root = tmp_path / "voc"
+def _voc_overrides(root: Path, tmp: Path, *extra: str) -> list[str]:
+    return [
+        "data=voc",
+        f"data.root={root}",
+        "data.image_size=64",
+        "data.batch_size=8",
+        "cam=gradcam",
+        *_common(tmp),
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def voc_run(tmp_path_factory, composer) -> dict:
+    """One VOC run (train + eval) shared by the VOC tests."""
+    tmp = tmp_path_factory.mktemp("voc")
+    root = tmp / "voc"
     generate_voc(root, n_train=12, n_val=6, seed=3)
-    out = tmp_path / "run"
-    cfg = composer(
-        [
-            "data=voc",
-            f"data.root={root}",
-            "data.image_size=64",
-            "data.batch_size=8",
-            "cam=gradcam",
-            *_common(tmp_path),
-        ],
-        out,
-    )
-    summary = run_pipeline(cfg)
+    out = tmp / "run"
+    cfg = composer(_voc_overrides(root, tmp), out)
+    return {"tmp": tmp, "root": root, "out": out, "cfg": cfg, "summary": run_pipeline(cfg)}
+
+
+def test_voc_scores_the_split_with_the_voc_rule(voc_run):
+    out, cfg, summary = voc_run["out"], voc_run["cfg"], voc_run["summary"]
     rows = _rows(out)
     assert len(rows) == 6 and "dice" not in rows[0]
     assert summary["headline_metrics"] == "confusion"
@@ -82,6 +91,48 @@ def test_voc_scores_the_split_with_the_voc_rule(tmp_path, composer):
     assert summary["confusion"]["f1"] == pytest.approx(expected.f1())
     saved = json.loads((out / "summary.json").read_text())
     assert saved["confusion"]["miou"] == pytest.approx(expected.miou())
+
+
+def test_masks_stage_reproduces_the_voc_masks_and_metrics_exactly(voc_run, composer):
+    """`stage=masks` on a VOC run: per-class maps -> VOC rule -> the same rows and split-level
+    confusion matrix as the evaluation, without the network."""
+    source, tmp = voc_run["out"], voc_run["tmp"]
+    out = tmp / "remask"
+    # cam.mask is a binary option: the VOC rule ignores it, as the evaluation does.
+    cfg = composer(
+        _voc_overrides(
+            voc_run["root"],
+            tmp,
+            "stage=masks",
+            f"maps_from={source}",
+            "cam.mask=threshold",
+            "cam.threshold=0.9",
+        ),
+        out,
+    )
+    summary = run_pipeline(cfg)
+    assert (out / "per_image.csv").read_text() == (source / "per_image.csv").read_text()
+    original = json.loads((source / "summary.json").read_text())
+    for key in ("confusion", "headline", "groups", "mask"):
+        assert summary[key] == original[key], key
+    assert summary["maps_from"] == str(source / "cam_maps.npz")
+    assert not (out / "checkpoints").exists()
+    # A missing class map is an error naming it, not a silently different mask.
+    damaged = tmp / "damaged"
+    damaged.mkdir()
+    for name in ("per_image.csv", "summary.json", "config.yaml"):
+        (damaged / name).write_bytes((source / name).read_bytes())
+    kept = list(read_maps(source / "cam_maps.npz"))[1:]
+    with MapWriter(damaged / "cam_maps.npz") as writer:
+        for key, cam_map in kept:
+            writer.add(key, cam_map)
+    dropped = next(iter(read_maps(source / "cam_maps.npz")))[0]
+    cfg = composer(
+        _voc_overrides(voc_run["root"], tmp, "stage=masks", f"maps_from={damaged}"),
+        tmp / "remask-damaged",
+    )
+    with pytest.raises(KeyError, match=dropped):
+        run_pipeline(cfg)
 
 
 def test_ksdd2_reports_the_defect_class_iou(tmp_path, composer):
