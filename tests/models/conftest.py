@@ -10,6 +10,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from tests.models.quiet_trainer import quiet_trainer_kwargs
+
 # InstanceNorm needs more than one spatial element in layer4: 64 px gives 2x2.
 SIZE = 64
 
@@ -37,21 +39,6 @@ class DictDataset(Dataset):
             "mask": torch.zeros(SIZE, SIZE, dtype=torch.uint8),
             "id": f"img{i:03d}",
         }
-
-
-def quiet_trainer_kwargs(**overrides) -> dict:
-    """Quiet CPU trainer settings shared by every fit in these tests (and the DDP script)."""
-    kwargs = dict(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
-    kwargs.update(overrides)
-    return kwargs
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from src.models.backbones import build_backbone
 from src.models.classifier import ClassifierModule
 from src.models.supcon import SupConModule
+from tests.models.quiet_trainer import quiet_trainer_kwargs
 
 
 def tiny_set(seed: int, n: int = 8) -> list[dict]:
@@ -43,16 +44,12 @@ def pairwise_auc(scores: torch.Tensor, targets: torch.Tensor) -> float:
 
 def fit(module: pl.LightningModule, with_validation: bool) -> tuple[pl.Trainer, dict]:
     trainer = pl.Trainer(
-        strategy="ddp",
-        accelerator="cpu",
-        devices=2,
-        max_epochs=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=1.0 if with_validation else 0,
+        **quiet_trainer_kwargs(
+            strategy="ddp",
+            devices=2,
+            max_epochs=2,
+            limit_val_batches=1.0 if with_validation else 0,
+        )
     )
     val = DataLoader(tiny_set(1), batch_size=2) if with_validation else None
     trainer.fit(module, DataLoader(tiny_set(0), batch_size=2), val)
