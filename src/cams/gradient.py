@@ -12,9 +12,12 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from src.cams.acceleration import twin_of
 from src.cams.base import MethodOutput
 from src.cams.capture import FeatureCapture
+from src.cams.folding import foldable_pairs
 from src.cams.maps import GRADCAM_EPS
+from src.cams.pooling import channels_last_pooling
 from src.cams.scoring import check_logits, resolve_targets, target_logits
 from src.cams.truncation import Truncation
 
@@ -100,20 +103,48 @@ def activation_gradients(
 
 
 class GradientMethod:
-    """A gradient CAM = hooked target layers + one weight rule (+ truncation)."""
+    """A gradient CAM = hooked target layers + one weight rule (+ truncation).
+
+    ``fold_batchnorm``: run on a hook-free twin of the model whose eval-mode BatchNorms are
+    folded into the convolutions before them (``folding.py``; same maps to float rounding,
+    one BatchNorm fewer per conv in the forward and the backward); a model with nothing to
+    fold runs as it is."""
 
     needs_gradients = True
     layer_eps = GRADCAM_EPS
 
     def __init__(
-        self, rule: WeightRule, modules: list[nn.Module], names: list[str], truncation: Truncation
+        self,
+        rule: WeightRule,
+        model: nn.Module,
+        modules: list[nn.Module],
+        names: list[str],
+        truncation: Truncation,
+        fold_batchnorm: bool = False,
     ) -> None:
         self.rule = rule
         self.modules = modules
         self.names = names
         self.truncation = truncation
+        hooked_whole_model = any(module is model for module in modules)
+        fold = fold_batchnorm and not hooked_whole_model
+        self.folds = tuple(foldable_pairs(model, keep=names)) if fold else ()
 
     def layer_maps(
+        self,
+        model: nn.Module,
+        capture: FeatureCapture,
+        images: torch.Tensor,
+        targets: torch.Tensor | None,
+    ) -> MethodOutput:
+        if self.folds:
+            folded = twin_of(model, channels_last=False, compile_model=False, folds=self.folds)
+            modules = [folded.get_submodule(name) for name in self.names]
+            with FeatureCapture(modules, self.names) as twin_capture, channels_last_pooling(folded):
+                return self._maps(folded, twin_capture, images, targets)
+        return self._maps(model, capture, images, targets)
+
+    def _maps(
         self,
         model: nn.Module,
         capture: FeatureCapture,

@@ -42,7 +42,8 @@ CAM_METHODS = (
 
 _COMMON = {"fusion": "sum", "scales": [1], "downsample_mode": "nearest"}
 _GRADIENT = {**_COMMON, "delta": None, "truncation_scope": "channel"}
-_LT = {**_GRADIENT, "delta": 0}
+_FOLDING = {**_GRADIENT, "fold_batchnorm": True}
+_LT = {**_FOLDING, "delta": 0}
 _PERTURBATION = {
     **_COMMON,
     "batch_size": 64,
@@ -68,17 +69,17 @@ class MethodSpec:
 
 
 _SPECS: dict[str, MethodSpec] = {
-    "cam": MethodSpec("gradient", _GRADIENT, "cam"),
-    "gradcam": MethodSpec("gradient", _GRADIENT, "gradcam"),
-    "gradcampp": MethodSpec("gradient", _GRADIENT, "gradcampp"),
-    "xgradcam": MethodSpec("gradient", _GRADIENT, "xgradcam"),
-    "layercam": MethodSpec("gradient", _GRADIENT, "layercam"),
+    "cam": MethodSpec("gradient", _FOLDING, "cam"),
+    "gradcam": MethodSpec("gradient", _FOLDING, "gradcam"),
+    "gradcampp": MethodSpec("gradient", _FOLDING, "gradcampp"),
+    "xgradcam": MethodSpec("gradient", _FOLDING, "xgradcam"),
+    "layercam": MethodSpec("gradient", _FOLDING, "layercam"),
     "fullgrad": MethodSpec("fullgrad", _GRADIENT),
     "scorecam": MethodSpec("perturbation", {**_PERTURBATION, "preset": "pgc"}),
     "cfdcam": MethodSpec("perturbation", {**_PERTURBATION, "preset": "faithful", "scales": [1, 2]}),
     "ltgradcam": MethodSpec("gradient", _LT, "gradcam"),
     "ltlayercam": MethodSpec("gradient", _LT, "layercam"),
-    "ltfullgrad": MethodSpec("fullgrad", _LT),
+    "ltfullgrad": MethodSpec("fullgrad", {**_GRADIENT, "delta": 0}),
 }
 assert set(_SPECS) == set(CAM_METHODS)
 
@@ -133,6 +134,8 @@ def _options(name: str, spec: MethodSpec, given: dict[str, Any]) -> dict[str, An
         _flag("compile", opts["compile"])
     else:
         _choice("truncation_scope", opts["truncation_scope"], SCOPES)
+        if "fold_batchnorm" in opts:
+            _flag("fold_batchnorm", opts["fold_batchnorm"])
     return opts
 
 
@@ -147,7 +150,8 @@ def _build_method(
     if spec.kind == "gradient":
         assert spec.rule is not None
         truncation = Truncation(opts["delta"], opts["truncation_scope"])
-        return GradientMethod(WEIGHT_RULES[spec.rule], modules, names, truncation)
+        rule = WEIGHT_RULES[spec.rule]
+        return GradientMethod(rule, model, modules, names, truncation, opts["fold_batchnorm"])
     return PerturbationMethod(
         modules,
         names,
@@ -170,7 +174,9 @@ def build_cam(
     Options (all methods): ``fusion`` (sum | mean_minmax | max), ``scales`` (e.g. [1, 2]),
     ``downsample_mode`` (how a scale's map returns to the input size, default nearest).
     Gradient methods and FullGrad: ``delta`` (truncation percentile in [0, 100) or None),
-    ``truncation_scope`` (channel | layer). ``scorecam`` / ``cfdcam``: ``preset``
+    ``truncation_scope`` (channel | layer); gradient methods but FullGrad also
+    ``fold_batchnorm`` (default true: run on a copy with eval-mode BatchNorm folded into the
+    conv before it; maps equal to float rounding, see ``folding.py``). ``scorecam`` / ``cfdcam``: ``preset``
     (pgc | official | cfd / faithful | wosigmoid), ``batch_size`` (masked images per
     forward, or ``"auto"``: from free memory), ``skip_blank`` (skip forwards of all-zero
     maps, exact), ``confidence_scaling`` (multiply the map by s(x); None = the preset's

@@ -270,6 +270,8 @@ def test_unknown_layer_is_named_with_suggestions(model):
         ("gradcam", {"scales": [1, 0]}, "scales"),
         ("gradcam", {"downsample_mode": "lanczos"}, "downsample_mode"),
         ("gradcam", {"preset": "pgc"}, "preset"),
+        ("gradcam", {"fold_batchnorm": "yes"}, "fold_batchnorm"),
+        ("fullgrad", {"fold_batchnorm": True}, "fold_batchnorm"),
         ("scorecam", {"preset": "faithful"}, "preset"),
         ("scorecam", {"delta": 0}, "delta"),
         ("cfdcam", {"preset": "pgc"}, "preset"),
