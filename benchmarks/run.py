@@ -148,7 +148,8 @@ def scorecam_rows(args: argparse.Namespace) -> list[Row]:
 
 def gradient_rows(args: argparse.Namespace) -> list[Row]:
     group = "Gradient CAMs (ResNet-18 BN, 1 logit)"
-    params = {"images": 16, "size": args.size, "model": "bn"}
+    # ~0.1-0.2 s per run: more runs per row (at least 11) steady the medians on a shared CPU.
+    params = {"images": 16, "size": args.size, "model": "bn", "repeats": max(args.repeats, 11)}
     rows = [Row("fb-limit", group, "limit: 1 fwd + 1 bwd", "forward_backward_limit", params)]
     for method in ("gradcam", "gradcampp", "layercam", "xgradcam", "fullgrad"):
         p = {**params, "method": method, "layers": 1}
@@ -248,7 +249,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=64, help="CAM input size in px (64)")
     parser.add_argument("--full", action="store_true", help="real input size: --size 240")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per row (3)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="timed runs per row (3; the fast gradient rows at least 11)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
