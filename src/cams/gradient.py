@@ -8,6 +8,7 @@ truncation plug-in (SPEC 4) is applied to the gradients before any rule.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import ExitStack
 
 import torch
 from torch import nn
@@ -137,22 +138,14 @@ class GradientMethod:
         images: torch.Tensor,
         targets: torch.Tensor | None,
     ) -> MethodOutput:
-        if self.folds:
-            folded = twin_of(model, channels_last=False, compile_model=False, folds=self.folds)
-            modules = [folded.get_submodule(name) for name in self.names]
-            with FeatureCapture(modules, self.names) as twin_capture, channels_last_pooling(folded):
-                return self._maps(folded, twin_capture, images, targets)
-        return self._maps(model, capture, images, targets)
-
-    def _maps(
-        self,
-        model: nn.Module,
-        capture: FeatureCapture,
-        images: torch.Tensor,
-        targets: torch.Tensor | None,
-    ) -> MethodOutput:
-        acts, grads, _, targets = activation_gradients(
-            model, capture, images, targets, self.truncation
-        )
+        with ExitStack() as stack:
+            if self.folds:  # the folded twin, with hooks of its own for this call
+                model = twin_of(model, channels_last=False, compile_model=False, folds=self.folds)
+                modules = [model.get_submodule(name) for name in self.names]
+                capture = stack.enter_context(FeatureCapture(modules, self.names))
+                stack.enter_context(channels_last_pooling(model))
+            acts, grads, _, targets = activation_gradients(
+                model, capture, images, targets, self.truncation
+            )
         maps = [self.rule(a, g).clamp(min=0) for a, g in zip(acts, grads, strict=True)]
         return MethodOutput(maps, targets)

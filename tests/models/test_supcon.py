@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +15,7 @@ from torch import nn
 
 from src.models.backbones import build_backbone, read_state_dict
 from src.models.supcon import SupConLoss, SupConModule
+from tests.processes import run_python
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "conf"
@@ -195,17 +193,7 @@ def test_module_loss_is_plain_supcon_in_one_process():
 
 def test_two_process_loss_and_gradients_equal_one_process_on_the_whole_batch(tmp_path):
     """Runs tests/models/ddp_supcon_script.py: 2 gloo processes with shards of 4 and 3 samples."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    script = Path(__file__).with_name("ddp_supcon_script.py")
-    proc = subprocess.run(
-        [sys.executable, str(script), str(tmp_path)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_python(str(Path(__file__).with_name("ddp_supcon_script.py")), str(tmp_path), timeout=300)
     for rank in range(2):
         result = json.loads((tmp_path / f"rank{rank}.json").read_text())
         assert result["covered"] == 7

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,8 +13,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from src.models.backbones import build_backbone
 from src.models.classifier import ClassifierModule
 from src.models.supcon import SupConModule
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.processes import run_python
 
 
 class _CrashAtStep(pl.Callback):
@@ -76,16 +72,7 @@ def test_two_process_ddp_on_cpu(tmp_path):
     """Runs tests/models/ddp_fit_script.py: Lightning's DDP launcher re-executes the script,
     which would not work from inside pytest."""
     out = tmp_path / "ddp.json"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
-        [sys.executable, str(Path(__file__).with_name("ddp_fit_script.py")), str(out)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=540,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_python(str(Path(__file__).with_name("ddp_fit_script.py")), str(out), timeout=540)
     result = json.loads(out.read_text())
     assert result["world_size"] == 2
     for kind in ("supcon", "finetune"):

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import csv
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +15,8 @@ import torch
 from src.evaluation.map_store import read_maps
 from src.pipeline.stages import build_datamodule, eval_subset
 from src.pipeline.store import load_state_dict
+from tests.processes import run_python
 
-REPO = Path(__file__).resolve().parents[2]
 EVAL_IMAGES = 5  # odd: the distributed sampler repeats one image to even out the 2 shards
 # The demo, shrunk: 8 cases of 64x64x24 voxels (4 train / 2 val / 2 test), 64 px, 1 epoch per
 # stage, a cheap CAM and mask.
@@ -46,7 +44,6 @@ def ddp_run(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("ddp-pipeline")
     out = root / "run"
     command = [
-        sys.executable,
         "-m",
         "src.run",
         *DEMO,
@@ -57,8 +54,7 @@ def ddp_run(tmp_path_factory) -> dict[str, Path]:
         "stage=all",
         f"hydra.run.dir={out}",
     ]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_python(*command)
     assert "distributed_backend=gloo" in result.stdout + result.stderr
     return {"root": root, "out": out, "store": root / ".cache" / "classifiers"}
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,11 +22,11 @@ from src.evaluation.masks import MaskMaker
 from src.evaluation.metrics import binary_metrics
 from src.pipeline.config import ConfigError
 from src.pipeline.stages import run_pipeline
+from tests.processes import run_python
 
 pytestmark = pytest.mark.slow
 
 EVAL_IMAGES = 4
-REPO = Path(__file__).resolve().parents[2]
 # The first run's method; the later evaluations of the same maps compare with it.
 GRADCAM_CRF = ("cam=gradcam", "cam.mask=densecrf")
 
@@ -89,9 +87,7 @@ def _rows(out: Path) -> list[dict[str, str]]:
 def _run_module(module: str, *arguments: str, timeout: float = 600) -> None:
     """``python -m module arguments`` in its own process, from the repository: DDP and Hydra
     multirun need their own launchers, which cannot start from inside pytest."""
-    command = [sys.executable, "-m", module, *arguments]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_python("-m", module, *arguments, timeout=timeout)
 
 
 def test_run_writes_every_output(first_run):
