@@ -69,6 +69,20 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return f"{value:.{digits}f}" if value >= 0.01 else f"{value:.1e}"
 
 
+def limit_ratio(row: Row, by_key: dict[str, Row]) -> float | None:
+    """The row's median time over its limit row's (None without a limit or a result)."""
+    limit = by_key.get(row.limit or "")
+    seconds = row.seconds
+    return seconds / limit.seconds if seconds and limit and limit.seconds else None
+
+
+def speed_up(row: Row, by_key: dict[str, Row]) -> float | None:
+    """The row's items/s over its baseline row's (None without a baseline or a result)."""
+    base = by_key.get(row.baseline or "")
+    rate = row.rate
+    return rate / base.rate if rate and base and base.rate else None
+
+
 def table(rows: list[Row]) -> str:
     by_key = {row.key: row for row in rows}
     lines = [
@@ -81,17 +95,13 @@ def table(rows: list[Row]) -> str:
         if seconds is None:
             cells = ["—"] * 6 + [row.result.get("error", "not run")]
         else:
-            items = row.result["items"]
-            limit = by_key.get(row.limit or "")
-            base = by_key.get(row.baseline or "")
-            ratio = seconds / limit.seconds if limit and limit.seconds else None
-            speed = items / seconds / base.rate if base and base.rate else None
+            ratio, speed = limit_ratio(row, by_key), speed_up(row, by_key)
             diff = row.result.get("max_abs_diff")
             cells = [
-                _fmt(items / seconds),
+                _fmt(row.result["items"] / seconds),
                 f"{seconds:.2f} ({len(row.result['times'])})",
-                f"{ratio:.2f} ({limit.label})" if ratio else "—",
-                f"{speed:.2f}x ({base.label})" if speed else "—",
+                f"{ratio:.2f} ({by_key[row.limit or ''].label})" if ratio else "—",
+                f"{speed:.2f}x ({by_key[row.baseline or ''].label})" if speed else "—",
                 f"{max(row.result['peak_mb'], 0.0):.0f}",
                 "—" if diff is None else f"{diff:.1e}",
                 row.result.get("note", ""),
@@ -119,3 +129,34 @@ def write_atomically(path: Path, text: str) -> None:
     with os.fdopen(handle, "w", encoding="utf-8") as out:
         out.write(text)
     os.replace(temp, path)
+
+
+def figure(rows: list[Row], path: Path) -> None:
+    """Two bar charts of the table: each CAM row's time over its limit (dashed: the limit
+    and Cfd-CAM's 1.1 target) and its speed-up over grad-cam (dashed: the 2x target)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from src.evaluation.figures import save_figure
+
+    by_key = {row.key: row for row in rows}
+    over_grad_cam = [
+        row for row in rows if by_key.get(row.baseline or "", row).label.startswith("grad-cam")
+    ]
+    panels = [
+        ("time / limit (lower is faster)", [(r, limit_ratio(r, by_key)) for r in rows], [1, 1.1]),
+        ("speed-up over grad-cam 1.5.7", [(r, speed_up(r, by_key)) for r in over_grad_cam], [2]),
+    ]
+    panels = [(title, [(r, v) for r, v in bars if v], lines) for title, bars, lines in panels]
+    height = 0.28 * max(len(bars) for _, bars, _ in panels) + 1.2
+    fig, axes = plt.subplots(1, 2, figsize=(15, height))
+    for ax, (title, bars, lines) in zip(axes, panels, strict=True):
+        names = [f"{row.group.split(' (')[0]}: {row.label}" for row, _ in reversed(bars)]
+        ax.barh(range(len(bars)), [value for _, value in reversed(bars)], color="tab:blue")
+        ax.set_yticks(range(len(bars)), names, fontsize=7)
+        for x in lines:
+            ax.axvline(x, color="tab:red", linestyle="--", linewidth=1)
+        ax.set_title(title, fontsize=9)
+    save_figure(fig, path)

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from benchmarks.measure import machine
-from benchmarks.report import Row, document, write_atomically
+from benchmarks.report import Row, document, figure, write_atomically
 from benchmarks.rows import prepare_brats
 from benchmarks.worker import execute, in_child
 
@@ -295,7 +295,8 @@ def main(argv: list[str] | None = None) -> None:
     settings = {"size": args.size, "repeats": args.repeats, "threads": args.threads}
     settings["dead_fraction"] = args.dead_fraction
     write_atomically(args.out, document(rows, info, settings))
-    print(f"wrote {args.out}")
+    figure(rows, args.out.with_suffix(".png"))
+    print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
 
 
 if __name__ == "__main__":

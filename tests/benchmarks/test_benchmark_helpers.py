@@ -10,7 +10,7 @@ import torch
 from benchmarks import run
 from benchmarks.measure import PeakMemory, timed_runs
 from benchmarks.models import cfd_resnet18, kill_layer4_channels
-from benchmarks.report import Row, document, table
+from benchmarks.report import Row, document, figure, limit_ratio, speed_up, table
 from src.cams import build_cam
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models (tests/conftest.py)
@@ -75,6 +75,23 @@ def test_table_uses_medians_for_rates_ratios_and_speedups():
     assert "skipped on CPU" in lines[5]
     text = document(rows, {"CPU": "test cpu"}, {"size": 64})
     assert "- CPU: test cpu" in text and "median" in text
+
+
+def test_ratios_and_figure_skip_rows_without_a_reference(tmp_path):
+    rows = [
+        row("limit", 1.0),
+        row("grad-cam x", 2.0, limit="limit"),
+        row("ours", 0.8, limit="limit", baseline="grad-cam x"),
+        row("bf16", 0.4, baseline="ours"),
+    ]
+    by_key = {r.key: r for r in rows}
+    assert limit_ratio(by_key["ours"], by_key) == pytest.approx(0.8)
+    assert speed_up(by_key["ours"], by_key) == pytest.approx(2.5)
+    assert limit_ratio(by_key["bf16"], by_key) is None  # no limit row
+    assert speed_up(by_key["limit"], by_key) is None
+    out = tmp_path / "results.png"
+    figure(rows, out)
+    assert out.read_bytes()[:4] == b"\x89PNG" and [f.name for f in tmp_path.iterdir()] == [out.name]
 
 
 def test_peak_memory_sees_new_resident_pages_even_if_freed():
