@@ -17,7 +17,12 @@ from torch import nn
 from src.cams import build_cam
 from src.evaluation.map_store import MapWriter, shard_path
 from src.evaluation.masks import MaskMaker, voc_mask
-from src.evaluation.metrics import ConfusionMatrix, binary_metrics, group_of
+from src.evaluation.metrics import (
+    ConfusionMatrix,
+    binary_metrics,
+    group_of,
+    localisation_metrics,
+)
 
 VOID = 255
 NUM_VOC_LABELS = 21  # background + 20 classes
@@ -36,11 +41,13 @@ def image_row(
     image_id: str,
     gt: np.ndarray,
     mask: np.ndarray,
+    cam_map: np.ndarray,
     label: int,
     score: float,
     empty_hd95: float | None,
 ) -> dict[str, Any]:
-    """The per_image.csv row of one image: identity, group, classifier output, metrics."""
+    """The per_image.csv row of one image: identity, group, classifier output, the mask's
+    metrics and the map's threshold-free localisation (pointing game, mass in the GT)."""
     row: dict[str, Any] = {
         "id": image_id,
         "group": group_of(gt),
@@ -50,6 +57,7 @@ def image_row(
         "pred_area": int(mask.sum()),
     }
     row.update(binary_metrics(mask, gt, empty_hd95=empty_hd95))
+    row.update(localisation_metrics(cam_map, gt))
     # Pixel counts for the split-level confusion matrix (KSDD2's columns); a row key starting
     # with "_" stays out of per_image.csv.
     row["_confusion"] = ConfusionMatrix(2, ignore_index=None).update(mask, gt).matrix
@@ -153,7 +161,13 @@ class CAMEvaluationModule(pl.LightningModule):
         # are computed; metrics are taken when they come back.
         self.mask_maker.submit(images_np, maps_np)
         self._pending.append(
-            {"ids": list(batch["id"]), "gts": gts, "labels": labels, "scores": score_list}
+            {
+                "ids": list(batch["id"]),
+                "gts": gts,
+                "maps": maps_np,
+                "labels": labels,
+                "scores": score_list,
+            }
         )
 
     def _multilabel_step(self, batch: dict[str, Any], probs: torch.Tensor) -> None:
@@ -186,6 +200,7 @@ class CAMEvaluationModule(pl.LightningModule):
                         image_id,
                         info["gts"][i],
                         masks[i],
+                        info["maps"][i],
                         int(info["labels"][i].max() > 0.5),
                         info["scores"][i],
                         self.empty_hd95,

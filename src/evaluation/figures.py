@@ -47,6 +47,15 @@ def pick_examples(rows: Sequence[dict[str, Any]], count: int, metric: str = "dic
     return [ranked[p]["id"] for p in positions]
 
 
+def _outline(ax: Any, region: np.ndarray, colour: str) -> None:
+    if region.any() and not region.all():
+        ax.contour(region, levels=[0.5], colors=colour, linewidths=1.0)
+
+
+def _verdict(value: Any, yes: str, no: str) -> str:
+    return "" if value is None or value != value else (yes if value else no)
+
+
 def save_overview(
     ids: Sequence[str],
     panel_of: Callable[[str], Panel],
@@ -54,37 +63,43 @@ def save_overview(
     path: str | os.PathLike,
     title: str = "",
 ) -> None:
-    """One row per image: input, ground truth, CAM overlay, predicted mask (with its Dice)."""
+    """One row per image: the input, the CAM and the mask, each with the ground-truth tumour
+    outlined in red, so where the map points and where the mask spills can be read at a
+    glance. The CAM panel marks the map's maximum (x) and gives the classifier's score, the
+    pointing-game verdict and the map's mass inside the tumour; the mask panel its Dice and
+    HD95."""
     if not ids:
         return
-    fig, axes = plt.subplots(len(ids), 4, figsize=(10, 2.6 * len(ids)), squeeze=False)
+    fig, axes = plt.subplots(len(ids), 3, figsize=(8, 2.7 * len(ids)), squeeze=False)
     for r, image_id in enumerate(ids):
         image, gt, cam_map, mask = panel_of(image_id)
         row = rows_by_id[image_id]
-        panels = [
-            (image, None, image_id),
-            (gt, "gray", f"ground truth ({row['group']})"),
-            (cam_map, "jet", f"CAM (score {row['score']:.2f})"),
-            (mask, "gray", f"mask: Dice {row['dice']:.2f}, HD95 {row['hd95']:.1f}"),
+        pointing = _verdict(row.get("pointing"), "max in tumour", "max outside")
+        mass = row.get("mass_in_gt")
+        mass_text = "" if mass is None or mass != mass else f", {mass:.0%} of mass in tumour"
+        titles = [
+            f"{image_id} ({row['group']})",
+            f"CAM: score {row['score']:.2f}\n{pointing}{mass_text}",
+            f"mask: Dice {row['dice']:.2f}, HD95 {row['hd95']:.1f}\n"
+            f"{int(row['pred_area'])} px predicted, {int(row['gt_area'])} px tumour",
         ]
-        for c, (data, cmap, label) in enumerate(panels):
+        for c, label in enumerate(titles):
             ax = axes[r, c]
-            if c == 2:
+            if c == 0:
                 ax.imshow(image)
-                ax.imshow(data, cmap=cmap, alpha=0.5, vmin=0, vmax=1)
+            elif c == 1:
+                ax.imshow(image)
+                ax.imshow(cam_map, cmap="jet", alpha=0.5, vmin=0, vmax=1)
+                if cam_map.max() > cam_map.min():
+                    y, x = np.unravel_index(int(np.argmax(cam_map)), cam_map.shape)
+                    ax.plot(x, y, marker="x", color="white", markersize=8, mew=2)
             else:
-                ax.imshow(data, cmap=cmap, vmin=0 if cmap else None, vmax=1 if cmap else None)
-            if c in (1, 3):
-                ax.contour(
-                    gt if c == 3 else mask,
-                    levels=[0.5],
-                    colors="r" if c == 3 else "c",
-                    linewidths=0.8,
-                )
-            ax.set_title(label, fontsize=8)
+                ax.imshow(mask, cmap="gray", vmin=0, vmax=1)
+            _outline(ax, gt, "red")
+            ax.set_title(label, fontsize=7)
             ax.axis("off")
-    if title:
-        fig.suptitle(title, fontsize=10)
+    legend = "red line: ground-truth tumour; x: the map's maximum"
+    fig.suptitle(f"{title}\n{legend}" if title else legend, fontsize=9)
     save_figure(fig, path)
 
 

@@ -99,6 +99,34 @@ def binary_metrics(
     }
 
 
+def localisation_metrics(cam_map: Any, gt: Any) -> dict[str, float]:
+    """Threshold-free localisation of one map against its ground truth.
+
+    ``pointing``: 1 if the map's maximum (the first maximal pixel in raster order, as
+    ``argmax``) lies inside the ground truth, else 0 (the pointing game of Zhang et al.,
+    ECCV 2016, without tolerance). ``mass_in_gt``: the share of the map's total (non-negative)
+    mass that falls inside the ground truth, in [0, 1].
+
+    They judge the map before any mask is made, so a good map under a bad threshold or CRF
+    shows up as high values here and a low Dice. Both are NaN when the ground truth is empty
+    (there is nothing to point at) and 0 for a constant map (it points nowhere), so a group
+    mean covers exactly its tumour images.
+    """
+    values = np.clip(np.asarray(cam_map, dtype=np.float64), 0, None)
+    truth = _as_bool(gt)
+    if values.shape != truth.shape:
+        raise ValueError(f"map shape {values.shape} does not match gt shape {truth.shape}")
+    if not truth.any():
+        return {"pointing": math.nan, "mass_in_gt": math.nan}
+    total = values.sum()
+    if total == 0 or values.max() == values.min():
+        return {"pointing": 0.0, "mass_in_gt": 0.0}
+    return {
+        "pointing": float(truth.flat[int(values.argmax())]),
+        "mass_in_gt": float(values[truth].sum() / total),
+    }
+
+
 def group_of(gt_mask: Any) -> str:
     """``abnormal`` if the ground-truth mask has any foreground pixel, else ``normal`` (SPEC 6)."""
     return "abnormal" if _as_bool(gt_mask).any() else "normal"
@@ -111,6 +139,9 @@ def summarize(rows: Iterable[dict[str, Any]], metrics: Sequence[str]) -> dict[st
     :func:`group_of`) and one float per metric. Returns
     ``{group: {"n": count, "<metric>_mean": float, "<metric>_std": float}}`` for the groups
     ``abnormal``, ``normal`` and ``all``; an empty group has ``n = 0`` and NaN statistics.
+    A NaN value (a metric undefined for that image, e.g. the pointing game on a normal
+    slice) is left out of its metric's mean and std; a metric undefined on every image of a
+    group gets NaN statistics.
     """
     values: dict[str, dict[str, list[float]]] = {g: {m: [] for m in metrics} for g in GROUPS}
     counts = dict.fromkeys(GROUPS, 0)
@@ -130,6 +161,7 @@ def summarize(rows: Iterable[dict[str, Any]], metrics: Sequence[str]) -> dict[st
         stats: dict[str, float | int] = {"n": counts[group]}
         for metric in metrics:
             data = np.asarray(values[group][metric], dtype=np.float64)
+            data = data[~np.isnan(data)]
             stats[f"{metric}_mean"] = float(data.mean()) if data.size else math.nan
             stats[f"{metric}_std"] = float(data.std(ddof=0)) if data.size else math.nan
         summary[group] = stats

@@ -69,7 +69,9 @@ def format_table(summary: dict[str, Any], metrics: Sequence[str], title: str = "
             continue
         cells = [group, str(stats["n"])]
         for metric in metrics:
-            cells.append(f"{stats[f'{metric}_mean']:.3f} ± {stats[f'{metric}_std']:.3f}")
+            mean, std = stats[f"{metric}_mean"], stats[f"{metric}_std"]
+            undefined = mean is None or mean != mean  # None (from finite) or NaN
+            cells.append("—" if undefined else f"{mean:.3f} ± {std:.3f}")
         lines.append(cells)
     widths = [
         max(len(h), *(len(row[i]) for row in lines)) if lines else len(h)

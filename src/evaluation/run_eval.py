@@ -44,6 +44,8 @@ from src.pipeline.trainer import active_wandb_run, build_trainer
 log = logging.getLogger(__name__)
 
 METRICS = ("dice", "iou", "hd95", "precision", "recall")
+#: Threshold-free: how well the map itself points at the ground truth (no mask involved).
+LOCALISATION = ("pointing", "mass_in_gt")
 MAPS_FILE = "cam_maps.npz"
 
 
@@ -170,14 +172,15 @@ def _remask_binary(
                 raise KeyError(f"{maps_path}: image {image_id!r} is not in per_image.csv")
             item = dataset[index[image_id]]
             mask_maker.submit(to_uint8_rgb(item["image"][None]), cam_map[None])
-            ids.append((image_id, item["mask"].numpy().astype(bool)))
-        for (image_id, gt), masks in zip(ids, mask_maker.results(), strict=True):
+            ids.append((image_id, item["mask"].numpy().astype(bool), cam_map))
+        for (image_id, gt, cam_map), masks in zip(ids, mask_maker.results(), strict=True):
             old = previous[image_id]
             rows.append(
                 image_row(
                     image_id,
                     gt,
                     masks[0],
+                    cam_map,
                     int(old["label"]),
                     float(old["score"]),
                     cfg.eval.empty_hd95,
@@ -243,7 +246,7 @@ def headline_of(
                 "mean": groups["abnormal"][f"{metric}_mean"],
                 "std": groups["abnormal"][f"{metric}_std"],
             }
-            for metric in METRICS
+            for metric in (*METRICS, *LOCALISATION)
         }
     miou = "miou_foreground" if evaluation.get("miou") == "foreground" else "miou"
     return {
@@ -266,7 +269,7 @@ def write_results(
     evaluation.setdefault("metrics", "per_image" if per_image else "confusion")
     if evaluation["metrics"] == "per_image" and not per_image:
         raise ValueError("data.evaluation.metrics=per_image needs a binary (one-logit) task")
-    metrics = list(METRICS) if per_image else ["pixel_accuracy"]
+    metrics = [*METRICS, *LOCALISATION] if per_image else ["pixel_accuracy"]
     groups = finite(summarize(rows, metrics))  # an empty group's NaN -> None
     confusion = finite(split_confusion(rows).as_dict())
     empty_hd95 = cfg.eval.empty_hd95 if cfg.eval.empty_hd95 is not None else "image diagonal"
@@ -312,7 +315,8 @@ def write_results(
         )
     title = f"{cfg.cam.name} on the {cfg.eval.split} split ({output_dir})"
     if per_image:
-        print("\n" + format_table(groups, ("dice", "iou", "hd95"), title=title))
+        columns = ("dice", "iou", "hd95", *LOCALISATION)
+        print("\n" + format_table(groups, columns, title=title))
     print("\n" + format_headline(summary["headline"], summary["headline_metrics"]) + "\n")
     log.info("Results written to %s", output_dir)
     return summary

@@ -15,6 +15,7 @@ from src.evaluation.metrics import (
     ConfusionMatrix,
     binary_metrics,
     group_of,
+    localisation_metrics,
     summarize,
     surface_distances,
 )
@@ -197,6 +198,50 @@ def test_summarize_empty_group_is_nan():
     assert summary["normal"]["n"] == 0
     assert math.isnan(summary["normal"]["dice_mean"])
     assert summary["all"]["dice_mean"] == 0.5
+
+
+def test_summarize_leaves_undefined_values_out():
+    rows = [
+        {"group": "abnormal", "pointing": 1.0},
+        {"group": "abnormal", "pointing": 0.0},
+        {"group": "normal", "pointing": math.nan},
+    ]
+    summary = summarize(rows, ["pointing"])
+    assert summary["abnormal"]["pointing_mean"] == 0.5
+    assert summary["all"]["pointing_mean"] == 0.5 and summary["all"]["n"] == 3
+    assert math.isnan(summary["normal"]["pointing_mean"]) and summary["normal"]["n"] == 1
+
+
+def test_localisation_golden():
+    gt = np.zeros((4, 5), bool)
+    gt[1:3, 1:3] = True
+    cam = np.zeros((4, 5))
+    cam[1, 2] = 0.9  # the maximum, inside
+    cam[0, 4] = 0.3  # mass outside
+    cam[2, 1] = -5.0  # negative values carry no mass
+    result = localisation_metrics(cam, gt)
+    assert result == {"pointing": 1.0, "mass_in_gt": pytest.approx(0.9 / 1.2)}
+    cam[3, 0] = 1.0  # a new maximum, outside
+    assert localisation_metrics(cam, gt) == {
+        "pointing": 0.0,
+        "mass_in_gt": pytest.approx(0.9 / 2.2),
+    }
+    # Ties go to the first maximal pixel in raster order (numpy's argmax).
+    tie = np.zeros((4, 5))
+    tie[1, 1] = tie[3, 4] = 1.0
+    assert localisation_metrics(tie, gt)["pointing"] == 1.0
+    assert localisation_metrics(tie[::-1, ::-1], gt[::-1, ::-1])["pointing"] == 0.0
+
+
+def test_localisation_edge_cases():
+    gt = np.zeros((3, 3), bool)
+    assert all(math.isnan(v) for v in localisation_metrics(np.ones((3, 3)), gt).values())
+    gt[1, 1] = True
+    for constant in (np.zeros((3, 3)), np.full((3, 3), 0.7)):
+        assert localisation_metrics(constant, gt) == {"pointing": 0.0, "mass_in_gt": 0.0}
+    assert localisation_metrics(torch.eye(3), torch.eye(3) > 0)["mass_in_gt"] == 1.0
+    with pytest.raises(ValueError, match="does not match"):
+        localisation_metrics(np.ones((3, 4)), gt)
 
 
 @pytest.mark.parametrize(
