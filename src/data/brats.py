@@ -22,7 +22,14 @@ from src.data.base import DataModuleArguments, SplitDataModule
 from src.data.cache import dataset_cache_dir, fingerprint, load_entry, save_entry
 from src.data.datasets import TensorSliceDataset
 from src.data.errors import DataFormatError
-from src.data.transforms import as_size, minmax_volume, resize_images, resize_masks, to_uint8
+from src.data.transforms import (
+    as_size,
+    foreground_square,
+    minmax_volume,
+    resize_images,
+    resize_masks,
+    to_uint8,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -90,7 +97,12 @@ class BraTSDataModule(SplitDataModule):
     them stacked as channels in the listed order (3 names -> 3 channels; a list of one name
     is the grey case; any other count gives that many channels, which the model must accept).
     ``image_size``: None (keep 240x240), an int or (height, width). ``slice_range``: keep
-    axial indices in [lo, hi). Cache: ``<cache_dir>/brats/<hash of root>/<case>_<mod>.npz``.
+    axial indices in [lo, hi); ``slice_step``: keep every n-th of them (neighbouring slices are
+    near copies, so a step covers a case's whole range at a fraction of the cost).
+    ``crop_foreground``: cut every slice of a case to the square
+    around the case's non-zero voxels (the skull-stripped head) before resizing, so a small
+    ``image_size`` spends its pixels on the brain rather than on the black frame; the slice
+    label is still taken on the full slice. Cache: ``<cache_dir>/brats/<hash of root>/<case>_<mod>.npz``.
     ``split_ratios`` divides the cases; ``**shared``: :class:`DataModuleArguments`.
     """
 
@@ -107,6 +119,8 @@ class BraTSDataModule(SplitDataModule):
         split_ratios: Sequence[float] = (0.8, 0.1, 0.1),
         cache_dir: str | Path | None = None,
         slice_range: Sequence[int] | None = None,
+        slice_step: int = 1,
+        crop_foreground: bool = False,
         **shared: Unpack[DataModuleArguments],
     ) -> None:
         super().__init__(root, split_ratios, **shared)
@@ -129,6 +143,10 @@ class BraTSDataModule(SplitDataModule):
                 )
             slice_range = (lo, hi)
         self.slice_range = slice_range
+        if isinstance(slice_step, bool) or not isinstance(slice_step, int) or slice_step < 1:
+            raise ValueError(f"slice_step must be a positive integer, got {slice_step!r}")
+        self.slice_step = slice_step
+        self.crop_foreground = bool(crop_foreground)
         self.cache_dir = cache_dir
         self._cases: dict[str, CaseSlices] = {}
 
@@ -176,9 +194,14 @@ class BraTSDataModule(SplitDataModule):
         keep = np.arange(len(seg))
         if self.slice_range is not None:
             keep = keep[self.slice_range[0] : self.slice_range[1]]
-        stack = torch.from_numpy(np.stack([c[keep] for c in channels], axis=1))
-        images01 = resize_images(stack.float() / 255, self.image_size)
-        masks = resize_masks(torch.from_numpy((seg[keep] > 0).astype(np.uint8)), self.image_size)
+        keep = keep[:: self.slice_step]
+        stack = np.stack([c[keep] for c in channels], axis=1)
+        tumour = (seg[keep] > 0).astype(np.uint8)
+        box = foreground_square(np.stack(channels)) if self.crop_foreground else None
+        if box is not None:
+            stack, tumour = stack[..., box[0], box[1]], tumour[..., box[0], box[1]]
+        images01 = resize_images(torch.from_numpy(stack).float() / 255, self.image_size)
+        masks = resize_masks(torch.from_numpy(np.ascontiguousarray(tumour)), self.image_size)
         return CaseSlices(
             images=to_uint8(images01),
             masks=masks,

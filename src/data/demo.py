@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +37,18 @@ def _is_current(root: Path, params: dict) -> bool:
     return stored.get("params") == params and _complete(root, stored.get("cases", []))
 
 
-def ensure_demo_brats(root: str | Path, n_cases: int = 12, seed: int = 0, **kw: Any) -> Path:
+def ensure_demo_brats(
+    root: str | Path, n_cases: int = 12, seed: int = 0, workers: int | None = None, **kw: Any
+) -> Path:
     """Return ``root`` holding a generated BraTS copy made with these parameters.
 
     ``kw`` goes to :func:`src.data.generators.brats.generate_brats` (``shape``,
     ``normal_cases``, ``noise``). The marker is hidden, so the BraTS reader ignores it.
+    ``workers``: generator processes (default: one per CPU core, at most 4); they do not
+    change the data, so they are not part of the marker.
     """
+    if workers is None:
+        workers = min(os.cpu_count() or 1, 4)
     root = Path(root).expanduser()
     params = {"version": DEMO_VERSION, "n_cases": n_cases, "seed": seed, **kw}
     params = json.loads(json.dumps(params))  # tuples -> lists, as stored in the marker
@@ -62,6 +69,7 @@ def ensure_demo_brats(root: str | Path, n_cases: int = 12, seed: int = 0, **kw: 
             seed=seed,
             overwrite=exists,
             marker=(MARKER, {"params": params}),
+            workers=workers,
             **kw,
         )
     except OSError:

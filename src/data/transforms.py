@@ -53,3 +53,25 @@ def resize_masks(masks: torch.Tensor, size: Size | None) -> torch.Tensor:
 def to_uint8(images01: torch.Tensor) -> torch.Tensor:
     """[0, 1] floats -> uint8 (rounded), the in-memory storage of cached slices."""
     return (images01.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def foreground_square(volume: np.ndarray) -> tuple[slice, slice] | None:
+    """The smallest square (in the last two axes) around every non-zero voxel of ``volume``.
+
+    Skull-stripped MRI (BraTS) is zero outside the head, so this is the head's box over all
+    slices: one crop per case, found from the image alone (never the label). The square is
+    centred on the box and shifted to stay inside the frame; its side is capped by the
+    frame's shorter side. ``None`` for an all-zero volume (nothing to crop to).
+    """
+    rows = np.flatnonzero(volume.any(axis=tuple(range(volume.ndim - 2)) + (-1,)))
+    cols = np.flatnonzero(volume.any(axis=tuple(range(volume.ndim - 1))))
+    if len(rows) == 0:
+        return None
+    height, width = volume.shape[-2:]
+    side = min(max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1, height, width)
+    box = []
+    for first, last, extent in ((rows[0], rows[-1], height), (cols[0], cols[-1], width)):
+        start = (first + last + 1 - side) // 2
+        start = int(np.clip(start, 0, extent - side))
+        box.append(slice(start, start + int(side)))
+    return box[0], box[1]

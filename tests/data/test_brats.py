@@ -16,6 +16,7 @@ import src.data.brats as brats
 from src.data.brats import BraTSDataModule, slice_labels
 from src.data.errors import DataFormatError
 from src.data.generators.brats import write_nifti
+from src.data.transforms import foreground_square
 from tests.data.conftest import snapshot
 
 
@@ -343,3 +344,43 @@ def test_split_file_naming_a_skipped_case_drops_it(brats_copy, tmp_path):
     with pytest.warns(UserWarning, match=ids[0]):
         dm.setup()
     assert dm.split == {"train": ids[1:3], "val": [ids[3]], "test": [ids[4]]}
+
+
+def test_foreground_square_golden():
+    volume = np.zeros((2, 20, 30), np.uint8)
+    volume[1, 5:9, 10:20] = 1  # rows 5..8, cols 10..19: a 4x10 box -> a 10x10 square
+    assert foreground_square(volume) == (slice(2, 12), slice(10, 20))
+    volume[0, 0:20, 0:3] = 1  # as tall as the frame: the square fills its height
+    assert foreground_square(volume) == (slice(0, 20), slice(0, 20))
+    edge = np.zeros((1, 10, 10), np.uint8)
+    edge[0, 0, 0:6] = 1  # a 1x6 box in the corner: the square is shifted inside the frame
+    assert foreground_square(edge) == (slice(0, 6), slice(0, 6))
+    assert foreground_square(np.zeros((3, 4, 4))) is None
+
+
+def test_crop_foreground_keeps_the_head_and_the_labels(tmp_path):
+    """A 40x40 frame whose head fills rows 10..29, cols 5..24: every slice is cut to that
+    20x20 square (then resized); labels still come from the full slice."""
+    root = tmp_path / "data"
+    case = "BraTS2021_00001"
+    (root / case).mkdir(parents=True)
+    image = np.zeros((40, 40, 3), np.int16)
+    image[10:30, 5:25, :] = 100
+    image[12:16, 8:12, 1] = 300  # a bright tumour in slice 1
+    seg = np.zeros((40, 40, 3), np.uint8)
+    seg[12:16, 8:12, 1] = 2  # 16 px = 1 % of 1600: not above it
+    seg[12:18, 8:12, 2] = 2  # 24 px: tumour
+    write_nifti(root / case / f"{case}_flair.nii.gz", image)
+    write_nifti(root / case / f"{case}_seg.nii.gz", seg)
+    kw = {"split_ratios": (1, 0, 0)}
+    cropped = _dm(root, tmp_path, crop_foreground=True, **kw)
+    cropped.setup()
+    data = cropped.dataset("train")
+    assert [data[z]["label"].item() for z in range(3)] == [0.0, 0.0, 1.0]
+    assert data[0]["image"].shape == (3, 20, 20)
+    assert float(data[0]["image"].min()) > 0  # no black frame left: the head fills the crop
+    np.testing.assert_array_equal(data[2]["mask"].numpy(), seg[10:30, 5:25, 2] > 0)
+    resized = _dm(root, tmp_path, crop_foreground=True, image_size=10, **kw)
+    resized.setup()
+    item = resized.dataset("train")[2]
+    assert item["image"].shape == (3, 10, 10) and int(item["mask"].sum()) == 6

@@ -32,12 +32,14 @@ def test_layout_dtypes_labels_and_gapped_ids(tiny_brats):
     assert tumour_cases == len(ids) - 1  # normal_cases=1
 
 
-def test_deterministic(tmp_path):
-    a = generate_brats(tmp_path / "a", n_cases=2, seed=5, shape=(24, 24, 10), normal_cases=0)
-    b = generate_brats(tmp_path / "b", n_cases=2, seed=5, shape=(24, 24, 10), normal_cases=0)
+def test_deterministic_and_the_same_from_worker_processes(tmp_path):
+    a = generate_brats(tmp_path / "a", n_cases=3, seed=5, shape=(24, 24, 10), normal_cases=1)
+    b = generate_brats(
+        tmp_path / "b", n_cases=3, seed=5, shape=(24, 24, 10), normal_cases=1, workers=2
+    )
     assert a == b
     for case in a:
-        for name in ("flair", "seg"):
+        for name in ("t1", "flair", "seg"):
             np.testing.assert_array_equal(
                 _load(tmp_path / "a", case, name), _load(tmp_path / "b", case, name)
             )

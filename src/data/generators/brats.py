@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import gzip
 import json
+import multiprocessing
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import torch
 
 from src.data.atomic import atomic_directory
 from src.data.generators.anatomy import MODALITIES, render, sample_brain, sample_tumour
@@ -35,6 +38,23 @@ def write_nifti(path: Path, data: np.ndarray, compresslevel: int = 1) -> None:
     path.write_bytes(gzip.compress(payload, compresslevel=compresslevel))
 
 
+def _write_case(
+    folder: Path, seed: int, index: int, shape: tuple[int, ...], normal: bool, noise: float
+) -> None:
+    """One case's five files; its own random stream, so cases can be made in any order."""
+    case = folder.name
+    case_rng = np.random.default_rng([seed, index])
+    brain = sample_brain(shape, case_rng)
+    tumour = None if normal else sample_tumour(brain, case_rng)
+    folder.mkdir()
+    for modality in MODALITIES:
+        img = render(brain, tumour, modality, case_rng, noise=noise)
+        scale = case_rng.uniform(700, 1500)
+        write_nifti(folder / f"{case}_{modality}.nii.gz", np.round(img * scale).astype(np.int16))
+    seg = tumour.labels() if tumour is not None else np.zeros(shape, np.uint8)
+    write_nifti(folder / f"{case}_seg.nii.gz", seg)
+
+
 def generate_brats(
     root: str | Path,
     n_cases: int = 12,
@@ -44,6 +64,7 @@ def generate_brats(
     noise: float = 0.03,
     overwrite: bool = False,
     marker: tuple[str, dict] | None = None,
+    workers: int = 1,
 ) -> list[str]:
     """Write ``n_cases`` synthetic cases under ``root`` (built in a temp sibling, then renamed).
 
@@ -52,7 +73,8 @@ def generate_brats(
     random position, size and shape, so they also contain tumour-free slices. Returns the case
     IDs in sorted order. Deterministic for a given ``seed`` and arguments. ``marker`` =
     (file name, content): a JSON provenance file written at the root with the cases, plus
-    a ``cases`` list, inside the same atomic rename.
+    a ``cases`` list, inside the same atomic rename. ``workers`` > 1 makes the cases in that
+    many processes (each loads the template once, a few seconds); the files are the same.
     """
     if normal_cases is None:
         normal_cases = n_cases // 6
@@ -67,20 +89,21 @@ def generate_brats(
     ids = brats_case_ids(n_cases, rng)
     normal = set(rng.choice(n_cases, normal_cases, replace=False).tolist())
     with atomic_directory(root, overwrite=overwrite) as tmp:
-        for i, case in enumerate(ids):
-            case_rng = np.random.default_rng([seed, i])
-            brain = sample_brain(shape, case_rng)
-            tumour = None if i in normal else sample_tumour(brain, case_rng)
-            folder = tmp / case
-            folder.mkdir()
-            for modality in MODALITIES:
-                img = render(brain, tumour, modality, case_rng, noise=noise)
-                scale = case_rng.uniform(700, 1500)
-                write_nifti(
-                    folder / f"{case}_{modality}.nii.gz", np.round(img * scale).astype(np.int16)
-                )
-            seg = tumour.labels() if tumour is not None else np.zeros(shape, np.uint8)
-            write_nifti(folder / f"{case}_seg.nii.gz", seg)
+        jobs = [(tmp / case, seed, i, shape, i in normal, noise) for i, case in enumerate(ids)]
+        if workers > 1 and len(jobs) > 1:
+            # spawn, not fork: a forked copy of a process that already ran torch can hang.
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(
+                min(workers, len(jobs)),
+                mp_context=context,
+                initializer=torch.set_num_threads,
+                initargs=(1,),
+            ) as pool:
+                for done in [pool.submit(_write_case, *job) for job in jobs]:
+                    done.result()
+        else:
+            for job in jobs:
+                _write_case(*job)
         if marker is not None:
             name, content = marker
             (tmp / name).write_text(json.dumps({**content, "cases": ids}, indent=1))
