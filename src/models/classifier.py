@@ -9,6 +9,7 @@ quantity to keep the best checkpoint on (mode max).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -21,6 +22,7 @@ from torchmetrics.classification import (
     MultilabelAUROC,
 )
 
+from src.models.augment import BatchAugmentation
 from src.models.backbones import load_by_name, read_state_dict
 from src.models.schedules import constant_then_cosine
 
@@ -52,7 +54,8 @@ class ClassifierModule(pl.LightningModule):
 
     Batches are dicts with ``image`` (B, 3, H, W) and ``label`` (B, num_classes) float 0/1.
     ``task``: ``binary`` (num_classes = 1) or ``multilabel`` (num_classes = K >= 2).
-    Logs ``train/loss``, ``val/loss``, ``val/acc`` (threshold 0.5 on the sigmoid) and
+    ``augment``: keyword arguments of :class:`BatchAugmentation` for the training batches
+    (None = none). Logs ``train/loss``, ``val/loss``, ``val/acc`` (threshold 0.5 on the sigmoid) and
     ``val/auc``.
     """
 
@@ -65,6 +68,7 @@ class ClassifierModule(pl.LightningModule):
         weight_decay: float = 1e-5,
         min_lr: float = 5e-6,
         max_epochs: int = 10,
+        augment: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if task not in TASKS:
@@ -73,7 +77,11 @@ class ClassifierModule(pl.LightningModule):
             raise ValueError(f"task binary needs num_classes=1 (one logit), got {num_classes}")
         if task == "multilabel" and num_classes < 2:
             raise ValueError(f"task multilabel needs num_classes >= 2, got {num_classes}")
+        self.augment = BatchAugmentation(**(augment or {}))
         self.save_hyperparameters(ignore=["net"])
+        # Plain Python values in the checkpoint (Hydra hands over DictConfig), so that it
+        # loads with torch.load(weights_only=True).
+        self.hparams.update(augment=self.augment.settings())
         self.net = net
         if task == "binary":
             self.val_acc, self.val_auc = BinaryAccuracy(), BinaryAUROC()
@@ -84,8 +92,13 @@ class ClassifierModule(pl.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
 
-    def _step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        logits = self(batch["image"])
+    def _step(
+        self, batch: dict, augment: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        images = batch["image"]
+        if augment:
+            images = self.augment(images, batch["label"])
+        logits = self(images)
         labels = batch["label"].to(logits.dtype)
         if logits.shape != labels.shape:
             raise ValueError(
@@ -95,7 +108,7 @@ class ClassifierModule(pl.LightningModule):
         return logits, labels, F.binary_cross_entropy_with_logits(logits, labels)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        _, labels, loss = self._step(batch)
+        _, labels, loss = self._step(batch, augment=True)
         self.log(
             "train/loss",
             loss,
