@@ -132,8 +132,12 @@ def job_overrides(recipe: Recipe, row: Row, settings: Settings) -> tuple[str, ..
     """The row's overrides, or the reason it cannot run (no data root for its dataset)."""
     if row.dataset not in DATASETS:
         raise ValueError(f"recipe {recipe.name}, row {row.key}: unknown dataset {row.dataset!r}")
-    overrides = [f"experiment={recipe.experiment}", f"task_name={recipe.name}", *row.overrides]
-    if settings.demo:
+    overrides = [f"task_name={recipe.name}", *row.overrides]
+    if recipe.experiment is not None:
+        overrides.insert(0, f"experiment={recipe.experiment}")
+    if recipe.on_demo_config:
+        pass  # the default config generates and reads its own data
+    elif settings.demo:
         demo = DEMO_DATA[row.dataset]
         if demo.generate is not None:
             overrides.append(f"data.root={Path(settings.demo_data_dir) / row.dataset}")
@@ -233,6 +237,8 @@ def results_paths(recipe: Recipe, settings: Settings) -> dict[str, Path]:
 
 
 def mode_note(recipe: Recipe, settings: Settings) -> str:
+    if recipe.on_demo_config:
+        return "our runs: the default (demo) config of `make run` and its stored classifier"
     if settings.demo:
         note = DEMO_NOTE.format(vgg=", random-init VGG16" if recipe.imagenet_weights else "")
         return note + (f"; {recipe.demo_note}" if recipe.demo_note else "")

@@ -17,14 +17,25 @@ from src.pipeline.stages import run_pipeline
 
 log = logging.getLogger(__name__)
 
+#: Printed after a demo evaluation: the paper's Table 1 rows on the same classifier.
+DEMO_NEXT = (
+    "Next: the paper's Table 1 baselines (Grad-CAM, ScoreCAM, LayerCAM) on this classifier and "
+    "these slices, beside Cfd-CAM and the paper's FLAIR numbers (a few minutes):\n"
+    "  .venv/bin/python experiments/run_recipe.py demo_table1\n"
+    "  -> experiments/results/demo_table1.md\n"
+)
+
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> dict[str, Any]:
     try:
-        return run_pipeline(cfg)
+        summary = run_pipeline(cfg)
     except ConfigError as err:
         log.error("%s", err)
         sys.exit(2)
+    if summary and cfg.data.get("demo") and cfg.stage in ("all", "eval"):
+        print(DEMO_NEXT)
+    return summary
 
 
 if __name__ == "__main__":
