@@ -27,8 +27,6 @@ from src.pipeline.trainer import build_trainer, finish_loggers
 
 log = logging.getLogger(__name__)
 
-METRICS = ("dice", "iou", "hd95", "precision", "recall")
-
 
 def datamodule_arguments(data: DictConfig) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The DataModule's arguments (with `_target_`) and the demo generator's, from `data`.
