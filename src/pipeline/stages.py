@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from src.pipeline.config import ConfigError, cam_options, validate_config
 from src.pipeline.store import WEIGHTS_FILE, ModelStore, load_state_dict, load_weights
@@ -157,17 +157,36 @@ def _spread(indices: np.ndarray, count: int) -> list[int]:
     return indices[np.linspace(0, len(indices) - 1, count).round().astype(int)].tolist()
 
 
-def eval_subset(labels: np.ndarray, limit: int, positive_fraction: float | None) -> list[int]:
+def eval_subset(
+    labels: np.ndarray,
+    limit: int,
+    positive_fraction: float | None,
+    normal: np.ndarray | None = None,
+) -> list[int]:
     """Indices of at most `limit` images, evenly spaced; with `positive_fraction`, that share
-    of them comes from the positive-label images (the papers' tables are about tumours)."""
+    of them comes from the positive-label images (the papers' tables are about tumours).
+
+    `normal` (optional, bool per image): the images whose ground truth is empty. The rest is
+    then drawn from them rather than from all negative-label images, so that it lands in the
+    `normal` group (a BraTS slice with a tumour of at most 1 % of its area is labelled
+    negative but scored as `abnormal`)."""
     everything = np.arange(len(labels))
     if positive_fraction is None:
         return _spread(everything, limit)
     positive = labels.reshape(len(labels), -1).max(1) > 0.5
     wanted = int(round(limit * positive_fraction))
     chosen = _spread(everything[positive], wanted)
-    chosen += _spread(everything[~positive], limit - len(chosen))
+    rest = ~positive if normal is None else ~positive & normal
+    chosen += _spread(everything[rest], limit - len(chosen))
     return sorted(chosen)
+
+
+def eval_indices(dataset: Dataset, limit: int, positive_fraction: float | None) -> list[int]:
+    """`eval_subset` of a dataset; in-memory slices (BraTS, TCGA-LGG) also say which
+    images have an empty ground truth."""
+    masks = getattr(dataset, "masks", None)
+    normal = None if masks is None else (masks.flatten(1).amax(1) == 0).numpy()
+    return eval_subset(np.asarray(dataset.labels), limit, positive_fraction, normal)
 
 
 def _eval_loader(cfg: DictConfig, datamodule: pl.LightningDataModule) -> DataLoader:
@@ -177,8 +196,7 @@ def _eval_loader(cfg: DictConfig, datamodule: pl.LightningDataModule) -> DataLoa
         raise RuntimeError(f"The {cfg.eval.split} split is empty: nothing to evaluate")
     limit = cfg.eval.get("limit")
     if limit is not None and limit < len(dataset):
-        labels = np.asarray(dataset.labels)
-        indices = eval_subset(labels, limit, cfg.eval.get("positive_fraction"))
+        indices = eval_indices(dataset, limit, cfg.eval.get("positive_fraction"))
         loader = DataLoader(
             Subset(dataset, indices),
             batch_size=cfg.eval.batch_size,

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 
 from src.cams import CAM_METHODS
 from src.pipeline.config import ConfigError, cam_options, validate_config
+from src.pipeline.stages import eval_subset
 
 DATASETS = ("demo", "brats", "tcga_lgg", "voc", "ksdd2")
 BACKBONES = ("resnet18", "vgg16")
@@ -85,3 +87,14 @@ def test_real_dataset_without_root_is_rejected(make_config):
     cfg = make_config("data=brats")
     with pytest.raises(Exception, match="root"):
         validate_config(cfg)
+
+
+def test_eval_subset_spreads_positives_and_takes_the_rest_from_normal_images():
+    labels = np.array([0, 1, 1, 0, 1, 0, 1, 0, 0, 1], float)[:, None]
+    assert eval_subset(labels, 4, None) == [0, 3, 6, 9]
+    assert eval_subset(labels, 4, 0.5) == [0, 1, 8, 9]
+    # Images 0 and 8 are labelled negative but hold a small tumour: not "normal".
+    normal = np.array([0, 0, 0, 1, 0, 1, 0, 1, 0, 0], bool)
+    chosen = eval_subset(labels, 4, 0.5, normal)
+    assert chosen == [1, 3, 7, 9] and all(normal[i] for i in chosen if labels[i, 0] == 0)
+    assert eval_subset(labels, 20, 0.5) == list(range(10))  # fewer images than the limit

@@ -8,12 +8,11 @@ import csv
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from src.evaluation.map_store import read_maps
-from src.pipeline.stages import build_datamodule, eval_subset
+from src.pipeline.stages import build_datamodule, eval_indices
 from src.pipeline.store import load_state_dict
 from tests.processes import run_python
 
@@ -104,7 +103,7 @@ def test_each_evaluated_image_is_reported_once(ddp_run, composer, tmp_path):
     cfg = composer([*DEMO, f"paths.root_dir={ddp_run['root']}"], tmp_path)
     datamodule = build_datamodule(cfg)
     dataset = datamodule.dataset("test")
-    chosen = eval_subset(np.asarray(dataset.labels), EVAL_IMAGES, cfg.eval.positive_fraction)
+    chosen = eval_indices(dataset, EVAL_IMAGES, cfg.eval.positive_fraction)
     assert sorted(ids) == sorted(dataset.ids[i] for i in chosen)
     assert sorted(dict(read_maps(out / "cam_maps.npz"))) == sorted(ids)
     assert not list(out.glob("cam_maps.rank*"))
