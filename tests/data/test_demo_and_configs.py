@@ -75,7 +75,8 @@ def test_demo_config_instantiates_brats_module(tmp_path):
     assert data["cache_dir"] == str(tmp_path / "cache" / "slices")
     dm = instantiate(data)
     assert isinstance(dm, BraTSDataModule)
-    assert dm.modalities == ["t2"] and dm.image_size == (96, 96) and dm.slice_range == (40, 120)
+    assert dm.modalities == ["t2"] and dm.image_size == (112, 112) and dm.slice_range == (40, 120)
+    assert dm.crop_foreground and dm.slice_step == 2
 
 
 @pytest.mark.parametrize("name", ["brats", "tcga_lgg", "ksdd2", "voc"])

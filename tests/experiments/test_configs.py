@@ -16,6 +16,8 @@ from experiments.engine import (
     validate_jobs,
 )
 from experiments.recipes import RECIPES
+from src.pipeline.compose import compose_config
+from src.pipeline.store import training_key
 
 
 def _config(settings, recipe_name, row_key):
@@ -81,7 +83,7 @@ def test_ltgrad_rows_select_the_paper_stages_and_methods(settings, fake_roots):
 def test_demo_mode_uses_generated_data_and_small_budgets(settings):
     demo = dataclasses.replace(settings, demo=True, vgg_weights=None)
     cfg = _config(demo, "cfdcam_table1", "brats-t2-flair-cfd-cam-ours")
-    assert cfg.data.root.endswith("demo/brats2021") and cfg.data.demo.n_cases == 12
+    assert cfg.data.root.endswith("demo/brats2021") and cfg.data.demo.n_cases == 24
     assert (cfg.pretrain.epochs, cfg.finetune.epochs, cfg.eval.limit) == (1, 1, 6)
     ksdd2 = _config(demo, "ltgrad_fig4", "ltgrad-cam-delta-40")
     assert ksdd2.data.root == str(demo.demo_data_dir / "ksdd2")
@@ -112,4 +114,25 @@ def test_every_job_composes_and_validates(settings, name):
         cfg = compose_job_config(job.overrides, job.run_dir, settings.project_root)
         resolved = OmegaConf.to_container(cfg, resolve=True)
         assert resolved["paths"]["output_dir"] == str(job.run_dir)
-        assert resolved["data"]["root"] in settings.roots.values()
+        if RECIPES[name].on_demo_config:  # the demo's own generated data
+            assert resolved["data"]["root"].endswith("demo/brats2021")
+            assert resolved["data"]["demo"]["n_cases"] > 0
+        else:
+            assert resolved["data"]["root"] in settings.roots.values()
+
+
+def test_demo_table_rows_share_the_classifier_of_the_default_run(settings, tmp_path):
+    """Every row of demo_table1 has the store key of a plain `python -m src.run`, so it
+    evaluates the classifier `make run` trained instead of training its own."""
+    default = compose_config([], tmp_path / "default", cwd=settings.project_root)
+    jobs, _ = plan(RECIPES["demo_table1"], settings)
+    assert [job.row.method for job in jobs] == [
+        "Grad-CAM (2016)",
+        "ScoreCAM (2020)",
+        "LayerCAM (2021)",
+        "Cfd-CAM (ours)",
+    ]
+    for job in jobs:
+        cfg = compose_job_config(job.overrides, job.run_dir, settings.project_root)
+        assert training_key(cfg, "finetune") == training_key(default, "finetune")
+        assert cfg.eval == default.eval and cfg.data == default.data
