@@ -222,7 +222,8 @@ def test_two_process_ddp_evaluation_equals_one_process(workspace, first_run, ove
             if key in ("id", "group"):
                 assert value == single[image_id][key]
             else:
-                assert float(value) == pytest.approx(float(single[image_id][key]), abs=1e-4)
+                expected = float(single[image_id][key])  # NaN: pointing on a normal slice
+                assert float(value) == pytest.approx(expected, abs=1e-4, nan_ok=True)
     assert set(dict(read_maps(out / "cam_maps.npz"))) == set(single)
     assert not list(out.glob("cam_maps.rank*"))
     one = json.loads((first_run["out"] / "summary.json").read_text())["groups"]
