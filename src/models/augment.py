@@ -27,6 +27,12 @@ def _pair(values: Sequence[float] | None, name: str, low: float, high: float) ->
     return pair
 
 
+def _probability(value: float, name: str) -> float:
+    if not 0 <= value <= 1:
+        raise ValueError(f"finetune.module.augment.{name} must be in [0, 1], got {value}")
+    return float(value)
+
+
 class BatchAugmentation:
     """Per-sample random transforms of an image batch (B, C, H, W) in [0, 1].
 
@@ -57,24 +63,13 @@ class BatchAugmentation:
         bias_field_p: float = 0.5,
         shade_negatives_p: float = 0.0,
     ) -> None:
-        if not 0 <= hflip_p <= 1:
-            raise ValueError(f"finetune.module.augment.hflip_p must be in [0, 1], got {hflip_p}")
-        self.hflip_p = float(hflip_p)
+        self.hflip_p = _probability(hflip_p, "hflip_p")
         self.crop_scale = _pair(crop_scale, "crop_scale", 0.0, 1.0)
         self.brightness = _pair(brightness, "brightness", 0.0, float("inf"))
         self.contrast = _pair(contrast, "contrast", 0.0, float("inf"))
         self.bias_field = _pair(bias_field, "bias_field", -float("inf"), float("inf"))
-        if not 0 <= bias_field_p <= 1:
-            raise ValueError(
-                f"finetune.module.augment.bias_field_p must be in [0, 1], got {bias_field_p}"
-            )
-        self.bias_field_p = float(bias_field_p)
-        if not 0 <= shade_negatives_p <= 1:
-            raise ValueError(
-                "finetune.module.augment.shade_negatives_p must be in [0, 1], "
-                f"got {shade_negatives_p}"
-            )
-        self.shade_negatives_p = float(shade_negatives_p)
+        self.bias_field_p = _probability(bias_field_p, "bias_field_p")
+        self.shade_negatives_p = _probability(shade_negatives_p, "shade_negatives_p")
         steps: list = []
         if self.hflip_p:
             steps.append(v2.RandomHorizontalFlip(self.hflip_p))
