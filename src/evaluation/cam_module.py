@@ -22,6 +22,7 @@ from src.evaluation.metrics import (
     binary_metrics,
     group_of,
     localisation_metrics,
+    scored_ground_truth,
 )
 
 VOID = 255
@@ -45,22 +46,27 @@ def image_row(
     label: int,
     score: float,
     empty_hd95: float | None,
+    normal_area_max: float | None = None,
 ) -> dict[str, Any]:
     """The per_image.csv row of one image: identity, group, classifier output, the mask's
-    metrics and the map's threshold-free localisation (pointing game, mass in the GT)."""
+    metrics and the map's threshold-free localisation (pointing game, mass in the GT).
+
+    Metrics and group are taken against `scored_ground_truth(gt, normal_area_max)`;
+    `gt_area` stays the true tumour area, so a small tumour scored as normal can be seen."""
+    scored = scored_ground_truth(gt, normal_area_max)
     row: dict[str, Any] = {
         "id": image_id,
-        "group": group_of(gt),
+        "group": group_of(scored),
         "label": int(label),
         "score": float(score),
         "gt_area": int(gt.sum()),
         "pred_area": int(mask.sum()),
     }
-    row.update(binary_metrics(mask, gt, empty_hd95=empty_hd95))
-    row.update(localisation_metrics(cam_map, gt))
+    row.update(binary_metrics(mask, scored, empty_hd95=empty_hd95))
+    row.update(localisation_metrics(cam_map, scored))
     # Pixel counts for the split-level confusion matrix (KSDD2's columns); a row key starting
     # with "_" stays out of per_image.csv.
-    row["_confusion"] = ConfusionMatrix(2, ignore_index=None).update(mask, gt).matrix
+    row["_confusion"] = ConfusionMatrix(2, ignore_index=None).update(mask, scored).matrix
     return row
 
 
@@ -105,6 +111,7 @@ class CAMEvaluationModule(pl.LightningModule):
         mask_maker: MaskMaker,
         maps_path: str | Path,
         empty_hd95: float | None = 373.12866,
+        normal_area_max: float | None = None,
     ) -> None:
         super().__init__()
         self.net = net
@@ -114,6 +121,7 @@ class CAMEvaluationModule(pl.LightningModule):
         self.mask_maker = mask_maker
         self.maps_path = Path(maps_path)
         self.empty_hd95 = empty_hd95
+        self.normal_area_max = normal_area_max
         self.rows: list[dict[str, Any]] = []
         self._writer: MapWriter | None = None
         self._pending: list[dict[str, Any]] = []
@@ -204,6 +212,7 @@ class CAMEvaluationModule(pl.LightningModule):
                         int(info["labels"][i].max() > 0.5),
                         info["scores"][i],
                         self.empty_hd95,
+                        self.normal_area_max,
                     )
                 )
         self._pending = []

@@ -132,6 +132,29 @@ def group_of(gt_mask: Any) -> str:
     return "abnormal" if _as_bool(gt_mask).any() else "normal"
 
 
+def scored_as_normal(gt_area: Any, image_area: int, normal_area_max: float | None) -> Any:
+    """Whether a ground truth of ``gt_area`` foreground pixels (a number or an array of them)
+    is scored as a normal image: empty, or with ``normal_area_max`` set, covering at most that
+    share of the ``image_area`` pixels.
+
+    The share is an option because the Cfd-CAM authors' code files every slice whose tumour
+    covers at most 1 % of it under ``normal`` and scores it against an all-zero mask
+    (``normal_area_max=0.01``); the default (None) keeps SPEC 6's rule, empty ground truth.
+    """
+    if normal_area_max is None:
+        return np.asarray(gt_area) == 0
+    return np.asarray(gt_area) <= normal_area_max * image_area
+
+
+def scored_ground_truth(gt: Any, normal_area_max: float | None) -> np.ndarray:
+    """The mask a prediction is scored against: ``gt``, or an empty mask when the image is
+    scored as normal (:func:`scored_as_normal`); the group then follows from it."""
+    truth = _as_bool(gt)
+    if truth.any() and scored_as_normal(int(truth.sum()), truth.size, normal_area_max):
+        return np.zeros_like(truth)
+    return truth
+
+
 def summarize(rows: Iterable[dict[str, Any]], metrics: Sequence[str]) -> dict[str, dict]:
     """Mean and population std (ddof=0) of each metric per group (SPEC 6).
 

@@ -87,6 +87,7 @@ def evaluate(
             mask_maker,
             maps_path,
             empty_hd95=cfg.eval.empty_hd95,
+            normal_area_max=cfg.eval.get("normal_area_max"),
         )
         trainer = build_trainer(cfg, "eval", inference_mode=False)
         try:
@@ -121,7 +122,8 @@ def gather_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def remask(cfg: DictConfig, dataset: Dataset, source_dir: str | Path) -> dict[str, Any]:
     """`stage=masks`: masks and metrics again from a finished run's saved maps, with this
-    run's mask options (`cam.mask`, `cam.threshold`, `eval.empty_hd95`); no network runs.
+    run's mask and scoring options (`cam.mask`, `cam.threshold`, `eval.empty_hd95`,
+    `eval.normal_area_max`); no network runs.
 
     Multi-label runs (VOC: one map per class in the image label) are re-masked with the VOC
     rule, which has no options: that reproduces the evaluation's masks and split metrics."""
@@ -184,6 +186,7 @@ def _remask_binary(
                     int(old["label"]),
                     float(old["score"]),
                     cfg.eval.empty_hd95,
+                    cfg.eval.get("normal_area_max"),
                 )
             )
     return rows
@@ -273,13 +276,17 @@ def write_results(
     groups = finite(summarize(rows, metrics))  # an empty group's NaN -> None
     confusion = finite(split_confusion(rows).as_dict())
     empty_hd95 = cfg.eval.empty_hd95 if cfg.eval.empty_hd95 is not None else "image diagonal"
+    normal_area_max = cfg.eval.get("normal_area_max")
+    normal = "empty"
+    if normal_area_max is not None:
+        normal = f"empty or tumour <= {normal_area_max:g} of the image (scored as empty)"
     summary = {
         "method": cfg.cam.name,
         **info,
         "mask": cfg.cam.mask if per_image else "voc (highest map above its own Otsu threshold)",
         "split": cfg.eval.split,
         "conventions": {
-            "groups": "abnormal = ground truth non-empty; normal = empty; all = both",
+            "groups": f"abnormal = ground truth non-empty; normal = {normal}; all = both",
             "std": "population (ddof=0)",
             "empty_cases": "both empty: Dice 1, IoU 1, HD95 0; one empty: Dice 0, IoU 0, "
             f"HD95 {empty_hd95}",

@@ -84,3 +84,8 @@ def validate_config(cfg: DictConfig) -> None:
     fraction = cfg.eval.get("positive_fraction")
     if fraction is not None and not (isinstance(fraction, int | float) and 0 <= fraction <= 1):
         raise ConfigError("eval.positive_fraction", f"must be in [0, 1] or null, got {fraction!r}")
+    area = cfg.eval.get("normal_area_max")
+    if area is not None and not (
+        isinstance(area, int | float) and not isinstance(area, bool) and 0 <= area < 1
+    ):
+        raise ConfigError("eval.normal_area_max", f"must be in [0, 1) or null, got {area!r}")

@@ -10,6 +10,7 @@ import torch
 from medpy.metric.binary import dc, hd95, jc
 from monai.metrics import compute_dice, compute_hausdorff_distance, compute_iou
 
+from src.evaluation.cam_module import image_row
 from src.evaluation.metrics import (
     AUTHORS_EMPTY_HD95,
     ConfusionMatrix,
@@ -372,3 +373,38 @@ def test_confusion_accepts_tensors():
     from_numpy = ConfusionMatrix(21).update(preds[0], gts[0])
     from_torch = ConfusionMatrix(21).update(torch.from_numpy(preds[0]), torch.from_numpy(gts[0]))
     np.testing.assert_array_equal(from_numpy.matrix, from_torch.matrix)
+
+
+def test_normal_area_max_scores_small_tumours_as_normal_against_an_empty_mask():
+    """The authors' grouping (eval.normal_area_max=0.01): a tumour of at most 1 % of the
+    slice is scored as a normal slice, so an empty prediction is perfect there and a
+    prediction on the small tumour is a false positive; larger tumours are unchanged."""
+    small = np.zeros((20, 20), bool)
+    small[5, 5:9] = True  # 4 px = 1 % of 400: normal under the authors' rule (<=)
+    large = np.zeros((20, 20), bool)
+    large[5, 5:10] = True  # 5 px > 1 %
+    empty = np.zeros((20, 20), bool)
+    cam_map = small.astype(np.float32)
+
+    def rows(area_max):
+        return [
+            image_row("small-missed", small, empty, cam_map, 0, 0.1, 373.0, area_max),
+            image_row("small-found", small, small, cam_map, 0, 0.9, 373.0, area_max),
+            image_row("large", large, large, cam_map, 1, 0.9, 373.0, area_max),
+            image_row("empty", empty, empty, cam_map, 0, 0.1, 373.0, area_max),
+        ]
+
+    default, authors = rows(None), rows(0.01)
+    assert [r["group"] for r in default] == ["abnormal", "abnormal", "abnormal", "normal"]
+    assert [r["group"] for r in authors] == ["normal", "normal", "abnormal", "normal"]
+    assert [r["dice"] for r in default] == [0.0, 1.0, 1.0, 1.0]
+    assert [r["dice"] for r in authors] == [1.0, 0.0, 1.0, 1.0]
+    assert authors[1]["hd95"] == 373.0 and authors[0]["hd95"] == 0.0
+    assert [r["gt_area"] for r in authors] == [4, 4, 5, 0]  # the true area is kept
+    assert math.isnan(authors[0]["pointing"]) and default[0]["pointing"] == 1.0
+    summary = summarize(authors, ["dice"])
+    assert (summary["normal"]["n"], summary["abnormal"]["n"]) == (3, 1)
+    assert summary["normal"]["dice_mean"] == pytest.approx(2 / 3)
+    assert summarize(default, ["dice"])["abnormal"]["dice_mean"] == pytest.approx(2 / 3)
+    # The confusion counts follow the scored mask: the found small tumour is 4 false positives.
+    assert authors[1]["_confusion"].tolist() == [[396, 4], [0, 0]]

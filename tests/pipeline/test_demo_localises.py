@@ -41,10 +41,13 @@ def demo(tmp_path_factory):
     load_weights(net, store.lookup(cfg, "finetune"))
     net.eval()
     dataset = datamodule.dataset("test")
-    # The tumour slices the demo evaluates (its eval.limit and eval.positive_fraction).
+    # The slices the demo evaluates (its eval.limit and eval.positive_fraction): tumours ...
     chosen = eval_indices(dataset, cfg.eval.limit, cfg.eval.positive_fraction)
     items = [dataset[i] for i in chosen if dataset.labels[i].max() > 0.5]
     assert len(items) >= 12 and all(item["mask"].any() for item in items)
+    # ... and its normal group: slices without any tumour pixel, enough for a spread.
+    normal = [dataset[i] for i in chosen if dataset.labels[i].max() <= 0.5]
+    assert len(normal) >= 3 and not any(item["mask"].any() for item in normal)
     assert len({item["id"].split("/")[0] for item in items}) >= 2  # several test cases
     return cfg, net, items
 
