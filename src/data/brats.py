@@ -22,6 +22,7 @@ from src.data.base import DataModuleArguments, SplitDataModule
 from src.data.cache import dataset_cache_dir, fingerprint, load_entry, save_entry
 from src.data.datasets import TensorSliceDataset
 from src.data.errors import DataFormatError
+from src.data.jpeg import jpeg_roundtrip_slices
 from src.data.transforms import (
     as_size,
     foreground_square,
@@ -102,7 +103,9 @@ class BraTSDataModule(SplitDataModule):
     ``crop_foreground``: cut every slice of a case to the square
     around the case's non-zero voxels (the skull-stripped head) before resizing, so a small
     ``image_size`` spends its pixels on the brain rather than on the black frame; the slice
-    label is still taken on the full slice. Cache: ``<cache_dir>/brats/<hash of root>/<case>_<mod>.npz``.
+    label is still taken on the full slice. ``jpeg_roundtrip``: pass every kept slice
+    through JPEG as the Cfd-CAM authors' pipeline does (:mod:`src.data.jpeg`; the cache
+    keeps the lossless slices). Cache: ``<cache_dir>/brats/<hash of root>/<case>_<mod>.npz``.
     ``split_ratios`` divides the cases; ``**shared``: :class:`DataModuleArguments`.
     """
 
@@ -121,6 +124,7 @@ class BraTSDataModule(SplitDataModule):
         slice_range: Sequence[int] | None = None,
         slice_step: int = 1,
         crop_foreground: bool = False,
+        jpeg_roundtrip: bool = False,
         **shared: Unpack[DataModuleArguments],
     ) -> None:
         super().__init__(root, split_ratios, **shared)
@@ -147,6 +151,9 @@ class BraTSDataModule(SplitDataModule):
             raise ValueError(f"slice_step must be a positive integer, got {slice_step!r}")
         self.slice_step = slice_step
         self.crop_foreground = bool(crop_foreground)
+        if not isinstance(jpeg_roundtrip, bool):
+            raise ValueError(f"jpeg_roundtrip must be true or false, got {jpeg_roundtrip!r}")
+        self.jpeg_roundtrip = jpeg_roundtrip
         self.cache_dir = cache_dir
         self._cases: dict[str, CaseSlices] = {}
 
@@ -196,6 +203,8 @@ class BraTSDataModule(SplitDataModule):
             keep = keep[self.slice_range[0] : self.slice_range[1]]
         keep = keep[:: self.slice_step]
         stack = np.stack([c[keep] for c in channels], axis=1)
+        if self.jpeg_roundtrip:  # on the full slice, as the authors store it
+            stack = jpeg_roundtrip_slices(stack)
         tumour = (seg[keep] > 0).astype(np.uint8)
         box = foreground_square(np.stack(channels)) if self.crop_foreground else None
         if box is not None:

@@ -18,6 +18,7 @@ import numpy as np
 
 from src.data.base import DataModuleArguments, FileDataModule
 from src.data.errors import DataFormatError
+from src.data.jpeg import jpeg_roundtrip as roundtrip
 from src.data.transforms import as_size
 
 if TYPE_CHECKING:
@@ -90,6 +91,8 @@ class TCGALGGDataModule(FileDataModule):
 
     ``channels``: ``stored`` (the 3 stored channels: pre-contrast, FLAIR, post-contrast) or one
     of ``pre``/``flair``/``post`` repeated to 3 channels. ``image_size``: None keeps 256x256.
+    ``jpeg_roundtrip``: pass each slice (its selected channels) through JPEG as it is read, the
+    way the Cfd-CAM authors' pipeline stores slices (:mod:`src.data.jpeg`).
     ``split_ratios`` divides the patients; ``**shared``: :class:`DataModuleArguments`.
     """
 
@@ -103,9 +106,13 @@ class TCGALGGDataModule(FileDataModule):
         channels: str = "stored",
         image_size: int | Sequence[int] | None = None,
         split_ratios: Sequence[float] = (0.8, 0.1, 0.1),
+        jpeg_roundtrip: bool = False,
         **shared: Unpack[DataModuleArguments],
     ) -> None:
         super().__init__(root, split_ratios, **shared)
+        if not isinstance(jpeg_roundtrip, bool):
+            raise ValueError(f"jpeg_roundtrip must be true or false, got {jpeg_roundtrip!r}")
+        self.jpeg_roundtrip = jpeg_roundtrip
         if channels != "stored" and channels not in CHANNELS:
             raise ValueError(
                 f"channels must be 'stored' or one of {list(CHANNELS)}, got {channels!r}"
@@ -149,4 +156,6 @@ class TCGALGGDataModule(FileDataModule):
         image = read_tif(image_path)
         if self.channels != "stored":
             image = image[..., CHANNELS[self.channels] : CHANNELS[self.channels] + 1]
+        if self.jpeg_roundtrip:
+            image = roundtrip(image)
         return image, read_binary_mask(mask_path)
