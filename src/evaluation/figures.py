@@ -12,14 +12,29 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.colors import to_rgb  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
 # (image (H,W,3) uint8, ground truth (H,W) bool, CAM map (H,W) float, mask (H,W) bool)
 Panel = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
+#: One colour per outline, the same in every panel, the W&B overlays and the legend.
+GROUND_TRUTH_COLOUR = "red"
+PREDICTION_COLOUR = "cyan"
+OVERVIEW_LEGEND = {
+    GROUND_TRUTH_COLOUR: "ground-truth tumour",
+    PREDICTION_COLOUR: "predicted mask",
+}
+
+
 def save_figure(fig: Any, path: str | os.PathLike) -> None:
-    """Lay out, write atomically (a temporary name, then renamed) and close a figure."""
-    fig.tight_layout()
+    """Lay out, write atomically (a temporary name, then renamed) and close a figure.
+
+    A figure made with a layout engine (``layout="constrained"``) keeps it: tight_layout
+    would ignore its suptitle and figure legend and let them overlap the panels."""
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
     fig.savefig(tmp, dpi=110)
@@ -27,14 +42,35 @@ def save_figure(fig: Any, path: str | os.PathLike) -> None:
     os.replace(tmp, path)
 
 
-def overlay_rgb(image: np.ndarray, cam_map: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Image blended with the jet-coloured CAM, the predicted mask's border in white (uint8)."""
+def _border(region: np.ndarray) -> np.ndarray:
+    """The pixels of `region` with a 4-neighbour outside it (the image edge counts as outside)."""
+    padded = np.pad(region, 1)
+    inside = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    return region & ~inside
+
+
+def _rgb(colour: str) -> np.ndarray:
+    return np.asarray(to_rgb(colour)) * 255
+
+
+def overlay_strip(
+    image: np.ndarray, gt: np.ndarray, cam_map: np.ndarray, mask: np.ndarray, gap: int = 2
+) -> np.ndarray:
+    """One image's overview row as a single uint8 RGB picture, for tables that hold images
+    (W&B): the input | the ground truth outlined | the jet-coloured map over the input with
+    the ground truth outlined | the predicted mask (white) with its own outline and the
+    ground truth's. Outline colours as in `overview.png`; panels `gap` white pixels apart."""
+    ground_truth, predicted = _border(gt.astype(bool)), _border(mask.astype(bool))
     heat = plt.get_cmap("jet")(np.clip(cam_map, 0, 1))[..., :3] * 255
-    blend = 0.5 * image.astype(np.float32) + 0.5 * heat
-    border = mask & ~np.pad(mask, 1)[2:, 1:-1] | mask & ~np.pad(mask, 1)[:-2, 1:-1]
-    border |= mask & ~np.pad(mask, 1)[1:-1, 2:] | mask & ~np.pad(mask, 1)[1:-1, :-2]
-    blend[border] = 255
-    return blend.round().astype(np.uint8)
+    panels = [image.astype(np.float32) for _ in range(2)]
+    panels.append(0.5 * panels[0] + 0.5 * heat)
+    panels.append(np.repeat(mask.astype(np.float32)[..., None] * 255, 3, axis=2))
+    panels[3][predicted] = _rgb(PREDICTION_COLOUR)
+    for panel in panels[1:]:
+        panel[ground_truth] = _rgb(GROUND_TRUTH_COLOUR)
+    spacer = np.full((image.shape[0], gap, 3), 255, np.float32)
+    row = [part for panel in panels for part in (panel, spacer)][:-1]
+    return np.concatenate(row, axis=1).round().astype(np.uint8)
 
 
 def pick_examples(rows: Sequence[dict[str, Any]], count: int, metric: str = "dice") -> list[str]:
@@ -56,21 +92,21 @@ def _verdict(value: Any, yes: str, no: str) -> str:
     return "" if value is None or value != value else (yes if value else no)
 
 
-def save_overview(
+def overview_figure(
     ids: Sequence[str],
     panel_of: Callable[[str], Panel],
     rows_by_id: dict[str, dict[str, Any]],
-    path: str | os.PathLike,
     title: str = "",
-) -> None:
-    """One row per image: the input, the CAM and the mask, each with the ground-truth tumour
-    outlined in red, so where the map points and where the mask spills can be read at a
-    glance. The CAM panel marks the map's maximum (x) and gives the classifier's score, the
-    pointing-game verdict and the map's mass inside the tumour; the mask panel its Dice and
-    HD95."""
-    if not ids:
-        return
-    fig, axes = plt.subplots(len(ids), 3, figsize=(8, 2.7 * len(ids)), squeeze=False)
+) -> Any:
+    """One row per image: the input, the CAM and the mask. Every panel outlines the
+    ground-truth tumour in red; the input and mask panels also outline the predicted mask in
+    cyan, so where the map points and where the mask spills can be read at a glance. The
+    CAM panel marks the map's maximum (x) and gives the classifier's score, the pointing-game
+    verdict and the map's mass inside the tumour; the mask panel its Dice and HD95. A legend
+    below the panels names the outlines (constrained layout keeps it and the title off the
+    panels)."""
+    fig = plt.figure(figsize=(8, 2.7 * len(ids) + 0.8), layout="constrained")
+    axes = fig.subplots(len(ids), 3, squeeze=False)
     for r, image_id in enumerate(ids):
         image, gt, cam_map, mask = panel_of(image_id)
         row = rows_by_id[image_id]
@@ -85,22 +121,41 @@ def save_overview(
         ]
         for c, label in enumerate(titles):
             ax = axes[r, c]
-            if c == 0:
-                ax.imshow(image)
-            elif c == 1:
+            if c == 1:
                 ax.imshow(image)
                 ax.imshow(cam_map, cmap="jet", alpha=0.5, vmin=0, vmax=1)
                 if cam_map.max() > cam_map.min():
                     y, x = np.unravel_index(int(np.argmax(cam_map)), cam_map.shape)
                     ax.plot(x, y, marker="x", color="white", markersize=8, mew=2)
             else:
-                ax.imshow(mask, cmap="gray", vmin=0, vmax=1)
-            _outline(ax, gt, "red")
+                if c == 0:
+                    ax.imshow(image)
+                else:
+                    ax.imshow(mask, cmap="gray", vmin=0, vmax=1)
+                _outline(ax, mask, PREDICTION_COLOUR)
+            _outline(ax, gt, GROUND_TRUTH_COLOUR)
             ax.set_title(label, fontsize=7)
             ax.axis("off")
-    legend = "red line: ground-truth tumour; x: the map's maximum"
-    fig.suptitle(f"{title}\n{legend}" if title else legend, fontsize=9)
-    save_figure(fig, path)
+    handles = [Line2D([], [], color=c, lw=2, label=text) for c, text in OVERVIEW_LEGEND.items()]
+    handles.append(
+        Line2D([], [], color="black", marker="x", lw=0, mew=2, label="the map's maximum")
+    )
+    fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def save_overview(
+    ids: Sequence[str],
+    panel_of: Callable[[str], Panel],
+    rows_by_id: dict[str, dict[str, Any]],
+    path: str | os.PathLike,
+    title: str = "",
+) -> None:
+    """`overview_figure` written to `path` (nothing when there are no images)."""
+    if ids:
+        save_figure(overview_figure(ids, panel_of, rows_by_id, title), path)
 
 
 def save_histogram(

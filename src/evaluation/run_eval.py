@@ -23,14 +23,14 @@ from src.evaluation.cam_module import (
 )
 from src.evaluation.figures import (
     Panel,
-    overlay_rgb,
+    overlay_strip,
     pick_examples,
     save_histogram,
     save_overview,
 )
 from src.evaluation.map_store import MapArchive, load_map, merge_shards, read_maps
 from src.evaluation.masks import MaskMaker, voc_mask
-from src.evaluation.metrics import ConfusionMatrix, summarize
+from src.evaluation.metrics import ConfusionMatrix, scored_ground_truth, summarize
 from src.evaluation.reports import (
     finite,
     format_headline,
@@ -308,10 +308,7 @@ def write_results(
         save_histogram(rows, histogram, title=f"{cfg.cam.name}: per-image Dice ({cfg.eval.split})")
     run = active_wandb_run()
     if run is not None:
-        overlays = {
-            image_id: overlay_rgb(image, cam_map, mask)
-            for image_id, (image, _, cam_map, mask) in panels.items()
-        }
+        overlays = {image_id: overlay_strip(*panel) for image_id, panel in panels.items()}
         log_results(
             run,
             summary,
@@ -342,7 +339,9 @@ def _write_figure(
         image = to_uint8_rgb(item["image"][None])[0]
         cam_map = load_map(maps_path, image_id)
         mask = np.asarray(mask_maker(image[None], cam_map[None])[0], dtype=bool)
-        panels[image_id] = (image, item["mask"].numpy().astype(bool), cam_map, mask)
+        # The ground truth the metrics in the titles were taken against.
+        gt = scored_ground_truth(item["mask"].numpy(), cfg.eval.get("normal_area_max"))
+        panels[image_id] = (image, gt, cam_map, mask)
     save_overview(
         ids,
         panels.__getitem__,

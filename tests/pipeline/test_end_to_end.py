@@ -253,6 +253,10 @@ def test_offline_wandb_run_holds_summary_and_per_image_table(
     table = json.loads(tables[0].read_text())
     assert len(table["data"]) == EVAL_IMAGES
     assert "dice" in table["columns"] and "overlay" in table["columns"]
+    # The figure's images (eval.figure_images=2) carry their overlay as a PNG in the run.
+    named = [row[table["columns"].index("overlay_file")] for row in table["data"]]
+    assert len([name for name in named if name]) == 2
+    assert all((files / name).stat().st_size > 100 for name in named if name)
 
 
 def test_delta_sweep_multirun_reuses_the_classifier_and_reports(workspace, first_run, overrides):
