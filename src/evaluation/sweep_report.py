@@ -37,12 +37,16 @@ def collect(sweep_dir: str | os.PathLike) -> list[dict[str, Any]]:
             continue
         cfg = OmegaConf.load(config_path)
         summary = json.loads(summary_path.read_text())
+        group = HEADLINE_GROUP.get(summary.get("headline_metrics"))
         row: dict[str, Any] = {
             "job": str(job.relative_to(sweep_dir)),
             "method": cfg.cam.name,
             "delta": cfg.cam.get("delta"),
             "data": Path(str(cfg.data.get("root", ""))).name,
             "modality": cfg.data.get("modality"),
+            "split": summary.get("split"),
+            "group": group,
+            "images": summary.get("groups", {}).get(group, {}).get("n"),
         }
         for metric, stats in summary.get("headline", {}).items():
             row[f"{metric}_mean"] = stats["mean"]
@@ -56,6 +60,12 @@ def collect(sweep_dir: str | os.PathLike) -> list[dict[str, Any]]:
         return (row["method"], -1.0 if delta is None else float(delta), row["job"])
 
     return sorted(rows, key=order)
+
+
+#: The images a headline is taken over (summary.json "headline_metrics" -> "groups" entry).
+HEADLINE_GROUP = {"per_image": "abnormal", "confusion": "all"}
+#: Headline metrics without an upper bound; every other one is a share in [0, 1].
+UNBOUNDED = ("hd95",)
 
 
 def metric_names(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -94,14 +104,15 @@ def to_csv(rows: Sequence[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def plot_against_delta(rows: Sequence[dict[str, Any]], metric: str, path: Path) -> bool:
-    """Mean (± std band) of `metric` against delta, one line per method; False if no deltas."""
+def delta_figure(rows: Sequence[dict[str, Any]], metric: str) -> Any | None:
+    """Mean (± std band) of `metric` against delta, one line per method, titled with the
+    images the numbers are over; None if no job has a delta."""
     by_method: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         if row["delta"] is not None and row.get(f"{metric}_mean") is not None:
             by_method.setdefault(row["method"], []).append(row)
     if not by_method:
-        return False
+        return None
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for method, items in sorted(by_method.items()):
         items = sorted(items, key=lambda r: r["delta"])
@@ -114,10 +125,45 @@ def plot_against_delta(rows: Sequence[dict[str, Any]], metric: str, path: Path) 
         ax.fill_between(x, low, high, alpha=0.15)
     ax.set_xlabel("truncation percentile delta")
     ax.set_ylabel(metric)
+    plotted = [r for items in by_method.values() for r in items]
+    _set_limits(ax, metric, plotted)
+    ax.set_title(_plot_title(metric, plotted), fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend()
+    return fig
+
+
+def plot_against_delta(rows: Sequence[dict[str, Any]], metric: str, path: Path) -> bool:
+    """`delta_figure` written to `path`; False (nothing written) if no job has a delta."""
+    fig = delta_figure(rows, metric)
+    if fig is None:
+        return False
     save_figure(fig, path)
     return True
+
+
+def _set_limits(ax: Any, metric: str, rows: Sequence[dict[str, Any]]) -> None:
+    """[0, 1] for a share (a constant 1.0 would otherwise get a 0.96-1.04 axis that makes
+    noise of nothing); from 0 up for HD95 and for any values outside [0, 1]."""
+    means = [r[f"{metric}_mean"] for r in rows]
+    if metric not in UNBOUNDED and all(0 <= m <= 1 for m in means):
+        ax.set_ylim(-0.02, 1.02)
+        return
+    tops = [m + (r[f"{metric}_std"] or 0.0) for m, r in zip(means, rows, strict=True)]
+    ax.set_ylim(min(0.0, *means), max(*tops, 0.0) * 1.05 or 1.0)
+
+
+def _plot_title(metric: str, rows: Sequence[dict[str, Any]]) -> str:
+    """Which images the plotted numbers are over, e.g. "dice over the abnormal images (n=12
+    per job), test split"; just the metric for summaries that do not say."""
+    groups = sorted({str(r["group"]) for r in rows if r.get("group")})
+    counts = sorted({int(r["images"]) for r in rows if r.get("images") is not None})
+    if not groups or not counts:
+        return metric
+    n = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    title = f"{metric} over the {'/'.join(groups)} images (n={n} per job)"
+    splits = sorted({str(r["split"]) for r in rows if r.get("split")})
+    return f"{title}, {'/'.join(splits)} split" if splits else title
 
 
 def write_report(

@@ -1,8 +1,14 @@
-"""The sweep table renders split-level metrics, whose std is null (VOC/KSDD2)."""
+"""The sweep table renders split-level metrics, whose std is null (VOC/KSDD2); the plots say
+which images they are over and keep shares on [0, 1]."""
 
 from __future__ import annotations
 
-from src.evaluation.sweep_report import to_markdown
+import json
+
+import matplotlib.pyplot as plt
+import pytest
+
+from src.evaluation.sweep_report import collect, delta_figure, to_markdown
 
 
 def test_markdown_renders_metrics_without_std():
@@ -22,3 +28,44 @@ def test_markdown_renders_metrics_without_std():
     table = to_markdown(rows).splitlines()
     assert table[0] == "| method | delta | miou | dice | job |"
     assert table[2] == "| ltgradcam | 0 | 0.3537 | 0.500 ± 0.250 | 0_delta=0 |"
+
+
+def _job(folder, delta, dice, hd95, n=12):
+    """A finished job folder as src.run writes it (only what the report reads)."""
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(
+        f"cam: {{name: ltgradcam, delta: {delta}}}\ndata: {{root: /d/BraTS2021, modality: flair}}\n"
+    )
+    summary = {
+        "split": "test",
+        "headline_metrics": "per_image",
+        "groups": {"abnormal": {"n": n}, "normal": {"n": 3}, "all": {"n": n + 3}},
+        "headline": {"dice": {"mean": dice, "std": 0.0}, "hd95": {"mean": hd95, "std": 2.0}},
+    }
+    (folder / "summary.json").write_text(json.dumps(summary))
+
+
+def test_plots_say_which_images_and_keep_shares_on_a_fixed_axis(tmp_path):
+    """A constant Dice of 1.0 is drawn on [0, 1] (not 0.96-1.04), HD95 from 0; titles name
+    the group the headline is over and its size."""
+    for k, delta in enumerate((0, 20, 40)):
+        _job(tmp_path / str(k), delta, dice=1.0, hd95=10.0 + k)
+    rows = collect(tmp_path)
+    assert [(r["group"], r["images"], r["split"]) for r in rows] == [("abnormal", 12, "test")] * 3
+    dice = delta_figure(rows, "dice").axes[0]
+    assert dice.get_ylim() == (-0.02, 1.02)
+    assert dice.get_title() == "dice over the abnormal images (n=12 per job), test split"
+    hd95 = delta_figure(rows, "hd95").axes[0]
+    assert hd95.get_ylim()[0] == 0 and hd95.get_ylim()[1] == pytest.approx(14.0 * 1.05)
+    _job(tmp_path / "3", 60, dice=1.0, hd95=1.0, n=15)
+    assert "(n=12-15 per job)" in delta_figure(collect(tmp_path), "dice").axes[0].get_title()
+    plt.close("all")
+
+
+def test_split_level_headlines_are_over_all_images(tmp_path):
+    _job(tmp_path / "0", 0, dice=0.5, hd95=1.0)
+    summary = json.loads((tmp_path / "0" / "summary.json").read_text())
+    summary["headline_metrics"] = "confusion"
+    (tmp_path / "0" / "summary.json").write_text(json.dumps(summary))
+    (row,) = collect(tmp_path)
+    assert (row["group"], row["images"]) == ("all", 15)
