@@ -33,7 +33,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     except ConfigError as err:
         log.error("%s", err)
         sys.exit(2)
-    if summary and cfg.data.get("demo") and cfg.stage in ("all", "eval"):
+    if summary and cfg.data.get("demo") and cfg.method == "cam" and cfg.stage in ("all", "eval"):
         print(DEMO_NEXT)
     return summary
 

@@ -59,6 +59,7 @@ class Method:
     name: str
     mask: str
     threshold: float | None = None
+    map_label: str = "CAM"  # what the overview figure calls the map
 
     @classmethod
     def of_cam(cls, cfg: DictConfig) -> Method:
@@ -382,5 +383,6 @@ def _write_figure(
         {r["id"]: r for r in rows},
         path,
         title=f"{method.name}: best to worst Dice on the {cfg.eval.split} split",
+        map_label=method.map_label,
     )
     return panels

@@ -153,5 +153,9 @@ def supervised_eval_stage(
 
     info = {"network": type(net.unet).__name__, "checkpoint": str(ckpt)}
     return evaluate(
-        cfg, build, loader_of(cfg, datamodule), Method(METHOD, "threshold", threshold), info
+        cfg,
+        build,
+        loader_of(cfg, datamodule),
+        Method(METHOD, "threshold", threshold, map_label="U-Net probability"),
+        info,
     )
