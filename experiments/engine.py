@@ -297,10 +297,12 @@ def run_recipe(
         return outcomes, []
     to_run = []
     for job in jobs:
-        cached = None if settings.rerun else cached_outcome(job)
+        selected = _selected(job.row, settings)
+        # --rerun repeats the selected rows only; the others keep their finished results.
+        cached = None if settings.rerun and selected else cached_outcome(job)
         if cached is not None:
             outcomes[job.row.key] = cached
-        elif _selected(job.row, settings):
+        elif selected:
             to_run.append(job)
         else:  # outside the demo subset or `only`: the table notes say which rows ran
             outcomes[job.row.key] = Outcome(NOT_RUN)
