@@ -6,6 +6,11 @@
     python experiments/run_recipe.py ltgrad_table3 --data-root /data/VOCdevkit \
         --vgg-weights /weights/vgg16-397923af.pth
     python experiments/run_recipe.py ltgrad_fig4 --demo
+    python experiments/run_recipe.py ltgrad_fig4 --data-root /data/KolektorSDD2 \
+        --vgg-weights /weights/vgg16-397923af.pth --launcher submitit_slurm \
+        --launcher-option partition=gpu
+    python experiments/run_recipe.py ltgrad_fig4 --data-root /data/KolektorSDD2 \
+        --vgg-weights /weights/vgg16-397923af.pth --collect
 
 Tables go to experiments/results/<recipe>.md/.csv (demo: experiments/results/demo/).
 """
@@ -25,9 +30,11 @@ from experiments.engine import (  # noqa: E402
     REPO_ROOT,
     RecipeConfigError,
     Settings,
+    collect_recipe,
     run_recipe,
     summary_line,
 )
+from experiments.launch import LAUNCHERS  # noqa: E402
 from experiments.recipes import DATASETS, RECIPES  # noqa: E402
 
 
@@ -80,6 +87,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--results-dir", type=Path, default=REPO_ROOT / "experiments" / "results")
     parser.add_argument("--rerun", action="store_true", help="do not reuse finished jobs")
     parser.add_argument(
+        "--launcher",
+        choices=list(LAUNCHERS),
+        help="run the rows as parallel jobs of this Hydra launcher (SLURM job array, local "
+        "processes, or basic: one after the other) and wait for them; default: in this process",
+    )
+    parser.add_argument(
+        "--launcher-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a hydra.launcher setting (repeatable), e.g. partition=gpu, timeout_min=600",
+    )
+    parser.add_argument(
+        "--collect",
+        action="store_true",
+        help="run nothing: write the tables from the run folders of earlier (launched) jobs",
+    )
+    parser.add_argument(
         "--dry-run",
         action="store_true",
         help="compose and validate every job, print the equivalent commands, run nothing",
@@ -107,6 +132,8 @@ def settings_for(args: argparse.Namespace, primary: str) -> Settings:
         extra=tuple(args.override),
         only=tuple(args.only),
         rerun=args.rerun,
+        launcher=args.launcher,
+        launcher_options=tuple(args.launcher_option),
     )
 
 
@@ -123,11 +150,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [name for name in names if name not in RECIPES]
     if unknown:
         parser.error(f"unknown recipe(s) {', '.join(unknown)}; known: {', '.join(RECIPES)}")
+    if args.launcher_option and not args.launcher:
+        parser.error("--launcher-option needs --launcher")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for name in names:
         recipe = RECIPES[name]
+        settings = settings_for(args, recipe.primary)
         try:
-            outcomes, written = run_recipe(recipe, settings_for(args, recipe.primary), args.dry_run)
+            if args.collect:
+                outcomes, written = collect_recipe(recipe, settings)
+            else:
+                outcomes, written = run_recipe(recipe, settings, args.dry_run)
         except RecipeConfigError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
