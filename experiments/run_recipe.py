@@ -6,6 +6,7 @@
     python experiments/run_recipe.py ltgrad_table3 --data-root /data/VOCdevkit \
         --vgg-weights /weights/vgg16-397923af.pth
     python experiments/run_recipe.py ltgrad_fig4 --demo
+    python experiments/run_recipe.py ltgrad_delta_select --demo --launcher submitit_local
     python experiments/run_recipe.py ltgrad_fig4 --data-root /data/KolektorSDD2 \
         --vgg-weights /weights/vgg16-397923af.pth --launcher submitit_slurm \
         --launcher-option partition=gpu
@@ -36,6 +37,9 @@ from experiments.engine import (  # noqa: E402
 )
 from experiments.launch import LAUNCHERS  # noqa: E402
 from experiments.recipes import DATASETS, RECIPES  # noqa: E402
+from experiments.select_delta import NAME as SELECTION  # noqa: E402
+from experiments.select_delta import TITLE as SELECTION_TITLE  # noqa: E402
+from experiments.select_delta import TRAIN, run_selection  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
         "paper's numbers.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="recipes:\n"
-        + "\n".join(f"  {name:15s} {recipe.title}" for name, recipe in RECIPES.items()),
+        + "\n".join(f"  {name:15s} {recipe.title}" for name, recipe in RECIPES.items())
+        + f"\n  {SELECTION:15s} {SELECTION_TITLE}",
     )
     parser.add_argument("recipes", nargs="*", help="recipe names, or 'all'")
     parser.add_argument("--list", action="store_true", help="list the recipes and exit")
@@ -147,13 +152,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = list(RECIPES) if args.recipes == ["all"] else args.recipes
     if not names:
         parser.error("name a recipe (or 'all'); --list shows them")
-    unknown = [name for name in names if name not in RECIPES]
+    unknown = [name for name in names if name not in RECIPES and name != SELECTION]
     if unknown:
-        parser.error(f"unknown recipe(s) {', '.join(unknown)}; known: {', '.join(RECIPES)}")
+        known = ", ".join([*RECIPES, SELECTION])
+        parser.error(f"unknown recipe(s) {', '.join(unknown)}; known: {known}")
     if args.launcher_option and not args.launcher:
         parser.error("--launcher-option needs --launcher")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for name in names:
+        if name == SELECTION:
+            outcomes, written = run_selection(
+                settings_for(args, RECIPES[TRAIN].primary), args.dry_run, args.collect
+            )
+            if not args.dry_run:
+                print(f"{SELECTION}: {len(outcomes)} rows")
+                for path in written:
+                    print(f"  wrote {path}")
+            continue
         recipe = RECIPES[name]
         settings = settings_for(args, recipe.primary)
         try:
