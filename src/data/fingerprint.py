@@ -5,7 +5,8 @@ The model store keys a trained classifier by the data it learnt from. A path can
 key (the same dataset is mounted at another path on another cluster node), nor can
 modification times (a copy gets new ones); the bytes can. Hashing a whole dataset costs one
 read of it, so the hash of each file is remembered in a memo file (outside the dataset, keyed
-by the file's path, size and modification time) and a later run only stats the files.
+by the file's path, size and modification time) and a later run only stats the files. Jobs
+that start together on a new dataset hash it once (the memo's lock, `src.data.lock`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 from pathlib import Path
 
 from src.data.atomic import atomic_write_text
+from src.data.lock import build_once
 
 log = logging.getLogger(__name__)
 
@@ -60,15 +62,17 @@ def content_fingerprint(path: str | os.PathLike, memo_dir: str | os.PathLike | N
     return _fingerprint(root, None if memo_dir is None else Path(memo_dir))
 
 
-@functools.lru_cache(maxsize=32)
-def _fingerprint(root: Path, memo_dir: Path | None) -> str:
-    memo_path = _memo_file(Path(memo_dir), root) if memo_dir else None
-    memo: dict[str, list] = {}
-    if memo_path is not None:
-        try:
-            memo = json.loads(memo_path.read_text())
-        except (OSError, ValueError):
-            memo = {}
+def _read_memo(path: Path) -> dict[str, list]:
+    try:
+        memo = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return memo if isinstance(memo, dict) else {}
+
+
+def _digest(root: Path, memo: dict[str, list], hash_missing: bool) -> tuple[str | None, dict]:
+    """The fingerprint and the fresh memo; (None, {}) if a file is not in `memo` (or changed
+    since) and `hash_missing` is false."""
     digest = hashlib.sha256()
     fresh: dict[str, list] = {}
     hashed = 0
@@ -78,13 +82,35 @@ def _fingerprint(root: Path, memo_dir: Path | None) -> str:
         known = memo.get(name)
         if known and known[:2] == [stat.st_size, stat.st_mtime_ns]:
             sha = known[2]
-        else:
+        elif hash_missing:
             sha = _file_sha256(file)
             hashed += stat.st_size
+        else:
+            return None, {}
         fresh[name] = [stat.st_size, stat.st_mtime_ns, sha]
         digest.update(f"{name}\0{sha}\n".encode())
     if hashed:
         log.info("Hashed %.1f MB of %s for its content fingerprint", hashed / 1e6, root)
-        if memo_path is not None:
-            atomic_write_text(memo_path, json.dumps(fresh))
-    return digest.hexdigest()[:16]
+    return digest.hexdigest()[:16], fresh
+
+
+@functools.lru_cache(maxsize=32)
+def _fingerprint(root: Path, memo_dir: Path | None) -> str:
+    """With a memo, the files not in it are hashed by one process of those that ask at
+    once (the jobs of a sweep starting together); the others wait and read its memo."""
+    if memo_dir is None:
+        fingerprint, _ = _digest(root, {}, hash_missing=True)
+        assert fingerprint is not None
+        return fingerprint
+    memo_path = _memo_file(memo_dir, root)
+
+    def from_memo() -> str | None:
+        return _digest(root, _read_memo(memo_path), hash_missing=False)[0]
+
+    def build() -> str:
+        fingerprint, fresh = _digest(root, _read_memo(memo_path), hash_missing=True)
+        atomic_write_text(memo_path, json.dumps(fresh))
+        assert fingerprint is not None
+        return fingerprint
+
+    return build_once(memo_path, from_memo, build)

@@ -89,6 +89,25 @@ def test_hidden_files_do_not_count_and_hashes_are_remembered(tmp_path: Path) -> 
     ]
 
 
+def test_remembered_hashes_are_trusted_until_size_or_mtime_change(tmp_path: Path) -> None:
+    """A later run reads the memo instead of the files (that is what makes it cheap)."""
+    from src.data import fingerprint as fp
+
+    root = _dataset(tmp_path / "data")
+    memo = tmp_path / "memo"
+    first = content_fingerprint(root, memo)
+    [memo_file] = memo.iterdir()
+    remembered = json.loads(memo_file.read_text())
+    remembered["case1/case1_seg.nii.gz"][2] = "0" * 64  # as if the bytes had hashed so
+    memo_file.write_text(json.dumps(remembered))
+    fp._fingerprint.cache_clear()
+    trusted = content_fingerprint(root, memo)
+    assert trusted != first
+    (root / "case1" / "case1_seg.nii.gz").write_text("labels!")  # new size: hashed again
+    fp._fingerprint.cache_clear()
+    assert content_fingerprint(root, memo) not in (first, trusted)
+
+
 def test_old_scheme_entries_are_named_and_not_reused(
     brats_config, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
