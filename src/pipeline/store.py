@@ -156,7 +156,7 @@ class ModelStore:
             return train()
         entry = self.entry(cfg, stage)
         if rank_zero_only.rank != 0:
-            return self._follow(cfg, stage, entry, train)
+            return self._follow(cfg, entry, train)
         with DirLock(lock_path(entry), label=job_identity(cfg), poll=self.poll):
             stored = self.lookup(cfg, stage)
             if stored is not None:
@@ -164,7 +164,8 @@ class ModelStore:
                 return stored
             return train()
 
-    def _follow(self, cfg: DictConfig, stage: str, entry: Path, train: Callable[[], Path]) -> Path:
+    def _follow(self, cfg: DictConfig, entry: Path, train: Callable[[], Path]) -> Path:
+        """A rank > 0: train along with this job's rank 0, or load what another job stored."""
         lock = DirLock(lock_path(entry))
         me = job_identity(cfg)
         while True:
@@ -182,8 +183,8 @@ class ModelStore:
         state_dict: dict[str, torch.Tensor],
         extra: dict[str, Any] | None = None,
     ) -> Path:
-        """Store weights with the config that made them; atomic (a half-written entry never
-        looks valid to a concurrent run, and a replaced entry is swapped in one rename)."""
+        """Store weights with the config that made them; atomic (built in a temporary folder
+        and renamed into place, so a half-written entry never looks valid to another run)."""
         entry = self.entry(cfg, stage)
         with atomic_directory(entry, overwrite=True) as tmp:
             torch.save(state_dict, tmp / WEIGHTS_FILE)
