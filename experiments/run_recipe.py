@@ -19,6 +19,7 @@ Tables go to experiments/results/<recipe>.md/.csv (demo: experiments/results/dem
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
@@ -165,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 settings_for(args, RECIPES[TRAIN].primary), args.dry_run, args.collect
             )
             if not args.dry_run:
-                print(f"{SELECTION}: {len(outcomes)} rows")
+                print(summary_line(dataclasses.replace(RECIPES[TRAIN], name=SELECTION), outcomes))
                 for path in written:
                     print(f"  wrote {path}")
             continue
