@@ -156,6 +156,36 @@ def test_concurrent_jobs_train_once_and_share_the_entry(brats_config, tmp_path: 
     ]
 
 
+def _train_until_killed(cfg) -> None:
+    store = ModelStore(cfg.paths.model_store, poll=0.05)
+
+    def train() -> Path:
+        time.sleep(600)  # the test kills the process meanwhile
+        raise AssertionError("not killed")
+
+    store.train_once(cfg, "finetune", train)
+
+
+def test_a_job_killed_while_training_leaves_no_entry_and_blocks_nobody(
+    brats_config, tmp_path: Path
+) -> None:
+    cfg = brats_config(_dataset(tmp_path / "data"))
+    store = ModelStore(cfg.paths.model_store, poll=0.05)
+    lock = lock_path(store.entry(cfg, "finetune"))
+    victim = _fork.Process(target=_train_until_killed, args=(cfg,))
+    victim.start()
+    while not (lock / "owner.json").is_file():
+        time.sleep(0.02)
+    os.kill(victim.pid, 9)
+    victim.join()
+    assert store.lookup(cfg, "finetune") is None  # nothing half-written looks valid
+    path = store.train_once(
+        cfg, "finetune", lambda: store.save(cfg, "finetune", {"w": torch.ones(1)})
+    )
+    assert torch.load(path)["w"].tolist() == [1.0]
+    assert not lock.exists()
+
+
 def test_reuse_false_trains_even_with_an_entry(brats_config, tmp_path: Path) -> None:
     cfg = brats_config(_dataset(tmp_path / "data"), "reuse_classifier=false")
     store = ModelStore(cfg.paths.model_store)
