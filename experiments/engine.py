@@ -335,6 +335,8 @@ def launch_and_collect(
     from experiments.launch import collect, launch
 
     assert settings.launcher is not None
+    if not jobs:  # every selected row finished earlier
+        return {}
     sweep_dir = Path(settings.runs_dir) / recipe.name
     try:
         launch(jobs, sweep_dir, settings.launcher, settings.launcher_options, settings.project_root)

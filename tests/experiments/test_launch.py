@@ -64,6 +64,12 @@ def test_launched_rows_are_collected_with_failures_and_logs(settings, fake_pipel
     again, _ = run_recipe(recipe, in_process)
     assert again["ltfullgrad-delta-80"].reason == "reused"
     assert fake_pipeline == ["ltfullgrad@90"]
+    # Nothing left to launch: the launcher is not started, the table still written.
+    fake_pipeline.clear()
+    done_only = dataclasses.replace(only, only=("ltfullgrad-delta-80",))
+    reused, written = run_recipe(recipe, done_only)
+    assert not fake_pipeline and reused["ltfullgrad-delta-80"].reason == "reused"
+    assert written[0].is_file()
 
 
 def test_a_job_that_left_only_its_log_is_failed_and_one_never_started_is_not_run(
