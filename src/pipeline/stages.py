@@ -79,12 +79,10 @@ def pretrain_stage(
     explicit = cfg.pretrain.get("ckpt")
     if explicit:
         return Path(explicit)
-    stored = store.lookup(cfg, "pretrain")
-    if stored is not None and cfg.reuse_classifier:
-        log.info(
-            "Reusing the SupCon encoder in %s (same data/backbone/pretrain config)", stored.parent
-        )
-        return stored
+    return store.train_once(cfg, "pretrain", lambda: _pretrain(cfg, datamodule, store))
+
+
+def _pretrain(cfg: DictConfig, datamodule: pl.LightningDataModule, store: ModelStore) -> Path:
     pl.seed_everything(cfg.seed, workers=True)
     encoder = build_net(cfg, datamodule.num_classes).remove_head()
     module = instantiate(cfg.pretrain.module, encoder=encoder)
@@ -100,11 +98,12 @@ def pretrain_stage(
 
 
 def finetune_stage(cfg: DictConfig, datamodule: pl.LightningDataModule, store: ModelStore) -> Path:
-    """Fine-tune the whole classifier; keeps the best-validation-AUC weights."""
-    stored = store.lookup(cfg, "finetune")
-    if stored is not None and cfg.reuse_classifier:
-        log.info("Reusing the classifier in %s (same data/backbone/training config)", stored.parent)
-        return stored
+    """Fine-tune the whole classifier (once per training key, however many jobs ask at once);
+    keeps the best-validation-AUC weights."""
+    return store.train_once(cfg, "finetune", lambda: _finetune(cfg, datamodule, store))
+
+
+def _finetune(cfg: DictConfig, datamodule: pl.LightningDataModule, store: ModelStore) -> Path:
     encoder_path = (
         pretrain_stage(cfg, datamodule, store) if cfg.pretrain.get("enabled", True) else None
     )

@@ -94,13 +94,21 @@ def segmenter_stage(
     store: ModelStore,
     resume_from: str | None,
 ) -> Path:
-    """Train the U-Net on the training masks (or reuse the stored one); keeps the weights of
-    the best validation Dice and returns their stored path."""
-    stored = store.lookup(cfg, STAGE)
-    if stored is not None and cfg.reuse_classifier:
-        log.info("Reusing the U-Net in %s (same data/segmenter config)", stored.parent)
-        return stored
+    """The stored U-Net of this data/segmenter config, trained on the training masks if no
+    job has (once, however many jobs ask at once; `ModelStore.train_once`)."""
     require_binary_task(datamodule)
+    return store.train_once(
+        cfg, STAGE, lambda: _train_segmenter(cfg, datamodule, store, resume_from)
+    )
+
+
+def _train_segmenter(
+    cfg: DictConfig,
+    datamodule: pl.LightningDataModule,
+    store: ModelStore,
+    resume_from: str | None,
+) -> Path:
+    """Train, keep the weights of the best validation Dice, store them and return their path."""
     require_pixel_labels(datamodule)
     pl.seed_everything(cfg.seed, workers=True)
     net = build_segmenter(cfg, patch_size(datamodule, "train"))
