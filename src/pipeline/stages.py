@@ -238,6 +238,11 @@ def with_source_run(cfg: DictConfig) -> DictConfig:
             f"maps_from: {source_config} not found (not a finished run folder?)"
         )
     source = OmegaConf.load(source_config)
+    if source.get("method", "cam") != "cam":
+        raise ConfigError(
+            "maps_from",
+            f"{cfg.maps_from} is a method={source.method} run: stage=masks re-masks CAMs only",
+        )
     cfg = cfg.copy()
     with open_dict(cfg):
         cfg.data = source.data

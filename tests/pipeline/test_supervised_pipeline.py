@@ -159,3 +159,9 @@ def test_multilabel_data_is_refused_before_training(tmp_path, composer, workspac
 def test_stages_without_meaning_for_the_unet_are_refused(config, tmp_path):
     with pytest.raises(ConfigError, match="stage"):
         run_pipeline(config(tmp_path / "p", "stage=pretrain"))
+
+
+def test_masks_stage_refuses_the_unet_maps(first_run, config, tmp_path):
+    cfg = config(tmp_path / "m", "method=cam", "stage=masks", f"maps_from={first_run['out']}")
+    with pytest.raises(ConfigError, match="maps_from.*method=supervised"):
+        run_pipeline(cfg)
