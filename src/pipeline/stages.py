@@ -22,6 +22,8 @@ from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from src.pipeline.config import ConfigError, cam_options, validate_config
+from src.pipeline.randomness import RandomState
+from src.pipeline.resume import record_training_key, resume_checkpoint
 from src.pipeline.store import WEIGHTS_FILE, ModelStore, load_state_dict, load_weights
 from src.pipeline.trainer import build_trainer, finish_loggers
 
@@ -53,16 +55,30 @@ def build_net(cfg: DictConfig, num_classes: int) -> torch.nn.Module:
     return instantiate(cfg.backbone.net, num_classes=num_classes)
 
 
-def resume_checkpoint(cfg: DictConfig, stage: str) -> str | None:
-    """`resume=<earlier run folder>`: continue that run's training from its last checkpoint."""
-    if not cfg.get("resume"):
-        return None
-    last = Path(cfg.resume) / "checkpoints" / stage / "last.ckpt"
-    if last.is_file():
-        log.info("Resuming %s from %s", stage, last)
-        return str(last)
-    log.info("No %s checkpoint in %s: training %s from the start", stage, cfg.resume, stage)
-    return None
+def checkpoint_dir(cfg: DictConfig, stage: str) -> Path:
+    """`<run>/checkpoints/<stage>`, absolute: Lightning restores a ModelCheckpoint's best
+    score only into the folder it was saved from."""
+    return Path(cfg.paths.output_dir).expanduser().resolve() / "checkpoints" / stage
+
+
+def fit(
+    cfg: DictConfig,
+    stage: str,
+    module: pl.LightningModule,
+    datamodule: pl.LightningDataModule,
+    checkpoints: ModelCheckpoint,
+    max_epochs: int,
+) -> pl.Trainer:
+    """Train `stage`, continuing from its last checkpoint when the run resumes (`resume=`)."""
+    folder = Path(checkpoints.dirpath)
+    ckpt_path = resume_checkpoint(cfg, stage, folder)
+    trainer = build_trainer(
+        cfg, stage, max_epochs=max_epochs, callbacks=[checkpoints, RandomState()]
+    )
+    if trainer.is_global_zero:
+        record_training_key(cfg, stage, folder)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    return trainer
 
 
 def save_from_rank_zero(
@@ -99,13 +115,8 @@ def pretrain_stage(
     encoder = build_net(cfg, datamodule.num_classes).remove_head()
     module = instantiate(cfg.pretrain.module, encoder=encoder)
     datamodule.batch_size = cfg.pretrain.batch_size
-    checkpoints = ModelCheckpoint(
-        dirpath=Path(cfg.paths.output_dir) / "checkpoints" / "pretrain", save_last=True
-    )
-    trainer = build_trainer(
-        cfg, "pretrain", max_epochs=cfg.pretrain.epochs, callbacks=[checkpoints]
-    )
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg, "pretrain"))
+    checkpoints = ModelCheckpoint(dirpath=checkpoint_dir(cfg, "pretrain"), save_last=True)
+    trainer = fit(cfg, "pretrain", module, datamodule, checkpoints, cfg.pretrain.epochs)
     return save_from_rank_zero(trainer, store, cfg, "pretrain", module.encoder.state_dict)
 
 
@@ -129,16 +140,13 @@ def finetune_stage(cfg: DictConfig, datamodule: pl.LightningDataModule, store: M
     )
     datamodule.batch_size = cfg.finetune.batch_size
     checkpoints = ModelCheckpoint(
-        dirpath=Path(cfg.paths.output_dir) / "checkpoints" / "finetune",
+        dirpath=checkpoint_dir(cfg, "finetune"),
         filename="best-{epoch}",
         monitor=cfg.finetune.monitor,
         mode=cfg.finetune.monitor_mode,
         save_last=True,
     )
-    trainer = build_trainer(
-        cfg, "finetune", max_epochs=cfg.finetune.epochs, callbacks=[checkpoints]
-    )
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg, "finetune"))
+    trainer = fit(cfg, "finetune", module, datamodule, checkpoints, cfg.finetune.epochs)
     best = checkpoints.best_model_path or checkpoints.last_model_path
     best_auc = checkpoints.best_model_score
     log.info(
