@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 RESUME_KEY = "resume"
 RUN_DIR_KEY = "hydra.run.dir"
+#: The checkpoint of every epoch's end, `<run>/checkpoints/<stage>/last.ckpt`.
+LAST_CHECKPOINT = "last"
 #: Written beside a stage's checkpoints when it starts training: what its weights depend on.
 KEY_FILE = "key.json"
 
@@ -138,7 +140,7 @@ def resume_checkpoint(cfg: DictConfig, stage: str, checkpoints: Path) -> str | N
             f"a resumed run writes into its own folder {run}, not {cfg.paths.output_dir} "
             "(python -m src.run resume=<run> sets it)",
         )
-    last = checkpoints / "last.ckpt"
+    last = checkpoints / f"{LAST_CHECKPOINT}.ckpt"
     if not last.is_file():
         log.info("No %s checkpoint in %s: training %s from the start", stage, checkpoints, stage)
         return None

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from src.pipeline.config import ConfigError, cam_options, validate_config
 from src.pipeline.randomness import RandomState
-from src.pipeline.resume import record_training_key, resume_checkpoint
+from src.pipeline.resume import LAST_CHECKPOINT, record_training_key, resume_checkpoint
 from src.pipeline.store import WEIGHTS_FILE, ModelStore, load_state_dict, load_weights
 from src.pipeline.trainer import build_trainer, finish_loggers
 
@@ -66,19 +66,23 @@ def fit(
     stage: str,
     module: pl.LightningModule,
     datamodule: pl.LightningDataModule,
-    checkpoints: ModelCheckpoint,
     max_epochs: int,
-) -> pl.Trainer:
-    """Train `stage`, continuing from its last checkpoint when the run resumes (`resume=`)."""
-    folder = Path(checkpoints.dirpath)
+    best: ModelCheckpoint | None = None,
+) -> tuple[pl.Trainer, ModelCheckpoint]:
+    """Train `stage`, continuing from its last checkpoint when the run resumes (`resume=`).
+
+    Returns the trainer and the callback that keeps `last.ckpt`: a checkpoint of every epoch's
+    end, its own callback because `save_last=True` on a monitoring one (`best`) writes it only
+    in epochs that improve the monitored value."""
+    folder = checkpoint_dir(cfg, stage)
     ckpt_path = resume_checkpoint(cfg, stage, folder)
-    trainer = build_trainer(
-        cfg, stage, max_epochs=max_epochs, callbacks=[checkpoints, RandomState()]
-    )
+    last = ModelCheckpoint(dirpath=folder, filename=LAST_CHECKPOINT, enable_version_counter=False)
+    callbacks = [*([best] if best else []), last, RandomState()]
+    trainer = build_trainer(cfg, stage, max_epochs=max_epochs, callbacks=callbacks)
     if trainer.is_global_zero:
         record_training_key(cfg, stage, folder)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    return trainer
+    return trainer, last
 
 
 def save_from_rank_zero(
@@ -115,8 +119,7 @@ def pretrain_stage(
     encoder = build_net(cfg, datamodule.num_classes).remove_head()
     module = instantiate(cfg.pretrain.module, encoder=encoder)
     datamodule.batch_size = cfg.pretrain.batch_size
-    checkpoints = ModelCheckpoint(dirpath=checkpoint_dir(cfg, "pretrain"), save_last=True)
-    trainer = fit(cfg, "pretrain", module, datamodule, checkpoints, cfg.pretrain.epochs)
+    trainer, _ = fit(cfg, "pretrain", module, datamodule, cfg.pretrain.epochs)
     return save_from_rank_zero(trainer, store, cfg, "pretrain", module.encoder.state_dict)
 
 
@@ -144,10 +147,9 @@ def finetune_stage(cfg: DictConfig, datamodule: pl.LightningDataModule, store: M
         filename="best-{epoch}",
         monitor=cfg.finetune.monitor,
         mode=cfg.finetune.monitor_mode,
-        save_last=True,
     )
-    trainer = fit(cfg, "finetune", module, datamodule, checkpoints, cfg.finetune.epochs)
-    best = checkpoints.best_model_path or checkpoints.last_model_path
+    trainer, last = fit(cfg, "finetune", module, datamodule, cfg.finetune.epochs, checkpoints)
+    best = checkpoints.best_model_path or last.best_model_path
     best_auc = checkpoints.best_model_score
     log.info(
         "Best validation AUC %s (%s)", None if best_auc is None else f"{float(best_auc):.4f}", best
