@@ -79,10 +79,8 @@ def resumed_arguments(arguments: Sequence[str]) -> list[str]:
         raise ConfigError(RESUME_KEY, "resumes one run; it cannot be combined with --multirun")
     run = Path(str(resume[-1].value())).expanduser().resolve()
     saved = saved_overrides(run)
-    before = {
-        _key(o): (text, o)
-        for text, o in zip(saved, _parse(saved, f"{run}/.hydra/overrides.yaml"), strict=True)
-    }
+    saved_parsed = list(zip(saved, _parse(saved, f"{run}/.hydra/overrides.yaml"), strict=True))
+    before = {_key(o): (text, o) for text, o in saved_parsed}  # the last one of a key wins
     added = []
     for text, override in parsed.items():
         key = _key(override)
@@ -101,7 +99,7 @@ def resumed_arguments(arguments: Sequence[str]) -> list[str]:
                 f"(drop {key} from the command, or start a new run without resume)",
             )
     flags = [a for a in arguments if a not in parsed]
-    kept = [text for key, (text, _) in before.items() if key != RESUME_KEY]
+    kept = [text for text, o in saved_parsed if _key(o) != RESUME_KEY]
     return [*flags, *kept, *added, f"{RESUME_KEY}={run}", f"{RUN_DIR_KEY}={run}"]
 
 
