@@ -85,8 +85,8 @@ def _interrupt_after_first_epoch(root: Path, name: str, signum: int) -> Path:
         try:
             while not last.exists() and process.poll() is None:
                 time.sleep(0.02)
-            # Until it ends: a SIGINT that arrives while Python is in certain library code
-            # can go unnoticed (seen about once in three runs), as a Ctrl+C sometimes does.
+            # Until it ends: a SIGINT that lands while Lightning closes a checkpoint file is
+            # lost (the KeyboardInterrupt is raised inside fsspec's file close and dropped).
             while process.poll() is None:
                 process.send_signal(signum)
                 time.sleep(0.2)
