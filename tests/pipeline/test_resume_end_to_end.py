@@ -168,6 +168,7 @@ def test_resume_finishes_the_run_as_if_never_interrupted(workspace, uninterrupte
     assert "best-epoch=0.ckpt" in (ours / "info.json").read_text()
     # The last epochs too: same weights, same checkpoint bookkeeping.
     last = [_load(r / "checkpoints" / "finetune" / "last.ckpt") for r in (run, uninterrupted)]
+    assert last[1]["epoch"] == EPOCHS - 1  # last.ckpt is the last epoch's, not the best's
     assert all(torch.equal(last[0]["state_dict"][k], v) for k, v in last[1]["state_dict"].items())
     assert _bookkeeping(last[0], run) == _bookkeeping(last[1], uninterrupted)
     assert (run / "checkpoints" / "finetune" / KEY_FILE).is_file()
