@@ -22,13 +22,13 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from src.pipeline.config import ConfigError, cam_options, validate_config
 from src.pipeline.store import ModelStore, load_state_dict, load_weights, save_from_rank_zero
-from src.pipeline.supervised import STAGE as SEGMENTER
 from src.pipeline.supervised import (
     check_supervised_config,
     segmenter_stage,
     supervised_eval_stage,
 )
-from src.pipeline.trainer import build_trainer, finish_loggers
+from src.pipeline.trainer import finish_loggers
+from src.pipeline.training import checkpoint_dir, fit
 
 log = logging.getLogger(__name__)
 
@@ -58,18 +58,6 @@ def build_net(cfg: DictConfig, num_classes: int) -> torch.nn.Module:
     return instantiate(cfg.backbone.net, num_classes=num_classes)
 
 
-def resume_checkpoint(cfg: DictConfig, stage: str) -> str | None:
-    """`resume=<earlier run folder>`: continue that run's training from its last checkpoint."""
-    if not cfg.get("resume"):
-        return None
-    last = Path(cfg.resume) / "checkpoints" / stage / "last.ckpt"
-    if last.is_file():
-        log.info("Resuming %s from %s", stage, last)
-        return str(last)
-    log.info("No %s checkpoint in %s: training %s from the start", stage, cfg.resume, stage)
-    return None
-
-
 def pretrain_stage(
     cfg: DictConfig, datamodule: pl.LightningDataModule, store: ModelStore
 ) -> Path | None:
@@ -87,13 +75,7 @@ def _pretrain(cfg: DictConfig, datamodule: pl.LightningDataModule, store: ModelS
     encoder = build_net(cfg, datamodule.num_classes).remove_head()
     module = instantiate(cfg.pretrain.module, encoder=encoder)
     datamodule.batch_size = cfg.pretrain.batch_size
-    checkpoints = ModelCheckpoint(
-        dirpath=Path(cfg.paths.output_dir) / "checkpoints" / "pretrain", save_last=True
-    )
-    trainer = build_trainer(
-        cfg, "pretrain", max_epochs=cfg.pretrain.epochs, callbacks=[checkpoints]
-    )
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg, "pretrain"))
+    trainer, _ = fit(cfg, "pretrain", module, datamodule, cfg.pretrain.epochs)
     return save_from_rank_zero(trainer, store, cfg, "pretrain", module.encoder.state_dict)
 
 
@@ -118,17 +100,13 @@ def _finetune(cfg: DictConfig, datamodule: pl.LightningDataModule, store: ModelS
     )
     datamodule.batch_size = cfg.finetune.batch_size
     checkpoints = ModelCheckpoint(
-        dirpath=Path(cfg.paths.output_dir) / "checkpoints" / "finetune",
+        dirpath=checkpoint_dir(cfg, "finetune"),
         filename="best-{epoch}",
         monitor=cfg.finetune.monitor,
         mode=cfg.finetune.monitor_mode,
-        save_last=True,
     )
-    trainer = build_trainer(
-        cfg, "finetune", max_epochs=cfg.finetune.epochs, callbacks=[checkpoints]
-    )
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg, "finetune"))
-    best = checkpoints.best_model_path or checkpoints.last_model_path
+    trainer, last = fit(cfg, "finetune", module, datamodule, cfg.finetune.epochs, checkpoints)
+    best = checkpoints.best_model_path or last.best_model_path
     best_auc = checkpoints.best_model_score
     log.info(
         "Best validation AUC %s (%s)", None if best_auc is None else f"{float(best_auc):.4f}", best
@@ -310,7 +288,7 @@ def _run_supervised(
 ) -> dict[str, Any]:
     """`method=supervised`: train (or reuse) the U-Net, then score it on the CAM rows' images."""
     if cfg.stage in ("all", "finetune"):
-        segmenter_stage(cfg, datamodule, store, resume_checkpoint(cfg, SEGMENTER))
+        segmenter_stage(cfg, datamodule, store)
     if cfg.stage in ("all", "eval"):
         datamodule.setup("test")
         return supervised_eval_stage(cfg, datamodule, store, eval_loader)

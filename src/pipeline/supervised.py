@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from src.data.errors import DataFormatError
 from src.pipeline.config import ConfigError
 from src.pipeline.store import ModelStore, load_state_dict, load_weights, save_from_rank_zero
-from src.pipeline.trainer import build_trainer
+from src.pipeline.training import checkpoint_dir, fit
 
 log = logging.getLogger(__name__)
 
@@ -88,25 +88,15 @@ def build_segmenter(cfg: DictConfig, size: tuple[int, ...]) -> torch.nn.Module:
     return instantiate(cfg.segmenter.net)(patch_size=size)
 
 
-def segmenter_stage(
-    cfg: DictConfig,
-    datamodule: pl.LightningDataModule,
-    store: ModelStore,
-    resume_from: str | None,
-) -> Path:
+def segmenter_stage(cfg: DictConfig, datamodule: pl.LightningDataModule, store: ModelStore) -> Path:
     """The stored U-Net of this data/segmenter config, trained on the training masks if no
     job has (once, however many jobs ask at once; `ModelStore.train_once`)."""
     require_binary_task(datamodule)
-    return store.train_once(
-        cfg, STAGE, lambda: _train_segmenter(cfg, datamodule, store, resume_from)
-    )
+    return store.train_once(cfg, STAGE, lambda: _train_segmenter(cfg, datamodule, store))
 
 
 def _train_segmenter(
-    cfg: DictConfig,
-    datamodule: pl.LightningDataModule,
-    store: ModelStore,
-    resume_from: str | None,
+    cfg: DictConfig, datamodule: pl.LightningDataModule, store: ModelStore
 ) -> Path:
     """Train, keep the weights of the best validation Dice, store them and return their path."""
     require_pixel_labels(datamodule)
@@ -115,15 +105,13 @@ def _train_segmenter(
     module = instantiate(cfg.segmenter.module, net=net)
     datamodule.batch_size = cfg.segmenter.batch_size
     checkpoints = ModelCheckpoint(
-        dirpath=Path(cfg.paths.output_dir) / "checkpoints" / STAGE,
+        dirpath=checkpoint_dir(cfg, STAGE),
         filename="best-{epoch}",
         monitor=cfg.segmenter.monitor,
         mode=cfg.segmenter.monitor_mode,
-        save_last=True,
     )
-    trainer = build_trainer(cfg, STAGE, max_epochs=cfg.segmenter.epochs, callbacks=[checkpoints])
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
-    best = checkpoints.best_model_path or checkpoints.last_model_path
+    trainer, last = fit(cfg, STAGE, module, datamodule, cfg.segmenter.epochs, checkpoints)
+    best = checkpoints.best_model_path or last.best_model_path
     score = checkpoints.best_model_score
     score = None if score is None else float(score)
     log.info("Best validation Dice %s (%s)", None if score is None else f"{score:.4f}", best)
