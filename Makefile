@@ -13,10 +13,10 @@ help: ## list the targets
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip setuptools wheel
-	$(PY) -m pip install -e '.[dev]'
+	$(PY) -m pip install -e '.[dev,cluster]'
 	@touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install the project with its dev extras (quick when nothing changed)
+install: $(STAMP) ## create .venv and install the project with its dev and cluster extras (quick when nothing changed)
 
 run: install ## run the whole pipeline on the embedded BraTS-format demo data
 	$(PY) -m src.run $(ARGS)

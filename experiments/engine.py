@@ -63,6 +63,8 @@ class DemoData:
 _DEMO_EVAL = (
     "finetune.epochs=1",
     "finetune.batch_size=8",
+    "segmenter.epochs=1",
+    "segmenter.net.filters=[8,16,32,64,128,128,128]",
     "eval.limit=6",
     "eval.positive_fraction=0.75",
     "eval.batch_size=2",
@@ -102,6 +104,10 @@ class Settings:
     only: tuple[str, ...] = ()
     rerun: bool = False
     project_root: Path = REPO_ROOT
+    # None: rows run one after the other in this process; else a key of
+    # `experiments.launch.LAUNCHERS` (parallel jobs) with `hydra.launcher` options.
+    launcher: str | None = None
+    launcher_options: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -216,9 +222,14 @@ def run_job(job: Job, settings: Settings) -> Outcome:
     seconds = time.monotonic() - start
     if not summary.get("headline"):
         return Outcome(FAILED, reason="the run wrote no headline", run_dir=str(job.run_dir))
-    record = {"overrides": list(job.overrides), "seconds": seconds}
-    atomic_write_text(job.run_dir / JOB_FILE, json.dumps(record, indent=2) + "\n")
+    record_job(job.run_dir, job.overrides, seconds)
     return Outcome(DONE, summary["headline"], "", str(job.run_dir), seconds)
+
+
+def record_job(run_dir: Path, overrides: Sequence[str], seconds: float) -> None:
+    """Mark a finished job (`job.json`: its overrides and time) so `cached_outcome` reuses it."""
+    record = {"overrides": list(overrides), "seconds": seconds}
+    atomic_write_text(Path(run_dir) / JOB_FILE, json.dumps(record, indent=2) + "\n")
 
 
 def command_line(job: Job) -> str:
@@ -295,16 +306,21 @@ def run_recipe(
         return outcomes, []
     to_run = []
     for job in jobs:
-        cached = None if settings.rerun else cached_outcome(job)
+        selected = _selected(job.row, settings)
+        # --rerun repeats the selected rows only; the others keep their finished results.
+        cached = None if settings.rerun and selected else cached_outcome(job)
         if cached is not None:
             outcomes[job.row.key] = cached
-        elif _selected(job.row, settings):
+        elif selected:
             to_run.append(job)
         else:  # outside the demo subset or `only`: the table notes say which rows ran
             outcomes[job.row.key] = Outcome(NOT_RUN)
     validate_jobs(to_run, settings)
     if settings.demo:
         prepare_demo_data(to_run, settings)
+    if settings.launcher is not None:
+        outcomes.update(launch_and_collect(recipe, to_run, settings))
+        return outcomes, write_tables(recipe, outcomes, settings)
     written: list[Path] = []
     for number, job in enumerate(to_run, 1):
         log.info("[%s %d/%d] %s", recipe.name, number, len(to_run), command_line(job))
@@ -313,6 +329,33 @@ def run_recipe(
     if not to_run:
         written = write_tables(recipe, outcomes, settings)
     return outcomes, written
+
+
+def launch_and_collect(
+    recipe: Recipe, jobs: Sequence[Job], settings: Settings
+) -> dict[str, Outcome]:
+    """Run `jobs` as parallel jobs of `settings.launcher`, wait, and read their outcomes; a
+    launcher error (e.g. a SLURM job killed) is logged and what finished is still collected."""
+    from experiments.launch import collect, launch
+
+    assert settings.launcher is not None
+    if not jobs:  # every selected row finished earlier
+        return {}
+    sweep_dir = Path(settings.runs_dir) / recipe.name
+    try:
+        launch(jobs, sweep_dir, settings.launcher, settings.launcher_options, settings.project_root)
+    except Exception:  # noqa: BLE001 - the finished rows must still reach the table
+        log.exception("the %s launcher stopped; collecting the finished rows", settings.launcher)
+    return collect(jobs)
+
+
+def collect_recipe(recipe: Recipe, settings: Settings) -> tuple[dict[str, Outcome], list[Path]]:
+    """The table from the run folders of earlier (e.g. launched) jobs, running nothing."""
+    from experiments.launch import collect
+
+    jobs, outcomes = plan(recipe, settings)
+    outcomes.update(collect(jobs))
+    return outcomes, write_tables(recipe, outcomes, settings)
 
 
 def summary_line(recipe: Recipe, outcomes: dict[str, Outcome]) -> str:

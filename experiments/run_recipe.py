@@ -6,6 +6,12 @@
     python experiments/run_recipe.py ltgrad_table3 --data-root /data/VOCdevkit \
         --vgg-weights /weights/vgg16-397923af.pth
     python experiments/run_recipe.py ltgrad_fig4 --demo
+    python experiments/run_recipe.py ltgrad_delta_select --demo --launcher submitit_local
+    python experiments/run_recipe.py ltgrad_fig4 --data-root /data/KolektorSDD2 \
+        --vgg-weights /weights/vgg16-397923af.pth --launcher submitit_slurm \
+        --launcher-option partition=gpu
+    python experiments/run_recipe.py ltgrad_fig4 --data-root /data/KolektorSDD2 \
+        --vgg-weights /weights/vgg16-397923af.pth --collect
 
 Tables go to experiments/results/<recipe>.md/.csv (demo: experiments/results/demo/).
 """
@@ -13,6 +19,7 @@ Tables go to experiments/results/<recipe>.md/.csv (demo: experiments/results/dem
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
@@ -25,10 +32,15 @@ from experiments.engine import (  # noqa: E402
     REPO_ROOT,
     RecipeConfigError,
     Settings,
+    collect_recipe,
     run_recipe,
     summary_line,
 )
+from experiments.launch import LAUNCHERS  # noqa: E402
 from experiments.recipes import DATASETS, RECIPES  # noqa: E402
+from experiments.select_delta import NAME as SELECTION  # noqa: E402
+from experiments.select_delta import TITLE as SELECTION_TITLE  # noqa: E402
+from experiments.select_delta import TRAIN, run_selection  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
         "paper's numbers.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="recipes:\n"
-        + "\n".join(f"  {name:15s} {recipe.title}" for name, recipe in RECIPES.items()),
+        + "\n".join(f"  {name:15s} {recipe.title}" for name, recipe in RECIPES.items())
+        + f"\n  {SELECTION:15s} {SELECTION_TITLE}",
     )
     parser.add_argument("recipes", nargs="*", help="recipe names, or 'all'")
     parser.add_argument("--list", action="store_true", help="list the recipes and exit")
@@ -80,6 +93,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--results-dir", type=Path, default=REPO_ROOT / "experiments" / "results")
     parser.add_argument("--rerun", action="store_true", help="do not reuse finished jobs")
     parser.add_argument(
+        "--launcher",
+        choices=list(LAUNCHERS),
+        help="run the rows as parallel jobs of this Hydra launcher (SLURM job array, local "
+        "processes, or basic: one after the other) and wait for them; default: in this process",
+    )
+    parser.add_argument(
+        "--launcher-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a hydra.launcher setting (repeatable), e.g. partition=gpu, timeout_min=600",
+    )
+    parser.add_argument(
+        "--collect",
+        action="store_true",
+        help="run nothing: write the tables from the run folders of earlier (launched) jobs",
+    )
+    parser.add_argument(
         "--dry-run",
         action="store_true",
         help="compose and validate every job, print the equivalent commands, run nothing",
@@ -107,6 +138,8 @@ def settings_for(args: argparse.Namespace, primary: str) -> Settings:
         extra=tuple(args.override),
         only=tuple(args.only),
         rerun=args.rerun,
+        launcher=args.launcher,
+        launcher_options=tuple(args.launcher_option),
     )
 
 
@@ -120,14 +153,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = list(RECIPES) if args.recipes == ["all"] else args.recipes
     if not names:
         parser.error("name a recipe (or 'all'); --list shows them")
-    unknown = [name for name in names if name not in RECIPES]
+    unknown = [name for name in names if name not in RECIPES and name != SELECTION]
     if unknown:
-        parser.error(f"unknown recipe(s) {', '.join(unknown)}; known: {', '.join(RECIPES)}")
+        known = ", ".join([*RECIPES, SELECTION])
+        parser.error(f"unknown recipe(s) {', '.join(unknown)}; known: {known}")
+    if args.launcher_option and not args.launcher:
+        parser.error("--launcher-option needs --launcher")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for name in names:
+        if name == SELECTION:
+            outcomes, written = run_selection(
+                settings_for(args, RECIPES[TRAIN].primary), args.dry_run, args.collect
+            )
+            if not args.dry_run:
+                print(summary_line(dataclasses.replace(RECIPES[TRAIN], name=SELECTION), outcomes))
+                for path in written:
+                    print(f"  wrote {path}")
+            continue
         recipe = RECIPES[name]
+        settings = settings_for(args, recipe.primary)
         try:
-            outcomes, written = run_recipe(recipe, settings_for(args, recipe.primary), args.dry_run)
+            if args.collect:
+                outcomes, written = collect_recipe(recipe, settings)
+            else:
+                outcomes, written = run_recipe(recipe, settings, args.dry_run)
         except RecipeConfigError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2

@@ -33,6 +33,7 @@ class Outcome:
     reason: str = ""
     run_dir: str = ""
     seconds: float | None = None
+    log: str = ""  # the job's log, for a failed job run by a launcher
 
 
 def _finite(value: Any) -> bool:
@@ -156,6 +157,9 @@ def render_markdown(recipe: Recipe, outcomes: dict[str, Outcome], mode_note: str
     notes = ([mode_note] if mode_note else []) + list(recipe.notes)
     text = f"# {recipe.title}\n\n"
     text += "".join(f"- {note}\n" for note in notes)
+    logs = [(key, o.log) for key, o in outcomes.items() if o.status == FAILED and o.log]
+    if logs:
+        table += "\nLogs of the failed rows:\n\n" + "".join(f"- `{k}`: {p}\n" for k, p in logs)
     return text + "\n" + table
 
 
@@ -173,6 +177,7 @@ CSV_FIELDS = (
     "reason",
     "seconds",
     "run_dir",
+    "log",
 )
 
 
@@ -209,6 +214,7 @@ def render_csv(recipe: Recipe, outcomes: dict[str, Outcome]) -> str:
                     if outcome is None or outcome.seconds is None
                     else round(outcome.seconds, 1),
                     "run_dir": outcome.run_dir if outcome else "",
+                    "log": outcome.log if outcome else "",
                 }
             )
     return buffer.getvalue()

@@ -13,6 +13,7 @@ import hydra
 from omegaconf import DictConfig
 
 from src.pipeline.config import ConfigError
+from src.pipeline.resume import resumed_arguments
 from src.pipeline.stages import run_pipeline
 
 log = logging.getLogger(__name__)
@@ -33,10 +34,16 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     except ConfigError as err:
         log.error("%s", err)
         sys.exit(2)
-    if summary and cfg.data.get("demo") and cfg.stage in ("all", "eval"):
+    if summary and cfg.data.get("demo") and cfg.method == "cam" and cfg.stage in ("all", "eval"):
         print(DEMO_NEXT)
     return summary
 
 
 if __name__ == "__main__":
+    try:
+        # `resume=<run>`: that run's own overrides and folder, before Hydra composes.
+        sys.argv[1:] = resumed_arguments(sys.argv[1:])
+    except ConfigError as err:
+        print(f"Error: {err}", file=sys.stderr)
+        sys.exit(2)
     main()

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from src.data.base import DataModuleArguments, SplitDataModule
-from src.data.cache import dataset_cache_dir, fingerprint, load_entry, save_entry
+from src.data.cache import cached, dataset_cache_dir, fingerprint
 from src.data.datasets import TensorSliceDataset
 from src.data.errors import DataFormatError
 from src.data.jpeg import jpeg_roundtrip_slices
@@ -186,10 +186,7 @@ class BraTSDataModule(SplitDataModule):
         for modality, path in zip(self.modalities, images, strict=True):
             sources = fingerprint([path, seg_path])
             entry = cache / f"{case}_{modality}.npz"
-            arrays = load_entry(entry, sources)
-            if arrays is None:
-                arrays = decode_case(path, seg_path)
-                save_entry(entry, arrays, sources)
+            arrays = cached(entry, sources, lambda path=path: decode_case(path, seg_path))
             if seg is not None and arrays["seg"].shape != seg.shape:
                 raise DataFormatError(
                     path, f"shape {arrays['image'].shape} differs across modalities"

@@ -3,6 +3,7 @@
 SPEC section 7: read volumes once and never re-decode NIfTI per item. Cache files live in a
 user cache folder keyed by the dataset root (never inside the dataset folder) and record the
 size and mtime of the files they were decoded from; any difference means a re-decode.
+Processes that miss the same entry at once decode it once (`cached`: the entry's lock).
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ import io
 import json
 import os
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from src.data.atomic import atomic_write_bytes
+from src.data.lock import build_once
 
 CACHE_VERSION = 1
 
@@ -70,3 +73,17 @@ def save_entry(path: Path, arrays: dict[str, np.ndarray], sources: dict[str, lis
     buffer = io.BytesIO()
     np.savez_compressed(buffer, meta=np.array(meta), **arrays)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def cached(
+    path: Path, sources: dict[str, list[int]], decode: Callable[[], dict[str, np.ndarray]]
+) -> dict[str, np.ndarray]:
+    """The entry at ``path`` for ``sources``; on a miss ``decode()`` runs and is saved, by one
+    process only when several miss together (the others wait and load its file)."""
+
+    def build() -> dict[str, np.ndarray]:
+        arrays = decode()
+        save_entry(path, arrays, sources)
+        return arrays
+
+    return build_once(path, lambda: load_entry(path, sources), build)

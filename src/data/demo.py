@@ -2,7 +2,9 @@
 
 Generated once per parameter set: a marker file inside the generated folder records the
 generator parameters and version, and the folder is rebuilt only when they differ or the
-folder is incomplete (a missing case file).
+folder is incomplete (a missing case file). Runs started together on one checkout generate it
+once: the first takes the folder's lock (`src.data.lock`, a hidden sibling), the others wait
+and read what it wrote.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 from src.data.generators.anatomy import MODALITIES
 from src.data.generators.brats import generate_brats
+from src.data.lock import build_once
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +56,18 @@ def ensure_demo_brats(
     params = {"version": DEMO_VERSION, "n_cases": n_cases, "seed": seed, **kw}
     params = json.loads(json.dumps(params))  # tuples -> lists, as stored in the marker
     marker = root / MARKER
-    if _is_current(root, params):
-        return root
-    log.info("generating demo BraTS data in %s (%s)", root, params)
-    exists = root.exists()
-    if exists and not marker.is_file() and any(root.iterdir()):
-        raise FileExistsError(
-            f"{root}: not a generated demo folder (no {MARKER}); refusing to replace it"
-        )
-    # generate_brats builds a temporary sibling and swaps it in, marker included.
-    try:
+
+    def current() -> Path | None:
+        return root if _is_current(root, params) else None
+
+    def generate() -> Path:
+        log.info("generating demo BraTS data in %s (%s)", root, params)
+        exists = root.exists()
+        if exists and not marker.is_file() and any(root.iterdir()):
+            raise FileExistsError(
+                f"{root}: not a generated demo folder (no {MARKER}); refusing to replace it"
+            )
+        # generate_brats builds a temporary sibling and swaps it in, marker included.
         generate_brats(
             root,
             n_cases=n_cases,
@@ -72,8 +77,6 @@ def ensure_demo_brats(
             workers=workers,
             **kw,
         )
-    except OSError:
-        # Another process (e.g. a second DDP rank) may have put the same data in place first.
-        if not _is_current(root, params):
-            raise
-    return root
+        return root
+
+    return build_once(root, current, generate)

@@ -97,14 +97,15 @@ def overview_figure(
     panel_of: Callable[[str], Panel],
     rows_by_id: dict[str, dict[str, Any]],
     title: str = "",
+    map_label: str = "CAM",
 ) -> Any:
-    """One row per image: the input, the CAM and the mask. Every panel outlines the
-    ground-truth tumour in red; the input and mask panels also outline the predicted mask in
-    cyan, so where the map points and where the mask spills can be read at a glance. The
-    CAM panel marks the map's maximum (x) and gives the classifier's score, the pointing-game
-    verdict and the map's mass inside the tumour; the mask panel its Dice and HD95. A legend
-    below the panels names the outlines (constrained layout keeps it and the title off the
-    panels)."""
+    """One row per image: the input, the CAM (or the map named `map_label`) and the mask.
+    Every panel outlines the ground-truth tumour in red; the input and mask panels also
+    outline the predicted mask in cyan, so where the map points and where the mask spills can
+    be read at a glance. The map panel marks the map's maximum (x) and gives the classifier's
+    score, the pointing-game verdict and the map's mass inside the tumour; the mask panel its
+    Dice and HD95. A legend below the panels names the outlines (constrained layout keeps it
+    and the title off the panels)."""
     fig = plt.figure(figsize=(8, 2.7 * len(ids) + 0.8), layout="constrained")
     axes = fig.subplots(len(ids), 3, squeeze=False)
     for r, image_id in enumerate(ids):
@@ -115,7 +116,7 @@ def overview_figure(
         mass_text = "" if mass is None or mass != mass else f", {mass:.0%} of mass in tumour"
         titles = [
             f"{image_id} ({row['group']})",
-            f"CAM: score {row['score']:.2f}\n{pointing}{mass_text}",
+            f"{map_label}: score {row['score']:.2f}\n{pointing}{mass_text}",
             f"mask: Dice {row['dice']:.2f}, HD95 {row['hd95']:.1f}\n"
             f"{int(row['pred_area'])} px predicted, {int(row['gt_area'])} px tumour",
         ]
@@ -152,10 +153,11 @@ def save_overview(
     rows_by_id: dict[str, dict[str, Any]],
     path: str | os.PathLike,
     title: str = "",
+    map_label: str = "CAM",
 ) -> None:
     """`overview_figure` written to `path` (nothing when there are no images)."""
     if ids:
-        save_figure(overview_figure(ids, panel_of, rows_by_id, title), path)
+        save_figure(overview_figure(ids, panel_of, rows_by_id, title, map_label), path)
 
 
 def save_histogram(

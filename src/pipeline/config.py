@@ -13,6 +13,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 STAGES = ("all", "pretrain", "finetune", "eval", "masks")
+METHODS = ("cam", "supervised")
 MODALITIES = ("t1", "t1ce", "t2", "flair")
 EVAL_SPLITS = ("train", "val", "test")
 MASK_METHODS = ("densecrf", "otsu", "threshold")
@@ -52,6 +53,7 @@ def cam_options(cam_cfg: DictConfig) -> dict[str, Any]:
 def validate_config(cfg: DictConfig) -> None:
     """Raise ConfigError for the first invalid value, naming its field."""
     _check_choice("stage", cfg.stage, STAGES)
+    _check_choice("method", cfg.method, METHODS)
     if cfg.stage == "masks" and not cfg.get("maps_from"):
         raise ConfigError("maps_from", "stage=masks needs maps_from=<folder of a finished run>")
     if "modality" in cfg.data:

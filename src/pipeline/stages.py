@@ -8,7 +8,6 @@ data/backbone/training config (e.g. every job of a CAM sweep) loads them instead
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,14 @@ from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from src.pipeline.config import ConfigError, cam_options, validate_config
-from src.pipeline.store import WEIGHTS_FILE, ModelStore, load_state_dict, load_weights
-from src.pipeline.trainer import build_trainer, finish_loggers
+from src.pipeline.store import ModelStore, load_state_dict, load_weights, save_from_rank_zero
+from src.pipeline.supervised import (
+    check_supervised_config,
+    segmenter_stage,
+    supervised_eval_stage,
+)
+from src.pipeline.trainer import finish_loggers
+from src.pipeline.training import checkpoint_dir, fit
 
 log = logging.getLogger(__name__)
 
@@ -53,33 +58,6 @@ def build_net(cfg: DictConfig, num_classes: int) -> torch.nn.Module:
     return instantiate(cfg.backbone.net, num_classes=num_classes)
 
 
-def resume_checkpoint(cfg: DictConfig, stage: str) -> str | None:
-    """`resume=<earlier run folder>`: continue that run's training from its last checkpoint."""
-    if not cfg.get("resume"):
-        return None
-    last = Path(cfg.resume) / "checkpoints" / stage / "last.ckpt"
-    if last.is_file():
-        log.info("Resuming %s from %s", stage, last)
-        return str(last)
-    log.info("No %s checkpoint in %s: training %s from the start", stage, cfg.resume, stage)
-    return None
-
-
-def save_from_rank_zero(
-    trainer: pl.Trainer,
-    store: ModelStore,
-    cfg: DictConfig,
-    stage: str,
-    state_dict: Callable[[], dict[str, torch.Tensor]],
-    extra: dict[str, Any] | None = None,
-) -> Path:
-    """Store trained weights once (rank 0); every process waits and returns the stored path."""
-    if trainer.is_global_zero:
-        store.save(cfg, stage, state_dict(), extra=extra)
-    trainer.strategy.barrier(f"store-{stage}")
-    return store.entry(cfg, stage) / WEIGHTS_FILE
-
-
 def pretrain_stage(
     cfg: DictConfig, datamodule: pl.LightningDataModule, store: ModelStore
 ) -> Path | None:
@@ -89,32 +67,25 @@ def pretrain_stage(
     explicit = cfg.pretrain.get("ckpt")
     if explicit:
         return Path(explicit)
-    stored = store.lookup(cfg, "pretrain")
-    if stored is not None and cfg.reuse_classifier:
-        log.info(
-            "Reusing the SupCon encoder in %s (same data/backbone/pretrain config)", stored.parent
-        )
-        return stored
+    return store.train_once(cfg, "pretrain", lambda: _pretrain(cfg, datamodule, store))
+
+
+def _pretrain(cfg: DictConfig, datamodule: pl.LightningDataModule, store: ModelStore) -> Path:
     pl.seed_everything(cfg.seed, workers=True)
     encoder = build_net(cfg, datamodule.num_classes).remove_head()
     module = instantiate(cfg.pretrain.module, encoder=encoder)
     datamodule.batch_size = cfg.pretrain.batch_size
-    checkpoints = ModelCheckpoint(
-        dirpath=Path(cfg.paths.output_dir) / "checkpoints" / "pretrain", save_last=True
-    )
-    trainer = build_trainer(
-        cfg, "pretrain", max_epochs=cfg.pretrain.epochs, callbacks=[checkpoints]
-    )
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg, "pretrain"))
+    trainer, _ = fit(cfg, "pretrain", module, datamodule, cfg.pretrain.epochs)
     return save_from_rank_zero(trainer, store, cfg, "pretrain", module.encoder.state_dict)
 
 
 def finetune_stage(cfg: DictConfig, datamodule: pl.LightningDataModule, store: ModelStore) -> Path:
-    """Fine-tune the whole classifier; keeps the best-validation-AUC weights."""
-    stored = store.lookup(cfg, "finetune")
-    if stored is not None and cfg.reuse_classifier:
-        log.info("Reusing the classifier in %s (same data/backbone/training config)", stored.parent)
-        return stored
+    """Fine-tune the whole classifier (once per training key, however many jobs ask at once);
+    keeps the best-validation-AUC weights."""
+    return store.train_once(cfg, "finetune", lambda: _finetune(cfg, datamodule, store))
+
+
+def _finetune(cfg: DictConfig, datamodule: pl.LightningDataModule, store: ModelStore) -> Path:
     encoder_path = (
         pretrain_stage(cfg, datamodule, store) if cfg.pretrain.get("enabled", True) else None
     )
@@ -129,17 +100,13 @@ def finetune_stage(cfg: DictConfig, datamodule: pl.LightningDataModule, store: M
     )
     datamodule.batch_size = cfg.finetune.batch_size
     checkpoints = ModelCheckpoint(
-        dirpath=Path(cfg.paths.output_dir) / "checkpoints" / "finetune",
+        dirpath=checkpoint_dir(cfg, "finetune"),
         filename="best-{epoch}",
         monitor=cfg.finetune.monitor,
         mode=cfg.finetune.monitor_mode,
-        save_last=True,
     )
-    trainer = build_trainer(
-        cfg, "finetune", max_epochs=cfg.finetune.epochs, callbacks=[checkpoints]
-    )
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg, "finetune"))
-    best = checkpoints.best_model_path or checkpoints.last_model_path
+    trainer, last = fit(cfg, "finetune", module, datamodule, cfg.finetune.epochs, checkpoints)
+    best = checkpoints.best_model_path or last.best_model_path
     best_auc = checkpoints.best_model_score
     log.info(
         "Best validation AUC %s (%s)", None if best_auc is None else f"{float(best_auc):.4f}", best
@@ -213,7 +180,9 @@ def eval_indices(
     return eval_subset(np.asarray(dataset.labels), limit, positive_fraction, normal)
 
 
-def _eval_loader(cfg: DictConfig, datamodule: pl.LightningDataModule) -> DataLoader:
+def eval_loader(cfg: DictConfig, datamodule: pl.LightningDataModule) -> DataLoader:
+    """The evaluation images (`eval.split`, `eval.limit`, `eval.positive_fraction`): the same
+    for every method on the same data, so their rows compare the same slices."""
     loader = datamodule.eval_dataloader(cfg.eval.split, batch_size=cfg.eval.batch_size)
     dataset = loader.dataset
     if len(dataset) == 0:
@@ -240,7 +209,7 @@ def eval_stage(
     cfg: DictConfig, datamodule: pl.LightningDataModule, store: ModelStore
 ) -> dict[str, Any]:
     """CAMs of the evaluation split -> masks -> metrics, result files and figure."""
-    from src.evaluation.run_eval import evaluate
+    from src.evaluation.run_eval import Method, cam_module_factory, evaluate
 
     ckpt = cfg.get("ckpt") or store.lookup(cfg, "finetune")
     if ckpt is None:
@@ -260,15 +229,11 @@ def eval_stage(
             f"stage-like modules are e.g. {[n for n in modules if n.count('.') == 0][:8]}",
         )
     datamodule.setup("test")
-    loader = _eval_loader(cfg, datamodule)
-    return evaluate(
-        cfg,
-        net,
-        loader,
-        target_layers=target_layers,
-        options=cam_options(cfg.cam),
-        checkpoint=str(ckpt),
-    )
+    loader = eval_loader(cfg, datamodule)
+    options = cam_options(cfg.cam)
+    info = {"target_layers": target_layers, "cam_options": options, "checkpoint": str(ckpt)}
+    build = cam_module_factory(cfg, net, target_layers, options)
+    return evaluate(cfg, build, loader, Method.of_cam(cfg), info)
 
 
 def with_source_run(cfg: DictConfig) -> DictConfig:
@@ -280,6 +245,11 @@ def with_source_run(cfg: DictConfig) -> DictConfig:
             f"maps_from: {source_config} not found (not a finished run folder?)"
         )
     source = OmegaConf.load(source_config)
+    if source.get("method", "cam") != "cam":
+        raise ConfigError(
+            "maps_from",
+            f"{cfg.maps_from} is a method={source.method} run: stage=masks re-masks CAMs only",
+        )
     cfg = cfg.copy()
     with open_dict(cfg):
         cfg.data = source.data
@@ -299,6 +269,8 @@ def masks_stage(cfg: DictConfig, datamodule: pl.LightningDataModule) -> dict[str
 def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     """Run the configured stage(s); returns the evaluation summary (empty if no eval ran)."""
     validate_config(cfg)
+    if cfg.method == "supervised":
+        check_supervised_config(cfg)
     if cfg.get("threads"):
         # On a busy CPU fewer intra-op threads than cores can be much faster (benchmarks/).
         torch.set_num_threads(int(cfg.threads))
@@ -308,16 +280,11 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     if cfg.stage == "masks":
         cfg = with_source_run(cfg)
     datamodule = build_datamodule(cfg)
-    summary: dict[str, Any] = {}
     try:
-        if cfg.stage == "pretrain":
-            pretrain_stage(cfg, datamodule, store)
-        if cfg.stage in ("all", "finetune"):
-            finetune_stage(cfg, datamodule, store)
-        if cfg.stage in ("all", "eval"):
-            summary = eval_stage(cfg, datamodule, store)
-        if cfg.stage == "masks":
-            summary = masks_stage(cfg, datamodule)
+        if cfg.method == "supervised":
+            summary = _run_supervised(cfg, datamodule, store)
+        else:
+            summary = _run_weakly_supervised(cfg, datamodule, store)
     finally:
         finish_loggers()
     # Written last, so a failed run never replaces the config of results already in the folder
@@ -327,3 +294,31 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
         OmegaConf.save(cfg, tmp, resolve=True)
         tmp.replace(output_dir / "config.yaml")
     return summary
+
+
+def _run_weakly_supervised(
+    cfg: DictConfig, datamodule: pl.LightningDataModule, store: ModelStore
+) -> dict[str, Any]:
+    """`method=cam`: the stages `cfg.stage` names; returns the evaluation summary (or {})."""
+    summary: dict[str, Any] = {}
+    if cfg.stage == "pretrain":
+        pretrain_stage(cfg, datamodule, store)
+    if cfg.stage in ("all", "finetune"):
+        finetune_stage(cfg, datamodule, store)
+    if cfg.stage in ("all", "eval"):
+        summary = eval_stage(cfg, datamodule, store)
+    if cfg.stage == "masks":
+        summary = masks_stage(cfg, datamodule)
+    return summary
+
+
+def _run_supervised(
+    cfg: DictConfig, datamodule: pl.LightningDataModule, store: ModelStore
+) -> dict[str, Any]:
+    """`method=supervised`: train (or reuse) the U-Net, then score it on the CAM rows' images."""
+    if cfg.stage in ("all", "finetune"):
+        segmenter_stage(cfg, datamodule, store)
+    if cfg.stage in ("all", "eval"):
+        datamodule.setup("test")
+        return supervised_eval_stage(cfg, datamodule, store, eval_loader)
+    return {}

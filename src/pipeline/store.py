@@ -1,55 +1,49 @@
 """A content-addressed store of trained networks, so CAM sweeps never retrain.
 
-A trained encoder or classifier is saved together with the exact config that made it, under
+A trained encoder or classifier is saved together with the exact config that made them, under
 a key hashed from the parts of the config that change its weights (data, backbone, training
 hyper-parameters, seed). A later run whose key matches loads it instead of training again.
 Fields that only change speed or where files go (workers, cache folders, logging) are left
-out of the key.
+out of the key, and files enter it by their content, not their path: the same dataset
+mounted elsewhere (another cluster node) finds the same classifier.
+
+Many jobs may need the same classifier at once (the jobs of a sweep on a cluster): the job
+that finds no entry takes the entry's lock (`src.data.lock`) and trains, the others wait for
+it and load its result (`ModelStore.train_once`).
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities import rank_zero_only
+
+from src.data.atomic import atomic_directory
+from src.data.fingerprint import content_fingerprint
+from src.data.lock import DirLock, lock_path
 
 log = logging.getLogger(__name__)
 
+#: Version of the key layout; entries without it were keyed by the data folder's path.
+KEY_SCHEME = 2
 # Data-config fields that do not change what a network learns.
 _RUNTIME_DATA_KEYS = ("num_workers", "cache_dir", "output_dir", "on_error", "evaluation")
-
-
-@functools.lru_cache(maxsize=16)
-def dataset_fingerprint(root: str | os.PathLike) -> str:
-    """Hash of every file's relative path, size and modification time under `root`.
-
-    The config alone cannot tell that a dataset folder was replaced or regenerated (same
-    path, other images); this can, at the cost of one stat per file.
-    """
-    root = Path(root)
-    if not root.exists():
-        return "missing"
-    digest = hashlib.sha256()
-    for folder, dirs, files in os.walk(root):
-        dirs.sort()
-        for name in sorted(files):
-            path = Path(folder) / name
-            stat = path.stat()
-            digest.update(f"{path.relative_to(root)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()[:16]
-
+# Path-valued fields that enter the key as the content fingerprint of what they name.
+_PATH_DATA_KEYS = ("root", "split_file")
 
 WEIGHTS_FILE = "weights.pt"
 CONFIG_FILE = "config.yaml"
+KEY_FILE = "key.json"
 
 
 def _plain(node: Any) -> Any:
@@ -57,15 +51,33 @@ def _plain(node: Any) -> Any:
 
 
 def training_key(cfg: DictConfig, stage: str) -> dict[str, Any]:
-    """The config subset that determines the weights produced by `stage` (pretrain|finetune)."""
+    """The config subset that determines the weights produced by `stage` (pretrain|finetune
+    for the classifier, segmenter for the supervised U-Net).
+
+    The data root, a split file and a backbone's initial weights are named by the content
+    fingerprint of their files (per-file hashes remembered in `<paths.cache_dir>/fingerprints`)."""
+    memo = Path(cfg.paths.cache_dir) / "fingerprints"
+
+    def content(path: Any) -> str | None:
+        return None if path in (None, "") else content_fingerprint(path, memo)
+
     data = {k: v for k, v in _plain(cfg.data).items() if k not in _RUNTIME_DATA_KEYS}
+    for name in _PATH_DATA_KEYS:
+        if name in data:
+            data[name] = content(data[name])
     key: dict[str, Any] = {
+        "scheme": KEY_SCHEME,
         "data": data,
-        "data_files": dataset_fingerprint(data["root"]) if data.get("root") else None,
-        "backbone": _plain(cfg.backbone.net),
         "seed": cfg.seed,
         "precision": cfg.trainer.get("precision"),
     }
+    if stage == "segmenter":
+        key["segmenter"] = _plain(cfg.segmenter)
+        return key
+    backbone = dict(_plain(cfg.backbone.net))
+    if "weights" in backbone:
+        backbone["weights"] = content(backbone["weights"])
+    key["backbone"] = backbone
     pretrain = _plain(cfg.pretrain)
     key["pretrain"] = pretrain if pretrain.get("enabled", True) else {"enabled": False}
     if stage == "finetune":
@@ -80,11 +92,23 @@ def fingerprint(key: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-class ModelStore:
-    """Folder `<root>/<stage>-<hash>/` holding `weights.pt` (a state_dict) and `config.yaml`."""
+def job_identity(cfg: DictConfig) -> str:
+    """What the processes of one job share and other jobs do not: the SLURM job step (all
+    tasks of an `srun`), else the run folder (Lightning's DDP ranks reuse it)."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if job:
+        return f"slurm {job}.{os.environ.get('SLURM_STEP_ID', '')}"
+    return f"run {cfg.paths.output_dir}"
 
-    def __init__(self, root: str | os.PathLike) -> None:
+
+class ModelStore:
+    """Folder `<root>/<stage>-<hash>/` holding `weights.pt` (a state_dict), `config.yaml` and
+    `key.json`; `.<stage>-<hash>.lock/` while a job trains it."""
+
+    def __init__(self, root: str | os.PathLike, poll: float = 2.0) -> None:
         self.root = Path(root)
+        self.poll = poll
+        self._warned_old = False
 
     def entry(self, cfg: DictConfig, stage: str) -> Path:
         return self.root / f"{stage}-{fingerprint(training_key(cfg, stage))}"
@@ -92,7 +116,70 @@ class ModelStore:
     def lookup(self, cfg: DictConfig, stage: str) -> Path | None:
         """Path of the stored weights for this config, or None."""
         weights = self.entry(cfg, stage) / WEIGHTS_FILE
-        return weights if weights.is_file() else None
+        if weights.is_file():
+            return weights
+        self._note_old_entries(stage)
+        return None
+
+    def _note_old_entries(self, stage: str) -> None:
+        """Say once that entries keyed by the old scheme exist and are not reused."""
+        if self._warned_old:
+            return
+        old = []
+        for key_file in self.root.glob(f"{stage}-*/{KEY_FILE}"):
+            try:
+                scheme = json.loads(key_file.read_text()).get("scheme")
+            except (OSError, ValueError):
+                continue
+            if scheme != KEY_SCHEME:
+                old.append(key_file.parent.name)
+        if old:
+            self._warned_old = True
+            log.info(
+                "The model store %s holds %d %s entries keyed by an older scheme (by the data "
+                "folder's path, not its content): they are never reused, this run trains anew. "
+                "Delete them once no old checkout needs them: %s",
+                self.root,
+                len(old),
+                stage,
+                ", ".join(sorted(old)[:5]),
+            )
+
+    def train_once(self, cfg: DictConfig, stage: str, train: Callable[[], Path]) -> Path:
+        """The stored weights of `stage` for this config, training them with `train()` only if
+        no job has: of many jobs started together exactly one trains, the others wait on the
+        entry's lock and then load its result. A job killed while training leaves no entry
+        (weights are stored atomically) and its lock is taken over (`src.data.lock`).
+
+        Only rank 0 of a multi-process job takes the lock; the other ranks train when the lock
+        is held by their own job (they join rank 0) and load when the entry appears."""
+        stored = self.lookup(cfg, stage)
+        if stored is not None and cfg.reuse_classifier:
+            log.info("Reusing the %s weights in %s (same training key)", stage, stored.parent)
+            return stored
+        if not cfg.reuse_classifier:
+            return train()
+        entry = self.entry(cfg, stage)
+        if rank_zero_only.rank != 0:
+            return self._follow(cfg, entry, train)
+        with DirLock(lock_path(entry), label=job_identity(cfg), poll=self.poll):
+            stored = self.lookup(cfg, stage)
+            if stored is not None:
+                log.info("Reusing the %s weights another job trained: %s", stage, entry)
+                return stored
+            return train()
+
+    def _follow(self, cfg: DictConfig, entry: Path, train: Callable[[], Path]) -> Path:
+        """A rank > 0: train along with this job's rank 0, or load what another job stored."""
+        lock = DirLock(lock_path(entry))
+        me = job_identity(cfg)
+        while True:
+            if (entry / WEIGHTS_FILE).is_file():
+                return entry / WEIGHTS_FILE
+            owner = lock.read_owner()
+            if owner is not None and owner.get("label") == me:
+                return train()
+            time.sleep(self.poll)
 
     def save(
         self,
@@ -101,25 +188,17 @@ class ModelStore:
         state_dict: dict[str, torch.Tensor],
         extra: dict[str, Any] | None = None,
     ) -> Path:
-        """Store weights with the config that made them; atomic (a half-written entry never
-        looks valid to a concurrent run)."""
+        """Store weights with the config that made them; atomic (built in a temporary folder
+        and renamed into place, so a half-written entry never looks valid to another run)."""
         entry = self.entry(cfg, stage)
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}-", dir=entry.parent))
-        try:
+        with atomic_directory(entry, overwrite=True) as tmp:
             torch.save(state_dict, tmp / WEIGHTS_FILE)
             OmegaConf.save(cfg, tmp / CONFIG_FILE, resolve=True)
-            (tmp / "key.json").write_text(
+            (tmp / KEY_FILE).write_text(
                 json.dumps(training_key(cfg, stage), indent=2, sort_keys=True, default=str)
             )
             if extra:
                 (tmp / "info.json").write_text(json.dumps(extra, indent=2, default=str))
-            if entry.exists():
-                shutil.rmtree(entry)
-            os.replace(tmp, entry)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         log.info("Stored %s weights in %s", stage, entry)
         return entry / WEIGHTS_FILE
 
@@ -162,3 +241,18 @@ def load_weights(net: torch.nn.Module, path: str | os.PathLike) -> None:
             f"missing keys {result.missing_keys[:5]} (of {len(result.missing_keys)}), "
             f"unexpected keys {result.unexpected_keys[:5]} (of {len(result.unexpected_keys)})"
         )
+
+
+def save_from_rank_zero(
+    trainer: pl.Trainer,
+    store: ModelStore,
+    cfg: DictConfig,
+    stage: str,
+    state_dict: Callable[[], dict[str, torch.Tensor]],
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Store trained weights once (rank 0); every process waits and returns the stored path."""
+    if trainer.is_global_zero:
+        store.save(cfg, stage, state_dict(), extra=extra)
+    trainer.strategy.barrier(f"store-{stage}")
+    return store.entry(cfg, stage) / WEIGHTS_FILE

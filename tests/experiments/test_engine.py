@@ -63,6 +63,14 @@ def test_failed_row_is_reported_and_finished_rows_are_reused(settings, fake_pipe
     assert outcomes["ltfullgrad-delta-20"].reason == "reused"
     assert outcomes["ltgrad-cam-delta-0"].headline["miou"]["mean"] == pytest.approx(0.5)
 
+    # --rerun repeats the selected rows; the table keeps the other finished rows.
+    fake_pipeline.clear()
+    again = dataclasses.replace(settings, only=("ltfullgrad-delta-20",), rerun=True)
+    outcomes, _ = run_recipe(recipe, again)
+    assert fake_pipeline == ["ltfullgrad@20"]
+    assert outcomes["ltfullgrad-delta-10"].reason == "reused"
+    assert outcomes["ltgrad-cam-delta-0"].status == "done"
+
     # Changed overrides (another extra option) invalidate the finished jobs.
     fake_pipeline.clear()
     changed = dataclasses.replace(settings, extra=(*settings.extra, "eval.batch_size=3"))
