@@ -2,7 +2,7 @@
 
 ``cfd_resnet18`` is the framework's own Cfd-CAM classifier (``build_backbone``), so the
 limit rows time the backbone users run. A random network has no dead ``layer4`` channel, so
-Cfd-CAM's exact skipping (SPEC 1) has nothing to skip. ``kill_layer4_channels`` makes a
+Cfd-CAM's exact skipping (docs/cfdcam.md) has nothing to skip. ``kill_layer4_channels`` makes a
 fraction of ``layer4``'s output channels exactly zero for every input, deterministically,
 by zeroing the weights that produce them (every conv before an InstanceNorm without affine
 gives a constant-zero channel, so the norm outputs 0 and the final ReLU keeps it at 0).
@@ -26,13 +26,15 @@ from src.models.backbones import build_backbone
 
 
 def cfd_resnet18(seed: int = 0) -> nn.Module:
-    """The Cfd-CAM classifier (SPEC 1): ResNet-18 with InstanceNorm, one logit, eval mode."""
+    """The Cfd-CAM classifier (docs/cfdcam.md): ResNet-18 with InstanceNorm, one logit, eval
+    mode."""
     torch.manual_seed(seed)
     return build_backbone("resnet18", num_classes=1, norm="instance").eval()
 
 
 def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Trained-like BN statistics in place: non-zero bias and running_mean (SPEC 3: with the
+    """Trained-like BN statistics in place: non-zero bias and running_mean (docs/gradient-cams.md:
+    with the
     default initialisation FullGrad's BN bias terms are all zero and hide bugs)."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():

@@ -54,7 +54,7 @@ def _generate_ksdd2(root: Path) -> None:
 @dataclass(frozen=True)
 class DemoData:
     """How `--demo` replaces one dataset: a generator writing it in the real on-disk format
-    (None: `data=demo` generates BraTS itself, SPEC 7) and the small-budget overrides."""
+    (None: `data=demo` generates BraTS itself, docs/data.md) and the small-budget overrides."""
 
     generate: Callable[[Path], None] | None
     overrides: tuple[str, ...]
@@ -176,7 +176,8 @@ def plan(recipe: Recipe, settings: Settings) -> tuple[list[Job], dict[str, Outco
     those that have none."""
     if recipe.imagenet_weights and not settings.demo and not settings.vgg_weights:
         raise RecipeConfigError(
-            f"recipe {recipe.name} starts VGG16 from ImageNet weights (SPEC 8): give the local "
+            f"recipe {recipe.name} starts VGG16 from ImageNet weights (docs/training.md): "
+            "give the local "
             "state_dict with --vgg-weights /path/to/vgg16-397923af.pth (or --vgg-weights none "
             "to train from random weights)"
         )

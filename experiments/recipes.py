@@ -57,7 +57,7 @@ class Recipe:
     primary: str
     demo_note: str = ""
     notes: tuple[str, ...] = field(default_factory=tuple)
-    # The backbone starts from a local ImageNet state_dict (VGG16, SPEC 8): the launcher's
+    # The backbone starts from a local ImageNet state_dict (VGG16, docs/training.md): the launcher's
     # --vgg-weights fills backbone.net.weights.
     imagenet_weights: bool = False
     # The rows run the default config (the demo: data generated in the real BraTS format)
@@ -140,7 +140,7 @@ def _cfdcam_table1() -> Recipe:
         "WSSS methods on BraTS 2021 (four modalities) and TCGA-LGG",
         rows,
         notes=(
-            "mean ± std over the tumour slices of the test split (SPEC 6); HD95 in pixels, "
+            "mean ± std over the tumour slices of the test split (docs/metrics.md); HD95 in pixels, "
             "373.12866 when exactly one mask is empty",
             "Swin-MIL and the C&F rows: not reproduced, paper numbers only",
             "Opt. U-net: our supervised ceiling (method=supervised), MONAI's DynUNet trained "
@@ -198,7 +198,7 @@ def _cfdcam_table2() -> Recipe:
         "single-scale (ss) vs multi-scale (ms) Cfd-CAM",
         rows,
         notes=(
-            "ss = cam.scales=[1], ms = cam.scales=[1,2] (SPEC 1); mean ± std over tumour slices",
+            "ss = cam.scales=[1], ms = cam.scales=[1,2] (docs/cfdcam.md); mean ± std over tumour slices",
             "the paper's ms rows for T2 and T2-FLAIR differ from its Table 1 Cfd-CAM rows",
         ),
     )

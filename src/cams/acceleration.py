@@ -1,7 +1,9 @@
-"""Speed options of the masked forwards of perturbation CAMs (SPEC sections 1, 2 and 9).
+"""Speed options of the masked forwards of perturbation CAMs (docs/cfdcam.md, docs/scorecam.md,
+benchmarks/results.md).
 
 Perturbation CAMs spend nearly all their time in forward passes of masked images, so speed
-comes from cheaper forwards (SPEC 9). ``MaskedForward`` runs those forwards with three
+comes from cheaper forwards (benchmarks/results.md). ``MaskedForward`` runs those forwards with
+three
 options, all off by default, each keeping maps within 1e-2 of float32 (tested):
 
 - ``autocast_dtype`` (``bfloat16`` | ``float16``): ``torch.autocast`` around the masked and

@@ -1,9 +1,9 @@
 """Activation capture: forward hooks that live only inside a ``with`` block (torchcam style).
 
 Gradients are never taken from hooks or parameter ``.grad``: callers differentiate the
-target score w.r.t. the captured tensors with ``torch.autograd.grad`` (SPEC section 3).
+target score w.r.t. the captured tensors with ``torch.autograd.grad`` (docs/gradient-cams.md).
 
-In-place safety (SPEC section 3): the hook stores the layer's own output and hands a clone
+In-place safety (docs/gradient-cams.md): the hook stores the layer's own output and hands a clone
 downstream, so an in-place op after the layer (ResNet's ``ReLU(inplace=True)`` after a BN,
 ``out += identity``) modifies the clone. The stored tensor keeps the layer's value, and the
 gradient w.r.t. it is the gradient w.r.t. the layer's output (a clone is the identity).

@@ -1,11 +1,11 @@
-"""FullGrad (SPEC section 3): input-gradient term plus bias-gradient terms of every layer.
+"""FullGrad (docs/gradient-cams.md): input-gradient term plus bias-gradient terms of every layer.
 
 ``|x * dy/dx|`` per input channel, plus for every Conv2d and BatchNorm2d with a bias
 ``|b_k * G_k|`` (G = gradient w.r.t. the layer's own output; BN's effective bias is
 ``beta - running_mean * gamma / sqrt(running_var + eps)``). Each map is min-maxed per
 (image, channel) at its own resolution and summed over channels; the fusion (``sum``
 by default) upsamples and adds the terms. ``target_layers`` is ignored. The truncation
-plug-in applies to the bias gradients (SPEC section 4).
+plug-in applies to the bias gradients (docs/layerization-truncation.md).
 """
 
 from __future__ import annotations

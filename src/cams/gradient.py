@@ -1,8 +1,8 @@
-"""Gradient CAMs: one weight rule per method on (activations, gradients) (SPEC section 3).
+"""Gradient CAMs: one weight rule per method on (activations, gradients) (docs/gradient-cams.md).
 
 Activations come from forward hooks; gradients from ``torch.autograd.grad`` of the summed
 per-sample target logits w.r.t. the hooked activations only (no parameter ``.grad``). The
-truncation plug-in (SPEC 4) is applied to the gradients before any rule.
+truncation plug-in (docs/layerization-truncation.md) is applied to the gradients before any rule.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Layerization plug-in: fuse the per-layer maps of any method (SPEC section 4, Eq. 8).
+"""Layerization plug-in: fuse the per-layer maps of any method (docs/layerization-truncation.md, Eq.
+8).
 
 Each method returns one non-negative map per target layer at that layer's resolution; the
 fusion brings them to the input size (bilinear, align_corners=False) and combines them:

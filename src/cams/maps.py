@@ -1,4 +1,4 @@
-"""Map post-processing shared by every method (SPEC section 3, grad-cam conventions)."""
+"""Map post-processing shared by every method (docs/gradient-cams.md, grad-cam conventions)."""
 
 from __future__ import annotations
 

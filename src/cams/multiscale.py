@@ -1,4 +1,4 @@
-"""Multi-scale plug-in: run any method on rescaled inputs and average (SPEC section 1).
+"""Multi-scale plug-in: run any method on rescaled inputs and average (docs/cfdcam.md).
 
 Scale ``s``: ``x_s = upsample(x, s, bilinear, align_corners=False)`` (``s = 1``: x itself);
 the method's map at ``x_s`` resolution is brought back to the input size with

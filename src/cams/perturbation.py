@@ -1,9 +1,9 @@
-"""Perturbation engine: Score-CAM family and Cfd-CAM as presets (SPEC sections 1 and 2).
+"""Perturbation engine: Score-CAM family and Cfd-CAM as presets (docs/cfdcam.md, docs/scorecam.md).
 
 One engine: capture the layer's maps ``A``, build masks ``M_k = normalise(up(A_k))``, score
 the masked images ``x * M_k`` chunk by chunk (``batch_size`` masked images per forward,
 never all B x C at once), turn the (B, C) scores into weights with the preset's rule and
-combine. The presets differ only in the table below (SPEC section 2):
+combine. The presets differ only in the table below (docs/scorecam.md):
 
 ========== =============== =============== ============ =========================== ======
 preset     upsampling      normalisation   score        weights                     sum of
@@ -50,7 +50,7 @@ CFD_RULES = ("faithful", "wosigmoid")
 def cfd_weights(
     scores: torch.Tensor, blank_score: torch.Tensor | float, preset: str = "faithful"
 ) -> torch.Tensor:
-    """Cfd-CAM channel weights (SPEC section 1, step 4), pure function over the last dim.
+    """Cfd-CAM channel weights (docs/cfdcam.md, step 4), pure function over the last dim.
 
     ``faithful``: ``w_k = s_k if s_k >= s0 else 0``; ``wosigmoid``: ``w_k = s_k`` (no blank
     threshold; the scores are logits). Then, if ``sum(w) > 0``, ``w = w / sum(w)``.

@@ -1,4 +1,4 @@
-"""Targets and scores of a classifier's logits (SPEC sections 1 and 3).
+"""Targets and scores of a classifier's logits (docs/cfdcam.md, docs/gradient-cams.md).
 
 A model returns logits (B, K). K = 1 is a binary classifier with a sigmoid: its only class
 id is 0 (the positive class). Target score for gradient CAMs and Score-CAM ``pgc`` = the

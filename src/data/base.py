@@ -3,7 +3,7 @@
 A reader subclasses :class:`SplitDataModule` and supplies three things: ``_scan`` (the group
 ids found under ``root``, validating files through :meth:`_guard`), ``_official_split`` (None
 for a seeded split by ``split_ratios``, or the official lists) and ``_make_dataset``. The
-base class owns splitting (SPEC section 7), ``split.json``, bad-input policy (``on_error``),
+base class owns splitting (docs/data.md), ``split.json``, bad-input policy (``on_error``),
 logging of counts, weighted sampling and the dataloaders.
 
 The arguments every reader shares are declared once, in :class:`DataModuleArguments`; a

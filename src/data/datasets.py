@@ -1,7 +1,7 @@
 """The two Dataset kinds every reader builds on, with one item format.
 
-Item (a dict): ``image`` float32 (3, H, W) in [0, 1] (grey repeated to 3 channels, SPEC
-section 1), ``label`` float32 (K,), ``mask`` int64 (H, W), ``id`` str. Both kinds expose
+Item (a dict): ``image`` float32 (3, H, W) in [0, 1] (grey repeated to 3 channels, docs/cfdcam.md),
+``label`` float32 (K,), ``mask`` int64 (H, W), ``id`` str. Both kinds expose
 ``labels`` (N, K) and ``ids`` so that the DataModule can count and weight without loading.
 """
 
@@ -20,7 +20,7 @@ Item = dict[str, Any]
 
 
 def _three_channels(image: torch.Tensor) -> torch.Tensor:
-    """A single grey channel is repeated to 3 (SPEC section 1); other counts are kept."""
+    """A single grey channel is repeated to 3 (docs/cfdcam.md); other counts are kept."""
     return image.expand(3, -1, -1).contiguous() if image.shape[0] == 1 else image
 
 

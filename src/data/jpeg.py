@@ -1,7 +1,7 @@
 """The JPEG round trip of the Cfd-CAM authors' data pipeline, as an opt-in switch.
 
 Their preprocessing writes every min-max scaled slice as an 8-bit JPEG with the writer's
-default quality and trains and evaluates on the decoded file (SPEC section 7, "Authors'
+default quality and trains and evaluates on the decoded file (docs/data.md, "Authors'
 protocol"). The compression moves about 30 % of the pixels of a brain slice, by up to
 ~40/255, mostly around edges such as a tumour's border. ``data.jpeg_roundtrip=true`` applies
 the same loss to our slices so that their numbers can be compared like for like; the

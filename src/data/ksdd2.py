@@ -1,4 +1,4 @@
-"""KSDD2 reader and DataModule (SPEC section 7).
+"""KSDD2 reader and DataModule (docs/data.md).
 
 ``<root>/{train,test}/NNNNN.png`` with ``NNNNN_GT.png`` (0/255; every image has one).
 Images (~230x630, sizes vary) are resized to ``image_size`` = (640, 232) (height, width) by

@@ -1,6 +1,6 @@
 """Train/val/test splits by group (case, patient or image): seeded, from a file, written out.
 
-SPEC section 7: BraTS and TCGA-LGG split by case/patient 8:1:1 with a seed (or a split
+docs/data.md: BraTS and TCGA-LGG split by case/patient 8:1:1 with a seed (or a split
 file); VOC and KSDD2 keep their official test set and carve val from train by a seed.
 """
 

@@ -1,4 +1,4 @@
-"""TCGA-LGG reader and DataModule (Kaggle ``lgg-mri-segmentation``, SPEC section 7).
+"""TCGA-LGG reader and DataModule (Kaggle ``lgg-mri-segmentation``, docs/data.md).
 
 ``kaggle_3m/TCGA_XX_XXXX_YYYYMMDD/<folder>_<n>.tif`` (256x256x3 uint8: pre-contrast, FLAIR,
 post-contrast) with ``<folder>_<n>_mask.tif`` (0/255). ``root`` may be the ``kaggle_3m``

@@ -32,7 +32,7 @@ NUM_VOC_LABELS = 21  # background + 20 classes
 def to_uint8_rgb(images: torch.Tensor) -> np.ndarray:
     """(B,3,H,W) in [0,1] -> (B,H,W,3) uint8, the form DenseCRF's bilateral term reads.
 
-    Truncates like the authors' `uint8(255 * image)` (SPEC 5), not rounding.
+    Truncates like the authors' `uint8(255 * image)` (docs/masks.md), not rounding.
     """
     array = images.detach().float().clamp(0, 1).mul(255).to(torch.uint8)
     return np.ascontiguousarray(array.permute(0, 2, 3, 1).cpu().numpy())
@@ -98,7 +98,7 @@ class CAMEvaluationModule(pl.LightningModule):
 
     Binary classifiers (one logit): one map per image, masks by `mask_maker` (DenseCRF in a
     worker pool, Otsu, threshold). Multi-label classifiers (VOC): one map per class in the
-    image label, combined by the VOC rule (SPEC 5). Results are kept in `rows` (one dict per
+    image label, combined by the VOC rule (docs/masks.md). Results are kept in `rows` (one dict per
     image) and the maps are streamed to `maps_path`.
     """
 

@@ -1,4 +1,5 @@
-"""Masks from class activation maps (SPEC 5; the Otsu rule of SPEC 4).
+"""Masks from class activation maps (docs/masks.md; the Otsu rule of
+docs/layerization-truncation.md).
 
 Three binary rules turn a map in [0, 1] into a mask:
 
@@ -6,7 +7,7 @@ Three binary rules turn a map in [0, 1] into a mask:
   2-label DenseCRF),
 - ``otsu``: OpenCV's ``THRESH_BINARY + THRESH_OTSU`` on ``uint8(map * 255)`` (the second
   paper; KSDD2),
-- ``threshold``: a fixed threshold (SPEC 4 option).
+- ``threshold``: a fixed threshold (docs/layerization-truncation.md option).
 
 ``voc_mask`` is the multi-class VOC rule. ``MaskMaker`` applies one rule to a batch, optionally
 in a process pool so that DenseCRF runs while the next CAM batch is being computed.
@@ -45,7 +46,8 @@ def _check_map(cam: Any, name: str = "cam") -> np.ndarray:
 
 
 def to_uint8(cam: np.ndarray) -> np.ndarray:
-    """``uint8(cam * 255)`` with truncation, as ``np.uint8`` in the papers' code (SPEC 4).
+    """``uint8(cam * 255)`` with truncation, as ``np.uint8`` in the papers' code
+    (docs/layerization-truncation.md).
 
     Values are clipped to [0, 1] first so out-of-range inputs cannot wrap around; for maps
     already in [0, 1] the result is identical to the unclipped cast.
@@ -90,7 +92,8 @@ def otsu_threshold(cam_u8: np.ndarray) -> int | None:
 
 
 def otsu_mask(cam: Any) -> np.ndarray:
-    """Binary mask ``uint8(cam * 255) > otsu_threshold`` (SPEC 4, SPEC 5 KSDD2).
+    """Binary mask ``uint8(cam * 255) > otsu_threshold`` (docs/layerization-truncation.md,
+    docs/masks.md KSDD2).
 
     Matches ``cv2.threshold(uint8(cam*255), 0, 255, THRESH_BINARY + THRESH_OTSU)`` except for
     single-valued maps, which give an empty mask (see :func:`otsu_threshold`).
@@ -103,13 +106,14 @@ def otsu_mask(cam: Any) -> np.ndarray:
 
 
 def threshold_mask(cam: Any, threshold: float) -> np.ndarray:
-    """Binary mask ``cam > threshold`` on the float map (SPEC 4 option ``threshold``)."""
+    """Binary mask ``cam > threshold`` on the float map (docs/layerization-truncation.md option
+    ``threshold``)."""
     return _check_map(cam) > threshold
 
 
 @dataclass(frozen=True)
 class CrfParams:
-    """DenseCRF settings of the Cfd-CAM authors (SPEC 5); every field is a config option."""
+    """DenseCRF settings of the Cfd-CAM authors (docs/masks.md); every field is a config option."""
 
     sxy_gaussian: float = 3
     compat_gaussian: float = 3
@@ -143,7 +147,7 @@ def _rgb_uint8(image: Any, shape: tuple[int, int]) -> np.ndarray:
 
 
 def is_empty_map(cam: np.ndarray, empty_below: float = CrfParams.empty_below) -> bool:
-    """The authors' empty-mask rule (SPEC 5): ``(max + min) / 2 < empty_below``."""
+    """The authors' empty-mask rule (docs/masks.md): ``(max + min) / 2 < empty_below``."""
     return (float(cam.max()) + float(cam.min())) / 2.0 < empty_below
 
 
@@ -159,7 +163,7 @@ def densecrf_mask(
     iterations: int = CrfParams.iterations,
     empty_below: float = CrfParams.empty_below,
 ) -> np.ndarray:
-    """The Cfd-CAM authors' mask (SPEC 5): empty-mask rule, then a 2-label DenseCRF.
+    """The Cfd-CAM authors' mask (docs/masks.md): empty-mask rule, then a 2-label DenseCRF.
 
     Unary energies are ``-log(clip([1 - cam, cam], 1e-5, 1))``; pairwise terms are a Gaussian
     kernel and a bilateral kernel on ``uint8(255 * image)``; the label is the argmax of the
@@ -183,7 +187,7 @@ def densecrf_mask(
 
 
 def voc_mask(cams: Any, class_ids: Sequence[int]) -> np.ndarray:
-    """The VOC multi-class rule (SPEC 5) -> (H, W) int64 label map, 0 = background.
+    """The VOC multi-class rule (docs/masks.md) -> (H, W) int64 label map, 0 = background.
 
     ``cams[k]`` is the map of foreground class ``class_ids[k]`` (0-based among the 20 VOC
     classes), one per class present in the image label. A pixel takes label
@@ -235,7 +239,7 @@ class PendingMasks:
 
 
 class MaskMaker:
-    """Turns a batch of maps (N, H, W) into boolean masks with one method (SPEC 5).
+    """Turns a batch of maps (N, H, W) into boolean masks with one method (docs/masks.md).
 
     ``method``: ``densecrf`` (needs images), ``otsu`` or ``threshold`` (uses ``threshold``).
     ``workers``: 0 runs in this process; > 0 starts a process pool (``start_method``) so that

@@ -1,4 +1,4 @@
-"""Segmentation metrics (SPEC 6): per-image binary metrics, group summaries, split-level
+"""Segmentation metrics (docs/metrics.md): per-image binary metrics, group summaries, split-level
 confusion matrices.
 
 This module is the one place that defines the metric edge cases:
@@ -22,7 +22,7 @@ BINARY_METRICS = ("dice", "iou", "precision", "recall", "hd95")
 GROUPS = ("abnormal", "normal", "all")
 AUTHORS_EMPTY_HD95 = 373.12866
 """The Cfd-CAM authors' HD95 when exactly one mask is empty: the diagonal of a BraTS volume,
-``sqrt(240^2 + 240^2 + 155^2)`` (SPEC 6)."""
+``sqrt(240^2 + 240^2 + 155^2)`` (docs/metrics.md)."""
 
 
 def _as_bool(mask: Any) -> np.ndarray:
@@ -57,7 +57,8 @@ def hd95(pred: np.ndarray, gt: np.ndarray) -> float:
     """95th percentile of the union of both directed surface-distance sets (medpy ``hd95``).
 
     MONAI's ``compute_hausdorff_distance(percentile=95)`` instead takes the larger of the two
-    directed 95th percentiles, which can differ; this framework follows medpy (SPEC 6 names it
+    directed 95th percentiles, which can differ; this framework follows medpy (docs/metrics.md names
+    it
     first). Both masks must be non-empty.
     """
     both = np.concatenate([surface_distances(pred, gt), surface_distances(gt, pred)])
@@ -67,14 +68,14 @@ def hd95(pred: np.ndarray, gt: np.ndarray) -> float:
 def binary_metrics(
     pred: Any, gt: Any, *, empty_hd95: float | None = AUTHORS_EMPTY_HD95
 ) -> dict[str, float]:
-    """Dice, IoU, precision, recall and HD95 of one binary mask pair (SPEC 6).
+    """Dice, IoU, precision, recall and HD95 of one binary mask pair (docs/metrics.md).
 
     Definitions with P = pred, G = gt: Dice ``2|P.G| / (|P| + |G|)``, IoU ``|P.G| / |P+G|``,
     precision ``|P.G| / |P|``, recall ``|P.G| / |G|``, HD95 as :func:`hd95` (pixels).
 
     Empty cases (documented conventions):
 
-    - both empty: Dice 1, IoU 1, precision 1, recall 1, HD95 0 (perfect agreement; SPEC 6
+    - both empty: Dice 1, IoU 1, precision 1, recall 1, HD95 0 (perfect agreement; docs/metrics.md
       for Dice/IoU/HD95, precision/recall follow the same logic);
     - exactly one empty: Dice 0, IoU 0, precision 0, recall 0 (one of the two is 0/0, set to
       0 like Dice: a missed or a hallucinated object has no overlap), HD95 = ``empty_hd95``
@@ -128,7 +129,8 @@ def localisation_metrics(cam_map: Any, gt: Any) -> dict[str, float]:
 
 
 def group_of(gt_mask: Any) -> str:
-    """``abnormal`` if the ground-truth mask has any foreground pixel, else ``normal`` (SPEC 6)."""
+    """``abnormal`` if the ground-truth mask has any foreground pixel, else ``normal``
+    (docs/metrics.md)."""
     return "abnormal" if _as_bool(gt_mask).any() else "normal"
 
 
@@ -139,7 +141,7 @@ def scored_as_normal(gt_area: Any, image_area: int, normal_area_max: float | Non
 
     The share is an option because the Cfd-CAM authors' code files every slice whose tumour
     covers at most 1 % of it under ``normal`` and scores it against an all-zero mask
-    (``normal_area_max=0.01``); the default (None) keeps SPEC 6's rule, empty ground truth.
+    (``normal_area_max=0.01``); the default (None) keeps docs/metrics.md's rule, empty ground truth.
     """
     if normal_area_max is None:
         return np.asarray(gt_area) == 0
@@ -156,7 +158,7 @@ def scored_ground_truth(gt: Any, normal_area_max: float | None) -> np.ndarray:
 
 
 def summarize(rows: Iterable[dict[str, Any]], metrics: Sequence[str]) -> dict[str, dict]:
-    """Mean and population std (ddof=0) of each metric per group (SPEC 6).
+    """Mean and population std (ddof=0) of each metric per group (docs/metrics.md).
 
     ``rows`` are per-image dicts with a ``group`` key (``abnormal``/``normal``, see
     :func:`group_of`) and one float per metric. Returns
@@ -192,7 +194,8 @@ def summarize(rows: Iterable[dict[str, Any]], metrics: Sequence[str]) -> dict[st
 
 
 class ConfusionMatrix:
-    """Pixel confusion matrix over a whole split (SPEC 6: VOC with 21 classes and 255 ignored;
+    """Pixel confusion matrix over a whole split (docs/metrics.md: VOC with 21 classes and 255
+    ignored;
     KSDD2 binary = 2 classes). ``matrix[g, p]`` counts pixels of true class g predicted as p.
 
     Shards are additive: ``merge`` (in place) or ``+`` combine matrices from several processes.

@@ -1,14 +1,16 @@
-"""Classifier backbones with their CAM stage names (SPEC sections 1, 4 and 8).
+"""Classifier backbones with their CAM stage names (docs/cfdcam.md, docs/layerization-truncation.md,
+docs/training.md).
 
 Every network built here
 - takes images (B, 3, H, W) with values in [0, 1] and normalises them INSIDE the model
   (module ``input_norm``), so the CAM engine's blank image ``zeros_like(x)`` is a black image
-  whatever the normalisation (SPEC 1, step 1);
+  whatever the normalisation (docs/cfdcam.md, step 1);
 - keeps torchvision's module names, so CAM target layers read as in the papers: ResNet stages
-  ``layer1..layer4``, VGG16 max-pool outputs ``features.4/9/16/23/30`` (SPEC 4);
+  ``layer1..layer4``, VGG16 max-pool outputs ``features.4/9/16/23/30``
+  (docs/layerization-truncation.md);
 - exposes ``cam_stages`` (those names, shallow to deep), ``feature_dim`` (width of the
   encoder output, i.e. the input of the final linear layer) and ``head_name`` (the final
-  linear layer, the only module the SupCon encoder lacks; SPEC 8).
+  linear layer, the only module the SupCon encoder lacks; docs/training.md).
 
 The SupCon encoder is the same network with the final linear layer replaced by
 ``nn.Identity`` (``num_classes=0`` or ``remove_head()``), so a fine-tuned classifier loads the
@@ -139,7 +141,7 @@ def build_backbone(
 
     ``arch``: ``resnet18`` (``norm``: ``instance`` = ``InstanceNorm2d(affine=False)`` as the
     Cfd-CAM authors, or ``batch``) or ``vgg16`` (``norm``: ``none`` = VGG16, ``batch`` =
-    VGG16-BN). ``input_norm``: ``identity`` (MRI default, SPEC 1) or ``imagenet``.
+    VGG16-BN). ``input_norm``: ``identity`` (MRI default, docs/cfdcam.md) or ``imagenet``.
     ``weights``: path of a local torchvision state_dict (e.g. ImageNet); its final linear layer
     is skipped (other class count), every other parameter must match by name and shape.
     Extra keyword arguments go to the torchvision constructor (e.g. ``dropout`` for VGG).

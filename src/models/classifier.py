@@ -1,4 +1,4 @@
-"""Fine-tuning of the image classifier (SPEC section 8).
+"""Fine-tuning of the image classifier (docs/training.md).
 
 The whole network is trained with Adam (lr 1e-4, wd 1e-5), cosine annealing to 5e-6 over
 ``max_epochs`` (10), and BCE-with-logits: one logit for the binary MRI/KSDD2 task, 20 logits for

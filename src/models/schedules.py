@@ -1,4 +1,4 @@
-"""Learning-rate schedule shared by SupCon pre-training and fine-tuning (SPEC section 8).
+"""Learning-rate schedule shared by SupCon pre-training and fine-tuning (docs/training.md).
 
 One rule serves both: constant for ``warm_epochs`` epochs, then cosine annealing from the base
 rate to ``min_lr`` reached at ``max_epochs``. Fine-tuning (Adam, cosine to 5e-6) is the case

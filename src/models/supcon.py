@@ -1,4 +1,4 @@
-"""Supervised contrastive pre-training of the encoder (SPEC section 8; Khosla et al. 2020).
+"""Supervised contrastive pre-training of the encoder (docs/training.md; Khosla et al. 2020).
 
 Defaults are the Cfd-CAM authors': two augmented views per image, temperature 0.07,
 projection head 512 -> 512 (no bias) -> ReLU -> 256, projections NOT L2-normalised

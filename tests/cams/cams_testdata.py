@@ -13,7 +13,7 @@ from torchvision.models.vgg import cfgs, make_layers
 from benchmarks.models import bn_resnet18 as bn_resnet18  # re-exported for the tests
 from benchmarks.models import cfd_resnet18, randomize_batchnorm
 
-#: The Cfd-CAM classifier (SPEC 1): InstanceNorm ResNet-18 with one logit.
+#: The Cfd-CAM classifier (docs/cfdcam.md): InstanceNorm ResNet-18 with one logit.
 instance_resnet18 = cfd_resnet18
 
 

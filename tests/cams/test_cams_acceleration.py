@@ -1,4 +1,5 @@
-"""Speed options (SPEC 9): autocast, channels_last, compile, batch_size=auto, pruned backward."""
+"""Speed options (benchmarks/results.md): autocast, channels_last, compile, batch_size=auto, pruned
+backward."""
 
 from __future__ import annotations
 
@@ -156,7 +157,8 @@ class _NoBackward(torch.autograd.Function):
 
 
 class StemWithoutBackward(nn.Module):
-    """tiny_net behind a stem whose backward must never run (SPEC 3, 9: the gradient goes
+    """tiny_net behind a stem whose backward must never run (docs/gradient-cams.md,
+    benchmarks/results.md: the gradient goes
     to the hooked activations only, not to the input or the parameters)."""
 
     def __init__(self) -> None:

@@ -110,7 +110,7 @@ def test_targets_none_means_predicted_class_or_positive_class(model):
 
 
 def test_cam_weights_are_the_fc_weights():
-    """CAM (SPEC 3): fc weights of the target class on the last layer."""
+    """CAM (docs/gradient-cams.md): fc weights of the target class on the last layer."""
     model = bn_resnet18(num_classes=4)
     x = images(2, 64, seed=4)
     store = {}

@@ -1,4 +1,5 @@
-"""Golden agreement with grad-cam 1.5.7 (SPEC 3; ScoreCAM = SPEC 2 preset ``pgc``).
+"""Golden agreement with grad-cam 1.5.7 (docs/gradient-cams.md; ScoreCAM = docs/scorecam.md preset
+``pgc``).
 
 Random ResNet-18 with trained-like BatchNorm statistics (``layer3``, where the gradient is
 not spatially uniform) and VGG16's feature stack; batch of 3 with different targets; max

@@ -1,4 +1,5 @@
-"""Cfd-CAM (SPEC 1) and the Score-CAM presets (SPEC 2) against independent loops."""
+"""Cfd-CAM (docs/cfdcam.md) and the Score-CAM presets (docs/scorecam.md) against independent
+loops."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ def test_wosigmoid_weights_use_scores_without_threshold():
         cfd_weights(logits, 0.0, "softmax")
 
 
-# ------------------------------------------------------- independent Cfd-CAM (SPEC 1 loop)
+# ------------------------------------------------------- independent Cfd-CAM (docs/cfdcam.md loop)
 
 
 def reference_cfd_single(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Truncation and layerization plug-ins (SPEC section 4)."""
+"""Truncation and layerization plug-ins (docs/layerization-truncation.md)."""
 
 from __future__ import annotations
 

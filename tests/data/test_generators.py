@@ -1,4 +1,4 @@
-"""The BraTS-format generator: layout, determinism and modality contrasts (SPEC section 7)."""
+"""The BraTS-format generator: layout, determinism and modality contrasts (docs/data.md)."""
 
 from __future__ import annotations
 

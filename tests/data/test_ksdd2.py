@@ -1,4 +1,4 @@
-"""KSDD2 reader against the generated copy (SPEC section 7)."""
+"""KSDD2 reader against the generated copy (docs/data.md)."""
 
 from __future__ import annotations
 

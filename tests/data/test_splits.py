@@ -1,4 +1,4 @@
-"""Split engine (SPEC section 7): sizes, determinism, disjointness, split files."""
+"""Split engine (docs/data.md): sizes, determinism, disjointness, split files."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TCGA-LGG reader against the generated kaggle_3m copy (SPEC section 7)."""
+"""TCGA-LGG reader against the generated kaggle_3m copy (docs/data.md)."""
 
 from __future__ import annotations
 

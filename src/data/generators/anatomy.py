@@ -4,7 +4,7 @@ Real anatomy, not circles: nilearn ships the MNI152 2009 T1 template with its gr
 matter probability maps inside the package (no download), and every synthetic case is that
 brain, warped by a random affine plus a smooth random displacement, resampled onto the
 requested grid. Tumours are irregular nested level sets (necrosis / enhancing rim / oedema,
-the BraTS label layout of SPEC section 7) and each modality maps tissues to its own contrast.
+the BraTS label layout of docs/data.md) and each modality maps tissues to its own contrast.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ CONTRASTS: dict[str, dict[str, float]] = {
 }
 MODALITIES = tuple(CONTRASTS)
 TUMOUR_PARTS = ("necrosis", "enhancing", "oedema")
-#: BraTS label of each tumour part (SPEC section 7: labels {0, 1, 2, 4}).
+#: BraTS label of each tumour part (docs/data.md: labels {0, 1, 2, 4}).
 BRATS_LABELS = {"necrosis": 1, "oedema": 2, "enhancing": 4}
 
 

@@ -1,4 +1,4 @@
-"""Synthetic BraTS 2021 in the real layout (SPEC section 7).
+"""Synthetic BraTS 2021 in the real layout (docs/data.md).
 
 ``<root>/BraTS2021_XXXXX/BraTS2021_XXXXX_{t1,t1ce,t2,flair,seg}.nii.gz``: int16 images,
 uint8 segmentation with labels {0, 1, 2, 4}, case IDs with gaps. Brains come from the

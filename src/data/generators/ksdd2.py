@@ -1,4 +1,4 @@
-"""Synthetic KSDD2 in its real layout (SPEC section 7).
+"""Synthetic KSDD2 in its real layout (docs/data.md).
 
 ``<root>/{train,test}/NNNNN.png`` (RGB, about 230x630, sizes vary) with ``NNNNN_GT.png``
 (0/255, all zero for defect-free images). Surfaces are low-contrast crops of scikit-image's

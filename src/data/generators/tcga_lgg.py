@@ -1,4 +1,4 @@
-"""Synthetic TCGA-LGG in the Kaggle ``lgg-mri-segmentation`` layout (SPEC section 7).
+"""Synthetic TCGA-LGG in the Kaggle ``lgg-mri-segmentation`` layout (docs/data.md).
 
 ``<root>/kaggle_3m/TCGA_XX_XXXX_YYYYMMDD/<folder>_<n>.tif`` (H x W x 3 uint8: pre-contrast,
 FLAIR, post-contrast), ``<folder>_<n>_mask.tif`` (0/255), unpadded slice numbers from 1,

@@ -1,4 +1,4 @@
-"""Synthetic PASCAL VOC 2012 in the real ``VOCdevkit/VOC2012`` layout (SPEC section 7).
+"""Synthetic PASCAL VOC 2012 in the real ``VOCdevkit/VOC2012`` layout (docs/data.md).
 
 Objects (one colour, shape family and texture per class) are pasted on crops of the natural
 photographs bundled with scikit-image. Masks are palette PNGs with the VOC colour map,
