@@ -13,8 +13,8 @@ options, all off by default, each keeping maps within 1e-2 of float32 (tested):
 - ``channels_last``: the forwards run on a hook-free twin of the model whose 4-D weights are
   channels-last, with channels-last inputs.
 - ``compile``: ``torch.compile`` of that twin with inductor's ``freezing`` (weights become
-  constants, so oneDNN gets pre-packed weights; with bfloat16 autocast on a CPU with AMX this
-  measured ~2.7x eager float32 at 64 px, where compiling without freezing gave ~1.1x).
+  constants, so oneDNN gets pre-packed weights; without freezing, compiling gains little;
+  measured speed-ups: benchmarks/results.md).
 
 The twin is built once per model and option set and cached (weakly keyed on the model), so a
 compiled twin survives across ``with build_cam(...)`` blocks. Before each use it is checked

@@ -1,9 +1,8 @@
 """Channels-last max-pooling on CPU, as hooks that live only inside a ``with`` block.
 
 PyTorch's CPU max-pool kernel for contiguous (NCHW) tensors is an order of magnitude slower
-than its channels-last kernel (8 ms vs 0.7 ms for ResNet-18's stem pool of 16 images at
-64 px, one thread), enough to be 10-20 % of a whole ResNet-18 forward; VGG has five such
-pools. Max-pooling is exact in either layout, so the CAM forwards run every ``MaxPool2d`` of
+than its channels-last kernel (benchmarks/results.md), enough to matter in a whole
+ResNet-18 forward; VGG has five such pools. Max-pooling is exact in either layout, so the CAM forwards run every ``MaxPool2d`` of
 the model on a channels-last copy of its input and hand a contiguous output on: maps and
 gradients are bit-identical, only faster. GPU tensors and already channels-last inputs are
 left alone.

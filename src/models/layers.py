@@ -2,10 +2,9 @@
 
 ``InstanceNorm2d`` without running statistics is ``GroupNorm`` with one group per channel.
 PyTorch computes instance norm through the batch-norm kernel on a (1, B*C, H, W) view, which
-on CPU is 3-5x slower than the group-norm kernel once a map has 16 pixels or more (64
-images of 64 channels at 32x32: 7.2 ms vs 1.4 ms forward, one thread; backward ~2x). It is
-about 17 % of a Cfd-CAM masked forward of the InstanceNorm ResNet-18, so the backbone uses
-the group-norm kernel there. Results agree to float rounding (~1e-6); tiny maps, running
+on CPU is several times slower than the group-norm kernel once a map has 16 pixels or more
+(benchmarks/results.md). It is a noticeable share of a Cfd-CAM masked forward of the
+InstanceNorm ResNet-18, so the backbone uses the group-norm kernel there. Results agree to float rounding (~1e-6); tiny maps, running
 statistics, unbatched inputs and GPU tensors (measured on CPU only) take the stock path.
 """
 
