@@ -8,9 +8,13 @@ before anything is trained, so a typo costs seconds instead of an hour of traini
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+from src.cams import check_options
+from src.cams.base import OptionError
 
 STAGES = ("all", "pretrain", "finetune", "eval", "masks")
 MODALITIES = ("t1", "t1ce", "t2", "flair")
@@ -42,11 +46,38 @@ def _check_modality(field: str, value: Any) -> None:
         _check_choice(field, item, MODALITIES)
 
 
+def _check_image_size(value: Any) -> None:
+    sizes = list(value) if OmegaConf.is_list(value) or isinstance(value, list) else [value]
+    if value is None:
+        return
+    if len(sizes) not in (1, 2) or not all(
+        isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sizes
+    ):
+        raise ConfigError(
+            "data.image_size",
+            f"must be a positive number of pixels, [height, width] or null (keep each "
+            f"image's size), got {value!r}",
+        )
+
+
 def cam_options(cam_cfg: DictConfig) -> dict[str, Any]:
     """The build_cam keyword options of a `cam` config (everything but the evaluation keys)."""
     options = OmegaConf.to_container(cam_cfg, resolve=True)
     assert isinstance(options, dict)
     return {key: value for key, value in options.items() if key not in CAM_EVAL_KEYS}
+
+
+def _check_cam_options(cam: DictConfig) -> None:
+    """The CAM engine's own validator, before any training (the evaluation would reach it
+    only after the classifier is trained)."""
+    try:
+        check_options(cam.name, **cam_options(cam))
+    except OptionError as err:
+        unknown = str(err).startswith("unknown")
+        hint = f" (and the evaluation keys {', '.join(CAM_EVAL_KEYS)})" if unknown else ""
+        raise ConfigError(f"cam.{err.option}", f"{err}{hint}") from err
+    except ValueError as err:  # an unknown method name
+        raise ConfigError("cam.name", str(err)) from err
 
 
 def validate_config(cfg: DictConfig) -> None:
@@ -61,14 +92,10 @@ def validate_config(cfg: DictConfig) -> None:
 
     if cfg.data.get("root") is None:
         raise ConfigError("data.root", "no dataset folder given; set data.root=/path/to/dataset")
+    _check_image_size(cfg.data.get("image_size"))
 
     cam = cfg.cam
-    delta = cam.get("delta")
-    if delta is not None:
-        if isinstance(delta, bool) or not isinstance(delta, int | float):
-            raise ConfigError("cam.delta", f"must be a number in [0, 100) or null, got {delta!r}")
-        if not 0 <= delta < 100:
-            raise ConfigError("cam.delta", f"must be in [0, 100), got {delta}")
+    _check_cam_options(cam)
     _check_choice("cam.mask", cam.mask, MASK_METHODS)
     if cam.mask == "threshold" and cam.get("threshold") is None:
         raise ConfigError("cam.threshold", "mask=threshold needs a threshold in [0, 1]")
@@ -84,3 +111,15 @@ def validate_config(cfg: DictConfig) -> None:
     fraction = cfg.eval.get("positive_fraction")
     if fraction is not None and not (isinstance(fraction, int | float) and 0 <= fraction <= 1):
         raise ConfigError("eval.positive_fraction", f"must be in [0, 1] or null, got {fraction!r}")
+
+
+def check_paths(cfg: DictConfig) -> None:
+    """The files and folders the config names exist, before any Trainer starts.
+
+    A generated dataset (`data.demo`) is made on first use, so its root may be missing."""
+    root = cfg.data.get("root")
+    if root is not None and not cfg.data.get("demo") and not Path(root).is_dir():
+        raise ConfigError("data.root", f"{root} is not a folder; point it at the dataset")
+    ckpt = cfg.get("ckpt")
+    if ckpt and not Path(ckpt).is_file():
+        raise ConfigError("ckpt", f"{ckpt} is not a file; give a checkpoint or weights file")
