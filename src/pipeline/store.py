@@ -14,13 +14,13 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+
+from src.data.atomic import atomic_directory
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +104,7 @@ class ModelStore:
         """Store weights with the config that made them; atomic (a half-written entry never
         looks valid to a concurrent run)."""
         entry = self.entry(cfg, stage)
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}-", dir=entry.parent))
-        try:
+        with atomic_directory(entry, overwrite=True) as tmp:
             torch.save(state_dict, tmp / WEIGHTS_FILE)
             OmegaConf.save(cfg, tmp / CONFIG_FILE, resolve=True)
             (tmp / "key.json").write_text(
@@ -114,14 +112,23 @@ class ModelStore:
             )
             if extra:
                 (tmp / "info.json").write_text(json.dumps(extra, indent=2, default=str))
-            if entry.exists():
-                shutil.rmtree(entry)
-            os.replace(tmp, entry)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         log.info("Stored %s weights in %s", stage, entry)
         return entry / WEIGHTS_FILE
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file cannot be used; the message starts with the file."""
+
+    def __init__(self, path: str | os.PathLike, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = Path(path)
+
+
+def _looks_like_torch_file(path: Path) -> bool:
+    """`torch.save` writes a zip archive (legacy files: a pickle, first byte 0x80)."""
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
 
 
 def load_state_dict(path: str | os.PathLike, prefix: str = "net.") -> dict[str, torch.Tensor]:
@@ -133,17 +140,21 @@ def load_state_dict(path: str | os.PathLike, prefix: str = "net.") -> dict[str, 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint not found: {path}")
+    if not _looks_like_torch_file(path):
+        raise CheckpointError(
+            path, "not a PyTorch checkpoint (expected a Lightning .ckpt or a torch.save file)"
+        )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated zip, pickle garbage, ...
-        raise RuntimeError(f"Checkpoint {path} is corrupt or not a PyTorch file: {err}") from err
+        raise CheckpointError(path, f"corrupt checkpoint, cannot be loaded ({err})") from err
     if isinstance(obj, dict) and "state_dict" in obj:
         state = obj["state_dict"]
         if any(k.startswith(prefix) for k in state):
             state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         return state
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise RuntimeError(f"Checkpoint {path} holds no state_dict")
+        raise CheckpointError(path, "holds no state_dict (a dict of tensors)")
     return obj
 
 
@@ -153,12 +164,11 @@ def load_weights(net: torch.nn.Module, path: str | os.PathLike) -> None:
     try:
         result = net.load_state_dict(state, strict=False)
     except RuntimeError as err:  # shape mismatches
-        raise RuntimeError(
-            f"Checkpoint {path} does not fit the configured backbone: {err}"
-        ) from err
+        raise CheckpointError(path, f"does not fit the configured backbone: {err}") from err
     if result.missing_keys or result.unexpected_keys:
-        raise RuntimeError(
-            f"Checkpoint {path} does not fit the configured backbone: "
+        raise CheckpointError(
+            path,
+            "does not fit the configured backbone: "
             f"missing keys {result.missing_keys[:5]} (of {len(result.missing_keys)}), "
-            f"unexpected keys {result.unexpected_keys[:5]} (of {len(result.unexpected_keys)})"
+            f"unexpected keys {result.unexpected_keys[:5]} (of {len(result.unexpected_keys)})",
         )
