@@ -5,17 +5,26 @@ Thin on purpose: composition happens here, the work in `src.pipeline.stages.run_
 
 from __future__ import annotations
 
-import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from src.pipeline.config import ConfigError
+from src.pipeline.console import quiet_console
+from src.pipeline.overrides import cam_options_as_upserts
+from src.pipeline.resolvers import register_resolvers
 from src.pipeline.stages import run_pipeline
-
-log = logging.getLogger(__name__)
+from src.pipeline.user_errors import (
+    EXIT_STATUS,
+    USER_ERRORS,
+    clean_up_failed_start,
+    full_error_wanted,
+    report,
+)
 
 #: Printed after a demo evaluation: the paper's Table 1 rows on the same classifier.
 DEMO_NEXT = (
@@ -25,18 +34,28 @@ DEMO_NEXT = (
     "  -> experiments/results/demo_table1.md\n"
 )
 
+register_resolvers()
+
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> dict[str, Any]:
+    quiet_console()
     try:
         summary = run_pipeline(cfg)
-    except ConfigError as err:
-        log.error("%s", err)
-        sys.exit(2)
+    except USER_ERRORS as err:
+        if full_error_wanted():
+            raise
+        report(err)
+        hydra_cfg = HydraConfig.get()
+        run_dir = Path(hydra_cfg.runtime.output_dir)
+        multirun = hydra_cfg.mode == RunMode.MULTIRUN
+        clean_up_failed_start(run_dir, run_dir.parent if multirun else None)
+        sys.exit(EXIT_STATUS)
     if summary and cfg.data.get("demo") and cfg.stage in ("all", "eval"):
         print(DEMO_NEXT)
     return summary
 
 
 if __name__ == "__main__":
+    sys.argv[1:] = cam_options_as_upserts(sys.argv[1:])
     main()

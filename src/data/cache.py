@@ -7,11 +7,14 @@ size and mtime of the files they were decoded from; any difference means a re-de
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
+import shutil
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +39,21 @@ def dataset_cache_dir(cache_dir: str | Path | None, dataset: str, root: Path) ->
     if folder == resolved_root or resolved_root in folder.parents:
         raise ValueError(f"{folder}: cache_dir must not be inside the dataset root {root}")
     return folder
+
+
+@contextlib.contextmanager
+def discarded_on_error(folder: Path) -> Iterator[None]:
+    """Remove ``folder`` if it did not exist before the block and the block fails.
+
+    Each cache entry is written atomically, but a first read of a dataset that stops at a
+    bad file would otherwise leave a folder holding only the cases before it."""
+    existed = folder.exists()
+    try:
+        yield
+    except BaseException:
+        if not existed:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 def fingerprint(paths: list[Path]) -> dict[str, list[int]]:
