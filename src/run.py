@@ -35,10 +35,15 @@ DEMO_NEXT = (
 )
 
 register_resolvers()
+# Set when Hydra hands over a composed config: a failure before that is Hydra rejecting the
+# command line (an unknown group option, a misspelt key), which is a user error too.
+_composed = False
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> dict[str, Any]:
+    global _composed
+    _composed = True
     quiet_console()
     try:
         summary = run_pipeline(cfg)
@@ -58,4 +63,10 @@ def main(cfg: DictConfig) -> dict[str, Any]:
 
 if __name__ == "__main__":
     sys.argv[1:] = cam_options_as_upserts(sys.argv[1:])
-    main()
+    try:
+        main()
+    except SystemExit as end:
+        # Hydra prints its composition errors and exits with 1, like the program's own errors.
+        if end.code == 1 and not _composed:
+            sys.exit(EXIT_STATUS)
+        raise

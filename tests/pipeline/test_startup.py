@@ -152,3 +152,10 @@ def test_full_error_keeps_the_traceback(tmp_path):
     result = _run("cam.delta=120", f"hydra.run.dir={tmp_path / 'run'}", full_error=True)
     assert result.returncode != 0
     assert "Traceback" in result.stderr and "ConfigError" in result.stderr
+
+
+def test_a_key_hydra_rejects_is_a_user_error_too(tmp_path):
+    result = _run("data.image_sze=64", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 2
+    assert "image_sze" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
