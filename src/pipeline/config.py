@@ -1,8 +1,11 @@
 """Start-up checks of a composed config.
 
 Hydra already rejects unknown config-group options and misspelt keys (the config is in struct
-mode). What it cannot know are value ranges and choices inside a group; they are checked here,
-before anything is trained, so a typo costs seconds instead of an hour of training.
+mode), except under `cam.`: options differ per method, so the entry point lets any
+`cam.<key>` through and the CAM engine's own validator judges them here. What Hydra cannot
+know either are value ranges, choices inside a group and whether the named files exist; they
+are checked here, before any data is read or anything trained, so a typo costs seconds
+instead of an hour of training.
 """
 
 from __future__ import annotations
