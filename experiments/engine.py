@@ -63,6 +63,8 @@ class DemoData:
 _DEMO_EVAL = (
     "finetune.epochs=1",
     "finetune.batch_size=8",
+    "segmenter.epochs=1",
+    "segmenter.net.filters=[8,16,32,64,128,128,128]",
     "eval.limit=6",
     "eval.positive_fraction=0.75",
     "eval.batch_size=2",

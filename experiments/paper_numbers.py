@@ -178,7 +178,13 @@ LTGRAD_TABLE4: PaperTable = {
 #: The demo table compares its CAM rows with the paper's BraTS T2-FLAIR ones.
 DEMO_TABLE1: PaperTable = {
     ("demo (BraTS-format FLAIR phantoms)", method): CFDCAM_TABLE1[(BRATS_FLAIR, method)]
-    for method in ("Grad-CAM (2016)", "ScoreCAM (2020)", "LayerCAM (2021)", "Cfd-CAM (ours)")
+    for method in (
+        "Grad-CAM (2016)",
+        "ScoreCAM (2020)",
+        "LayerCAM (2021)",
+        "Cfd-CAM (ours)",
+        "Opt. U-net (2021)",
+    )
 }
 
 PAPER: dict[str, PaperTable] = {

@@ -14,7 +14,6 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from src.pipeline.console import quiet_console
 from src.pipeline.overrides import cam_options_as_upserts
 from src.pipeline.resolvers import register_resolvers
 from src.pipeline.stages import run_pipeline
@@ -44,7 +43,6 @@ _composed = False
 def main(cfg: DictConfig) -> dict[str, Any]:
     global _composed
     _composed = True
-    quiet_console()
     try:
         summary = run_pipeline(cfg)
     except USER_ERRORS as err:
@@ -56,7 +54,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         multirun = hydra_cfg.mode == RunMode.MULTIRUN
         clean_up_failed_start(run_dir, run_dir.parent if multirun else None)
         sys.exit(EXIT_STATUS)
-    if summary and cfg.data.get("demo") and cfg.stage in ("all", "eval"):
+    if summary and cfg.data.get("demo") and cfg.method == "cam" and cfg.stage in ("all", "eval"):
         print(DEMO_NEXT)
     return summary
 

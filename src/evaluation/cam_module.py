@@ -138,15 +138,21 @@ class CAMEvaluationModule(pl.LightningModule):
         ):
             return cam(images, targets)
 
+    def scores_and_maps(
+        self, images: torch.Tensor, logits: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per image, the score (B,) and the map (B, H, W) in [0, 1] that the mask is made from:
+        the classifier's sigmoid and the CAM. A subclass evaluates other maps the same way."""
+        return torch.sigmoid(logits[:, 0]), self._cams(images, None)
+
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         images = batch["image"]
         with torch.no_grad():
             logits = self.net(images)
-        if logits.shape[1] > 1:
+        if logits.dim() == 2 and logits.shape[1] > 1:
             self._multilabel_step(batch, torch.sigmoid(logits))
             return
-        maps = self._cams(images, None)
-        scores = torch.sigmoid(logits[:, 0])
+        scores, maps = self.scores_and_maps(images, logits)
         # Masks are made from the float16 maps that are saved, so `stage=masks` can recompute
         # them exactly from the maps file.
         maps_np = maps.detach().half().float().cpu().numpy()

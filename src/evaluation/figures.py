@@ -62,8 +62,9 @@ def save_overview(
     rows_by_id: dict[str, dict[str, Any]],
     path: str | os.PathLike,
     title: str = "",
+    map_label: str = "CAM",
 ) -> None:
-    """One row per image: the input, the CAM and the mask, each with the ground-truth tumour
+    """One row per image: the input, the CAM (or the map named `map_label`) and the mask, each with the ground-truth tumour
     outlined in red, so where the map points and where the mask spills can be read at a
     glance. The CAM panel marks the map's maximum (x) and gives the classifier's score, the
     pointing-game verdict and the map's mass inside the tumour; the mask panel its Dice and
@@ -79,7 +80,7 @@ def save_overview(
         mass_text = "" if mass is None or mass != mass else f", {mass:.0%} of mass in tumour"
         titles = [
             f"{image_id} ({row['group']})",
-            f"CAM: score {row['score']:.2f}\n{pointing}{mass_text}",
+            f"{map_label}: score {row['score']:.2f}\n{pointing}{mass_text}",
             f"mask: Dice {row['dice']:.2f}, HD95 {row['hd95']:.1f}\n"
             f"{int(row['pred_area'])} px predicted, {int(row['gt_area'])} px tumour",
         ]

@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import json
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +51,30 @@ LOCALISATION = ("pointing", "mass_in_gt")
 MAPS_FILE = "cam_maps.npz"
 
 
-def _mask_maker(cfg: DictConfig, workers: int) -> MaskMaker:
-    threshold = cfg.cam.get("threshold")
-    options = {} if threshold is None else {"threshold": threshold}
-    return MaskMaker(method=cfg.cam.mask, workers=workers, **options)
+@dataclass(frozen=True)
+class Method:
+    """What made the maps and the rule that turns them into masks (`summary.json`'s `method`
+    and `mask`): a CAM method with its `cam.mask`, or the supervised U-Net with a threshold."""
+
+    name: str
+    mask: str
+    threshold: float | None = None
+    map_label: str = "CAM"  # what the overview figure calls the map
+
+    @classmethod
+    def of_cam(cls, cfg: DictConfig) -> Method:
+        return cls(cfg.cam.name, cfg.cam.mask, cfg.cam.get("threshold"))
+
+    def mask_maker(self, workers: int) -> MaskMaker:
+        options = {} if self.threshold is None else {"threshold": self.threshold}
+        return MaskMaker(method=self.mask, workers=workers, **options)
+
+    def describe(self) -> str:
+        return f"threshold {self.threshold}" if self.mask == "threshold" else self.mask
+
+
+#: Builds the test-loop module from the mask maker and the maps file it streams to.
+ModuleFactory = Callable[[MaskMaker, Path], CAMEvaluationModule]
 
 
 def _item_index(dataset: Dataset) -> dict[str, int]:
@@ -67,19 +89,13 @@ def _item_index(dataset: Dataset) -> dict[str, int]:
     return {image_id: i for i, image_id in enumerate(ids)}
 
 
-def evaluate(
-    cfg: DictConfig,
-    net: torch.nn.Module,
-    loader: DataLoader,
-    target_layers: list[str],
-    options: dict[str, Any],
-    checkpoint: str,
-) -> dict[str, Any]:
-    """Run the CAM test loop over `loader` and write the results of the run."""
-    output_dir = Path(cfg.paths.output_dir)
-    maps_path = output_dir / MAPS_FILE
-    with _mask_maker(cfg, cfg.eval.mask_workers) as mask_maker:
-        module = CAMEvaluationModule(
+def cam_module_factory(
+    cfg: DictConfig, net: torch.nn.Module, target_layers: list[str], options: dict[str, Any]
+) -> ModuleFactory:
+    """The CAM test loop of `cfg.cam` on the classifier `net`."""
+
+    def build(mask_maker: MaskMaker, maps_path: Path) -> CAMEvaluationModule:
+        return CAMEvaluationModule(
             net,
             cfg.cam.name,
             target_layers,
@@ -88,6 +104,23 @@ def evaluate(
             maps_path,
             empty_hd95=cfg.eval.empty_hd95,
         )
+
+    return build
+
+
+def evaluate(
+    cfg: DictConfig,
+    build_module: ModuleFactory,
+    loader: DataLoader,
+    method: Method,
+    info: dict[str, Any],
+) -> dict[str, Any]:
+    """Run the test loop over `loader` and write the results of the run; `info` goes into
+    `summary.json` as it is (what produced the maps: layers, options, checkpoint)."""
+    output_dir = Path(cfg.paths.output_dir)
+    maps_path = output_dir / MAPS_FILE
+    with method.mask_maker(cfg.eval.mask_workers) as mask_maker:
+        module = build_module(mask_maker, maps_path)
         trainer = build_trainer(cfg, "eval", inference_mode=False)
         try:
             trainer.test(module, dataloaders=loader, verbose=False)
@@ -101,8 +134,7 @@ def evaluate(
         trainer.strategy.barrier("eval-merged")
         if not trainer.is_global_zero:
             return {}
-    info = {"target_layers": target_layers, "cam_options": options, "checkpoint": checkpoint}
-    return write_results(cfg, rows, loader.dataset, maps_path, info)
+    return write_results(cfg, rows, loader.dataset, maps_path, method, info)
 
 
 def gather_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -142,13 +174,13 @@ def remask(cfg: DictConfig, dataset: Dataset, source_dir: str | Path) -> dict[st
         log.info("Multi-label maps: the VOC rule makes the masks (cam.mask is not used)")
         rows = _remask_multilabel(dataset, index, maps_path, previous)
     else:
-        rows = _remask_binary(cfg, dataset, index, maps_path, previous)
+        rows = _remask_binary(cfg, Method.of_cam(cfg), dataset, index, maps_path, previous)
     # No checkpoint: no network runs here; the source run's summary names the one that made
     # the maps.
     info = json.loads((source / "summary.json").read_text())
     info = {key: info.get(key) for key in ("target_layers", "cam_options")}
     info["maps_from"] = str(maps_path)
-    return write_results(cfg, rows, dataset, maps_path, info)
+    return write_results(cfg, rows, dataset, maps_path, Method.of_cam(cfg), info)
 
 
 def _is_multilabel(dataset: Dataset) -> bool:
@@ -160,6 +192,7 @@ def _is_multilabel(dataset: Dataset) -> bool:
 
 def _remask_binary(
     cfg: DictConfig,
+    method: Method,
     dataset: Dataset,
     index: dict[str, int],
     maps_path: Path,
@@ -167,7 +200,7 @@ def _remask_binary(
 ) -> list[dict[str, Any]]:
     """One map per image through `cam.mask`; label and score come from the source run."""
     rows = []
-    with _mask_maker(cfg, cfg.eval.mask_workers) as mask_maker:
+    with method.mask_maker(cfg.eval.mask_workers) as mask_maker:
         ids = []
         for image_id, cam_map in read_maps(maps_path):
             if image_id not in previous:
@@ -262,6 +295,7 @@ def write_results(
     rows: list[dict[str, Any]],
     dataset: Dataset,
     maps_path: Path,
+    method: Method,
     info: dict[str, Any],
 ) -> dict[str, Any]:
     """per_image.csv, summary.json, overview.png and the printed table."""
@@ -276,9 +310,11 @@ def write_results(
     confusion = finite(split_confusion(rows).as_dict())
     empty_hd95 = cfg.eval.empty_hd95 if cfg.eval.empty_hd95 is not None else "image diagonal"
     summary = {
-        "method": cfg.cam.name,
+        "method": method.name,
         **info,
-        "mask": cfg.cam.mask if per_image else "voc (highest map above its own Otsu threshold)",
+        "mask": method.describe()
+        if per_image
+        else "voc (highest map above its own Otsu threshold)",
         "split": cfg.eval.split,
         "conventions": {
             "groups": "abnormal = ground truth non-empty; normal = empty; all = both",
@@ -299,8 +335,8 @@ def write_results(
     histogram = output_dir / "dice_histogram.png"
     panels = {}
     if per_image:
-        panels = _write_figure(cfg, rows, dataset, maps_path, figure)
-        save_histogram(rows, histogram, title=f"{cfg.cam.name}: per-image Dice ({cfg.eval.split})")
+        panels = _write_figure(cfg, method, rows, dataset, maps_path, figure)
+        save_histogram(rows, histogram, title=f"{method.name}: per-image Dice ({cfg.eval.split})")
     run = active_wandb_run()
     if run is not None:
         overlays = {
@@ -315,7 +351,7 @@ def write_results(
             [figure, histogram],
             files=[output_dir / "summary.json", output_dir / "per_image.csv"],
         )
-    title = f"{cfg.cam.name} on the {cfg.eval.split} split ({output_dir})"
+    title = f"{method.name} on the {cfg.eval.split} split ({output_dir})"
     if per_image:
         columns = ("dice", "iou", "hd95", *LOCALISATION)
         print("\n" + format_table(groups, columns, title=title))
@@ -325,12 +361,17 @@ def write_results(
 
 
 def _write_figure(
-    cfg: DictConfig, rows: list[dict[str, Any]], dataset: Dataset, maps_path: Path, path: Path
+    cfg: DictConfig,
+    method: Method,
+    rows: list[dict[str, Any]],
+    dataset: Dataset,
+    maps_path: Path,
+    path: Path,
 ) -> dict[str, Panel]:
     """The overview figure; returns the panels it shows, by image id."""
     ids = pick_examples(rows, cfg.eval.figure_images)
     index = _item_index(dataset)
-    mask_maker = _mask_maker(cfg, workers=0)
+    mask_maker = method.mask_maker(workers=0)
     panels: dict[str, Panel] = {}
     for image_id in ids:
         item = dataset[index[image_id]]
@@ -343,6 +384,7 @@ def _write_figure(
         panels.__getitem__,
         {r["id"]: r for r in rows},
         path,
-        title=f"{cfg.cam.name}: best to worst Dice on the {cfg.eval.split} split",
+        title=f"{method.name}: best to worst Dice on the {cfg.eval.split} split",
+        map_label=method.map_label,
     )
     return panels

@@ -20,6 +20,7 @@ from src.cams import check_options
 from src.cams.base import OptionError
 
 STAGES = ("all", "pretrain", "finetune", "eval", "masks")
+METHODS = ("cam", "supervised")
 MODALITIES = ("t1", "t1ce", "t2", "flair")
 EVAL_SPLITS = ("train", "val", "test")
 MASK_METHODS = ("densecrf", "otsu", "threshold")
@@ -86,6 +87,7 @@ def _check_cam_options(cam: DictConfig) -> None:
 def validate_config(cfg: DictConfig) -> None:
     """Raise ConfigError for the first invalid value, naming its field."""
     _check_choice("stage", cfg.stage, STAGES)
+    _check_choice("method", cfg.method, METHODS)
     if cfg.stage == "masks" and not cfg.get("maps_from"):
         raise ConfigError("maps_from", "stage=masks needs maps_from=<folder of a finished run>")
     if "modality" in cfg.data:

@@ -8,7 +8,6 @@ data/backbone/training config (e.g. every job of a CAM sweep) loads them instead
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,14 @@ from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from src.pipeline.config import ConfigError, cam_options, check_paths, validate_config
-from src.pipeline.store import WEIGHTS_FILE, ModelStore, load_state_dict, load_weights
+from src.pipeline.console import quiet_console
+from src.pipeline.store import ModelStore, load_state_dict, load_weights, save_from_rank_zero
+from src.pipeline.supervised import STAGE as SEGMENTER
+from src.pipeline.supervised import (
+    check_supervised_config,
+    segmenter_stage,
+    supervised_eval_stage,
+)
 from src.pipeline.trainer import build_trainer, finish_loggers
 
 log = logging.getLogger(__name__)
@@ -63,21 +69,6 @@ def resume_checkpoint(cfg: DictConfig, stage: str) -> str | None:
         return str(last)
     log.info("No %s checkpoint in %s: training %s from the start", stage, cfg.resume, stage)
     return None
-
-
-def save_from_rank_zero(
-    trainer: pl.Trainer,
-    store: ModelStore,
-    cfg: DictConfig,
-    stage: str,
-    state_dict: Callable[[], dict[str, torch.Tensor]],
-    extra: dict[str, Any] | None = None,
-) -> Path:
-    """Store trained weights once (rank 0); every process waits and returns the stored path."""
-    if trainer.is_global_zero:
-        store.save(cfg, stage, state_dict(), extra=extra)
-    trainer.strategy.barrier(f"store-{stage}")
-    return store.entry(cfg, stage) / WEIGHTS_FILE
 
 
 def pretrain_stage(
@@ -189,7 +180,9 @@ def eval_indices(dataset: Dataset, limit: int, positive_fraction: float | None) 
     return eval_subset(np.asarray(dataset.labels), limit, positive_fraction, normal)
 
 
-def _eval_loader(cfg: DictConfig, datamodule: pl.LightningDataModule) -> DataLoader:
+def eval_loader(cfg: DictConfig, datamodule: pl.LightningDataModule) -> DataLoader:
+    """The evaluation images (`eval.split`, `eval.limit`, `eval.positive_fraction`): the same
+    for every method on the same data, so their rows compare the same slices."""
     loader = datamodule.eval_dataloader(cfg.eval.split, batch_size=cfg.eval.batch_size)
     dataset = loader.dataset
     if len(dataset) == 0:
@@ -211,7 +204,7 @@ def eval_stage(
     cfg: DictConfig, datamodule: pl.LightningDataModule, store: ModelStore
 ) -> dict[str, Any]:
     """CAMs of the evaluation split -> masks -> metrics, result files and figure."""
-    from src.evaluation.run_eval import evaluate
+    from src.evaluation.run_eval import Method, cam_module_factory, evaluate
 
     ckpt = cfg.get("ckpt") or store.lookup(cfg, "finetune")
     if ckpt is None:
@@ -231,15 +224,11 @@ def eval_stage(
             f"stage-like modules are e.g. {[n for n in modules if n.count('.') == 0][:8]}",
         )
     datamodule.setup("test")
-    loader = _eval_loader(cfg, datamodule)
-    return evaluate(
-        cfg,
-        net,
-        loader,
-        target_layers=target_layers,
-        options=cam_options(cfg.cam),
-        checkpoint=str(ckpt),
-    )
+    loader = eval_loader(cfg, datamodule)
+    options = cam_options(cfg.cam)
+    info = {"target_layers": target_layers, "cam_options": options, "checkpoint": str(ckpt)}
+    build = cam_module_factory(cfg, net, target_layers, options)
+    return evaluate(cfg, build, loader, Method.of_cam(cfg), info)
 
 
 def with_source_run(cfg: DictConfig) -> DictConfig:
@@ -267,7 +256,10 @@ def masks_stage(cfg: DictConfig, datamodule: pl.LightningDataModule) -> dict[str
 
 def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     """Run the configured stage(s); returns the evaluation summary (empty if no eval ran)."""
+    quiet_console()
     validate_config(cfg)
+    if cfg.method == "supervised":
+        check_supervised_config(cfg)
     if cfg.stage == "masks":
         cfg = with_source_run(cfg)
     check_paths(cfg)
@@ -278,16 +270,11 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     output_dir.mkdir(parents=True, exist_ok=True)
     store = ModelStore(cfg.paths.model_store)
     datamodule = build_datamodule(cfg)
-    summary: dict[str, Any] = {}
     try:
-        if cfg.stage == "pretrain":
-            pretrain_stage(cfg, datamodule, store)
-        if cfg.stage in ("all", "finetune"):
-            finetune_stage(cfg, datamodule, store)
-        if cfg.stage in ("all", "eval"):
-            summary = eval_stage(cfg, datamodule, store)
-        if cfg.stage == "masks":
-            summary = masks_stage(cfg, datamodule)
+        if cfg.method == "supervised":
+            summary = _run_supervised(cfg, datamodule, store)
+        else:
+            summary = _run_weakly_supervised(cfg, datamodule, store)
     finally:
         finish_loggers()
     # Written last, so a failed run never replaces the config of results already in the folder
@@ -297,3 +284,31 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
         OmegaConf.save(cfg, tmp, resolve=True)
         tmp.replace(output_dir / "config.yaml")
     return summary
+
+
+def _run_weakly_supervised(
+    cfg: DictConfig, datamodule: pl.LightningDataModule, store: ModelStore
+) -> dict[str, Any]:
+    """`method=cam`: the stages `cfg.stage` names; returns the evaluation summary (or {})."""
+    summary: dict[str, Any] = {}
+    if cfg.stage == "pretrain":
+        pretrain_stage(cfg, datamodule, store)
+    if cfg.stage in ("all", "finetune"):
+        finetune_stage(cfg, datamodule, store)
+    if cfg.stage in ("all", "eval"):
+        summary = eval_stage(cfg, datamodule, store)
+    if cfg.stage == "masks":
+        summary = masks_stage(cfg, datamodule)
+    return summary
+
+
+def _run_supervised(
+    cfg: DictConfig, datamodule: pl.LightningDataModule, store: ModelStore
+) -> dict[str, Any]:
+    """`method=supervised`: train (or reuse) the U-Net, then score it on the CAM rows' images."""
+    if cfg.stage in ("all", "finetune"):
+        segmenter_stage(cfg, datamodule, store, resume_checkpoint(cfg, SEGMENTER))
+    if cfg.stage in ("all", "eval"):
+        datamodule.setup("test")
+        return supervised_eval_stage(cfg, datamodule, store, eval_loader)
+    return {}

@@ -14,9 +14,11 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -57,15 +59,19 @@ def _plain(node: Any) -> Any:
 
 
 def training_key(cfg: DictConfig, stage: str) -> dict[str, Any]:
-    """The config subset that determines the weights produced by `stage` (pretrain|finetune)."""
+    """The config subset that determines the weights produced by `stage` (pretrain|finetune
+    for the classifier, segmenter for the supervised U-Net)."""
     data = {k: v for k, v in _plain(cfg.data).items() if k not in _RUNTIME_DATA_KEYS}
     key: dict[str, Any] = {
         "data": data,
         "data_files": dataset_fingerprint(data["root"]) if data.get("root") else None,
-        "backbone": _plain(cfg.backbone.net),
         "seed": cfg.seed,
         "precision": cfg.trainer.get("precision"),
     }
+    if stage == "segmenter":
+        key["segmenter"] = _plain(cfg.segmenter)
+        return key
+    key["backbone"] = _plain(cfg.backbone.net)
     pretrain = _plain(cfg.pretrain)
     key["pretrain"] = pretrain if pretrain.get("enabled", True) else {"enabled": False}
     if stage == "finetune":
@@ -172,3 +178,18 @@ def load_weights(net: torch.nn.Module, path: str | os.PathLike) -> None:
             f"missing keys {result.missing_keys[:5]} (of {len(result.missing_keys)}), "
             f"unexpected keys {result.unexpected_keys[:5]} (of {len(result.unexpected_keys)})",
         )
+
+
+def save_from_rank_zero(
+    trainer: pl.Trainer,
+    store: ModelStore,
+    cfg: DictConfig,
+    stage: str,
+    state_dict: Callable[[], dict[str, torch.Tensor]],
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Store trained weights once (rank 0); every process waits and returns the stored path."""
+    if trainer.is_global_zero:
+        store.save(cfg, stage, state_dict(), extra=extra)
+    trainer.strategy.barrier(f"store-{stage}")
+    return store.entry(cfg, stage) / WEIGHTS_FILE

@@ -131,8 +131,11 @@ def test_demo_table_rows_share_the_classifier_of_the_default_run(settings, tmp_p
         "ScoreCAM (2020)",
         "LayerCAM (2021)",
         "Cfd-CAM (ours)",
+        "Opt. U-net (2021)",
     ]
     for job in jobs:
         cfg = compose_job_config(job.overrides, job.run_dir, settings.project_root)
         assert training_key(cfg, "finetune") == training_key(default, "finetune")
         assert cfg.eval == default.eval and cfg.data == default.data
+    # The supervised ceiling trains on the same data and scores the same slices.
+    assert "method=supervised" in jobs[-1].overrides

@@ -43,10 +43,10 @@ def test_rows_are_unique_and_match_the_paper_numbers(name):
         assert labels == set(PAPER[name]), "a row without the paper's numbers"
     for row in recipe.jobs():
         assert row.dataset in DATASETS
-        assert any(o.startswith("cam=") for o in row.overrides), row.key
+        assert any(o.startswith(("cam=", "method=supervised")) for o in row.overrides), row.key
 
 
-def test_cfdcam_table1_reproduces_the_cam_rows_only():
+def test_cfdcam_table1_reproduces_the_cam_rows_and_the_supervised_ceiling():
     recipe = RECIPES["cfdcam_table1"]
     per_dataset = {d: [r for r in recipe.rows if r.group == d] for d in CFD_DATASETS}
     for dataset, rows in per_dataset.items():
@@ -55,13 +55,15 @@ def test_cfdcam_table1_reproduces_the_cam_rows_only():
             "ScoreCAM (2020)",
             "LayerCAM (2021)",
             "Cfd-CAM (ours)",
+            "Opt. U-net (2021)",
         ]
         assert {r.method for r in rows if not r.reproduced} == {
             "Swin-MIL (2022)",
             "C&F (2020), UL",
             "C&F (2020), FSL",
-            "Opt. U-net (2021)",
         }
+        unet = next(r for r in rows if r.method == "Opt. U-net (2021)")
+        assert (unet.kind, unet.overrides[-1]) == ("FSL", "method=supervised")
         expected = ("data=tcga_lgg",) if dataset == "TCGA-LGG" else None
         for row in rows:
             if row.reproduced and expected:

@@ -76,7 +76,7 @@ GOLDEN_CFD_T1 = """\
 | BraTS T1 | WSSS | Cfd-CAM (ours) | 0.580 ± 0.170 | 0.575 ± 0.169 | 0.430 ± 0.140 | 0.427 ± 0.143 | 23.000 ± 20.000 | 23.859 ± 20.243 |
 | BraTS T1 | UL | C&F (2020), UL | not reproduced | 0.200 ± 0.082 | not reproduced | 0.113 ± 0.051 | not reproduced | 79.187 ± 14.304 |
 | BraTS T1 | FSL | C&F (2020), FSL | not reproduced | 0.572 ± 0.196 | not reproduced | 0.426 ± 0.187 | not reproduced | 29.027 ± 20.881 |
-| BraTS T1 | FSL | Opt. U-net (2021) | not reproduced | 0.836 ± 0.062 | not reproduced | 0.723 ± 0.090 | not reproduced | 11.730 ± 10.345 |
+| BraTS T1 | FSL | Opt. U-net (2021) | not run | 0.836 ± 0.062 | not run | 0.723 ± 0.090 | not run | 11.730 ± 10.345 |
 """
 
 

@@ -113,3 +113,30 @@ def test_each_evaluated_image_is_reported_once(ddp_run, composer, tmp_path):
     assert not list(out.glob("cam_maps.rank*"))
     for name in ("config.yaml", "summary.json", "overview.png", "split.json"):
         assert (out / name).is_file(), name
+
+
+def test_supervised_unet_trains_and_scores_under_ddp(tmp_path):
+    """`method=supervised trainer=ddp`: the U-Net trains in 2 processes (half the steps each),
+    rank 0 stores it once, and every evaluated image is reported once."""
+    out = tmp_path / "run"
+    run_python(
+        "-m",
+        "src.run",
+        *DEMO,
+        "method=supervised",
+        "segmenter.epochs=1",
+        "segmenter.batch_size=16",
+        "segmenter.net.filters=[4,8,16,32,64]",
+        f"paths.root_dir={tmp_path}",
+        "trainer=ddp",
+        "trainer.devices=2",
+        "trainer.accelerator=cpu",
+        f"hydra.run.dir={out}",
+    )
+    store = tmp_path / ".cache" / "classifiers"
+    assert [p.name.split("-")[0] for p in store.iterdir()] == ["segmenter"]
+    last = torch.load(out / "checkpoints" / "segmenter" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 3  # 96 training slices, 48 per process, batch 16
+    ids = [r["id"] for r in _rows(out)]
+    assert len(ids) == EVAL_IMAGES and len(set(ids)) == EVAL_IMAGES
+    assert "Stored" not in (out / "train_ddp_process_1.log").read_text()

@@ -1,0 +1,161 @@
+"""`method=supervised`: train the U-Net on the pixel masks, then score it like a CAM method.
+
+Same DataModule, split, store, Trainer, test loop and result files as the CAM pipeline: only
+the network and its training differ, so a table can put the supervised ceiling on the same
+row layout as the CAM methods (docs/supervised.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from pytorch_lightning.callbacks import ModelCheckpoint
+from torch.utils.data import DataLoader
+
+from src.data.errors import DataFormatError
+from src.pipeline.config import ConfigError
+from src.pipeline.store import ModelStore, load_state_dict, load_weights, save_from_rank_zero
+from src.pipeline.trainer import build_trainer
+
+log = logging.getLogger(__name__)
+
+STAGE = "segmenter"
+#: The supervised path has no SupCon stage and no saved CAM maps to re-mask.
+STAGES = ("all", "finetune", "eval")
+VOID = 255
+
+
+def check_supervised_config(cfg: DictConfig) -> None:
+    """Start-up checks that need only the config."""
+    if cfg.stage not in STAGES:
+        raise ConfigError(
+            "stage",
+            f"method=supervised runs stage all, finetune (train the U-Net) or eval, "
+            f"not {cfg.stage!r}",
+        )
+
+
+def require_binary_task(datamodule: pl.LightningDataModule) -> None:
+    """The U-Net has one output channel: object vs background (no VOC classes)."""
+    if datamodule.task != "binary":
+        raise ConfigError(
+            "method",
+            f"method=supervised trains a binary (object vs background) segmenter; "
+            f"{type(datamodule).__name__} is a {datamodule.task} task",
+        )
+
+
+def require_pixel_labels(datamodule: pl.LightningDataModule, split: str = "train") -> None:
+    """Refuse a split the U-Net cannot learn from, before any training: it must hold at least
+    one mask with a foreground pixel. A classification-only dataset (labels, no masks) would
+    otherwise train a network that predicts nothing."""
+    dataset = datamodule.dataset(split)
+    masks = getattr(dataset, "masks", None)
+    if masks is not None:
+        found = bool(((masks > 0) & (masks != VOID)).any())
+    else:
+        # Files read on access: look at positive-label images until one has a foreground.
+        positives = torch.nonzero(torch.as_tensor(dataset.labels).flatten(1).amax(1) > 0.5)
+        found = any(
+            bool(((mask > 0) & (mask != VOID)).any())
+            for mask in (dataset[int(i)]["mask"] for i in positives.flatten())
+        )
+    if not found:
+        raise DataFormatError(
+            getattr(datamodule, "root", split),
+            f"method=supervised needs pixel masks, but no image of the {split} split has a "
+            "non-empty one (a classification-only dataset?)",
+        )
+
+
+def patch_size(datamodule: pl.LightningDataModule, split: str) -> tuple[int, ...]:
+    """The image size the U-Net's topology is derived from (every item has the same size)."""
+    dataset = datamodule.dataset(split)
+    if len(dataset) == 0:
+        raise DataFormatError(getattr(datamodule, "root", split), f"the {split} split is empty")
+    return tuple(dataset[0]["image"].shape[1:])
+
+
+def build_segmenter(cfg: DictConfig, size: tuple[int, ...]) -> torch.nn.Module:
+    """The configured U-Net (`segmenter.net`, a partial) for images of `size`."""
+    return instantiate(cfg.segmenter.net)(patch_size=size)
+
+
+def segmenter_stage(
+    cfg: DictConfig,
+    datamodule: pl.LightningDataModule,
+    store: ModelStore,
+    resume_from: str | None,
+) -> Path:
+    """Train the U-Net on the training masks (or reuse the stored one); keeps the weights of
+    the best validation Dice and returns their stored path."""
+    stored = store.lookup(cfg, STAGE)
+    if stored is not None and cfg.reuse_classifier:
+        log.info("Reusing the U-Net in %s (same data/segmenter config)", stored.parent)
+        return stored
+    require_binary_task(datamodule)
+    require_pixel_labels(datamodule)
+    pl.seed_everything(cfg.seed, workers=True)
+    net = build_segmenter(cfg, patch_size(datamodule, "train"))
+    module = instantiate(cfg.segmenter.module, net=net)
+    datamodule.batch_size = cfg.segmenter.batch_size
+    checkpoints = ModelCheckpoint(
+        dirpath=Path(cfg.paths.output_dir) / "checkpoints" / STAGE,
+        filename="best-{epoch}",
+        monitor=cfg.segmenter.monitor,
+        mode=cfg.segmenter.monitor_mode,
+        save_last=True,
+    )
+    trainer = build_trainer(cfg, STAGE, max_epochs=cfg.segmenter.epochs, callbacks=[checkpoints])
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+    best = checkpoints.best_model_path or checkpoints.last_model_path
+    score = checkpoints.best_model_score
+    score = None if score is None else float(score)
+    log.info("Best validation Dice %s (%s)", None if score is None else f"{score:.4f}", best)
+    extra = {"best_val_dice": score, "checkpoint": best}
+    return save_from_rank_zero(
+        trainer, store, cfg, STAGE, lambda: load_state_dict(best), extra=extra
+    )
+
+
+def supervised_eval_stage(
+    cfg: DictConfig,
+    datamodule: pl.LightningDataModule,
+    store: ModelStore,
+    loader_of: Callable[[DictConfig, pl.LightningDataModule], DataLoader],
+) -> dict[str, Any]:
+    """The U-Net's probability maps of the evaluation images -> masks (> 0.5) -> metrics,
+    written like a CAM run's results. `loader_of(cfg, datamodule)` picks the images, so both
+    methods score the same slices."""
+    from src.evaluation.run_eval import Method, evaluate
+    from src.segmentation.evaluation import METHOD, SegmenterEvaluationModule
+
+    ckpt = cfg.get("ckpt") or store.lookup(cfg, STAGE)
+    if ckpt is None:
+        raise FileNotFoundError(
+            "No trained U-Net for this data/segmenter config: run method=supervised with "
+            "stage=all (or stage=finetune) first, or give its weights with ckpt=/path"
+        )
+    require_binary_task(datamodule)
+    net = build_segmenter(cfg, patch_size(datamodule, cfg.eval.split))
+    load_weights(net, ckpt)
+    threshold = float(cfg.segmenter.module.threshold)
+
+    def build(mask_maker, maps_path):
+        return SegmenterEvaluationModule(net, mask_maker, maps_path, cfg.eval.empty_hd95)
+
+    info = {"network": type(net.unet).__name__, "checkpoint": str(ckpt)}
+    return evaluate(
+        cfg,
+        build,
+        loader_of(cfg, datamodule),
+        Method(METHOD, "threshold", threshold, map_label="U-Net probability"),
+        info,
+    )

@@ -1,0 +1,40 @@
+"""The U-Net's test loop: the CAM evaluation's loop with probability maps in place of CAMs.
+
+Everything after the map (mask, per-image metrics, maps file, DDP gather, summary, figure,
+W&B) is shared, so a supervised row is scored exactly like a CAM row.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from src.evaluation.cam_module import CAMEvaluationModule
+from src.evaluation.masks import MaskMaker
+
+METHOD = "supervised"
+
+
+class SegmenterEvaluationModule(CAMEvaluationModule):
+    """Scores the U-Net's foreground probability map (its mask: `mask_maker`, threshold 0.5).
+
+    The image score is the largest pixel probability: the network's own "is there an object"
+    answer, as the classifier's sigmoid is for a CAM row.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        mask_maker: MaskMaker,
+        maps_path: str | Path,
+        empty_hd95: float | None = 373.12866,
+    ) -> None:
+        super().__init__(net, METHOD, [], {}, mask_maker, maps_path, empty_hd95=empty_hd95)
+
+    def scores_and_maps(
+        self, images: torch.Tensor, logits: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        probabilities = torch.sigmoid(logits[:, 0].float())
+        return probabilities.flatten(1).amax(1), probabilities

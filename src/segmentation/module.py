@@ -1,0 +1,106 @@
+"""Supervised training of the U-Net on pixel masks: the ceiling the CAM methods are compared to.
+
+Binary tasks only (tumour / defect vs background): one output channel, a sigmoid, MONAI's
+Dice + cross-entropy loss. Validation Dice per image follows the evaluation's empty-case
+convention (both empty = 1), so the checkpoint kept on `val/dice` is chosen by the number the
+tables report (docs/supervised.md).
+"""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+from monai.losses import DiceCELoss
+from torch import nn
+from torchmetrics import MeanMetric
+
+from src.models.schedules import constant_then_cosine
+
+
+def foreground(masks: torch.Tensor) -> torch.Tensor:
+    """(B, H, W) integer masks -> (B, 1, H, W) float 0/1 targets (every label > 0 is object)."""
+    return (masks > 0).unsqueeze(1).float()
+
+
+def per_image_dice(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Dice of each image's binary prediction; 1 where both prediction and target are empty."""
+    pred, target = pred.flatten(1).float(), target.flatten(1).float()
+    overlap = (pred * target).sum(1)
+    total = pred.sum(1) + target.sum(1)
+    return torch.where(total > 0, 2 * overlap / total.clamp_min(1), torch.ones_like(total))
+
+
+class SegmenterModule(pl.LightningModule):
+    """Trains `net` (images (B, 3, H, W) in [0, 1] -> logits (B, 1, H, W)) on `batch["mask"]`.
+
+    With deep supervision the network returns, in training mode, its full-resolution output
+    and the auxiliary ones stacked on dim 1; they are weighted 1, 1/2, 1/4, ... and the
+    weights normalised, as nnU-Net does. `hflip_p`: probability of flipping an image and its
+    mask left-right together. Logs `train/loss`, `val/loss` and `val/dice` (threshold 0.5).
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-5,
+        min_lr: float = 1e-5,
+        max_epochs: int = 50,
+        hflip_p: float = 0.5,
+        threshold: float = 0.5,
+    ) -> None:
+        super().__init__()
+        if not 0 <= hflip_p <= 1:
+            raise ValueError(f"segmenter.module.hflip_p must be in [0, 1], got {hflip_p}")
+        if not 0 < threshold < 1:
+            raise ValueError(f"segmenter.module.threshold must be in (0, 1), got {threshold}")
+        self.save_hyperparameters(ignore=["net"])
+        self.net = net
+        self.loss = DiceCELoss(sigmoid=True)
+        self.val_dice = MeanMetric()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+    def _flip(self, images: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        chosen = torch.rand(images.shape[0], device=images.device) < self.hparams.hflip_p
+        pick = chosen.view(-1, 1, 1, 1)
+        return (
+            torch.where(pick, images.flip(-1), images),
+            torch.where(pick, target.flip(-1), target),
+        )
+
+    def _supervised_loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if outputs.dim() == target.dim():  # one output
+            return self.loss(outputs, target)
+        heads = outputs.unbind(1)
+        weights = torch.tensor([0.5**i for i in range(len(heads))])
+        weights = weights / weights.sum()
+        return sum(w * self.loss(head, target) for w, head in zip(weights, heads, strict=True))
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        images, target = batch["image"], foreground(batch["mask"])
+        if self.hparams.hflip_p:
+            images, target = self._flip(images, target)
+        loss = self._supervised_loss(self(images), target)
+        self.log(
+            "train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True,
+            batch_size=images.shape[0],
+        )  # fmt: skip
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        images, target = batch["image"], foreground(batch["mask"])
+        logits = self(images)
+        size = images.shape[0]
+        self.log("val/loss", self.loss(logits, target), sync_dist=True, batch_size=size)
+        pred = torch.sigmoid(logits) > self.hparams.threshold
+        self.val_dice.update(per_image_dice(pred, target))
+        # The metric object gathers its own state across processes.
+        self.log("val/dice", self.val_dice, on_epoch=True, prog_bar=True, batch_size=size)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        optimizer = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        schedule = constant_then_cosine(optimizer, 0, hp.max_epochs, hp.min_lr)
+        return {"optimizer": optimizer, "lr_scheduler": schedule}
