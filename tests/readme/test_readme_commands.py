@@ -94,9 +94,11 @@ def _generate_datasets(folder: Path) -> dict[str, Path]:
 
 
 def _substitute(command: str, replacements: dict[str, str]) -> list[str]:
+    examples = re.findall(r"/data/[^\s/]+", command)
+    missing = [example for example in examples if example not in replacements]
     for old, new in replacements.items():
         command = command.replace(old, new)
-    missing = re.findall(r"/data/\S+|<\w+>", command)
+    missing += re.findall(r"<\w+>", command)
     assert not missing, f"no stand-in for {missing} in: {command}"
     return shlex.split(command)
 
