@@ -26,6 +26,7 @@ EVAL_SPLITS = ("train", "val", "test")
 MASK_METHODS = ("densecrf", "otsu", "threshold")
 # Keys of a `cam` config read by the evaluation; every other key is a build_cam option.
 CAM_EVAL_KEYS = ("name", "layers", "mask", "threshold")
+FULLGRAD_METHODS = ("fullgrad", "ltfullgrad")
 
 
 class ConfigError(ValueError):
@@ -104,6 +105,15 @@ def validate_config(cfg: DictConfig) -> None:
     _check_choice("cam.mask", cam.mask, MASK_METHODS)
     if cam.mask == "threshold" and cam.get("threshold") is None:
         raise ConfigError("cam.threshold", "mask=threshold needs a threshold in [0, 1]")
+    if cam.name in FULLGRAD_METHODS and cfg.backbone.net.get("norm") == "instance":
+        # FullGrad sums the bias-gradients of Conv2d/BatchNorm2d layers; the InstanceNorm
+        # ResNet has none, which the engine would report only after training.
+        raise ConfigError(
+            "cam.name",
+            f"{cam.name} needs a backbone with biases (Conv2d or BatchNorm2d); the "
+            f"{cfg.backbone.net.arch} with norm=instance has none: use backbone=vgg16 or "
+            "backbone.net.norm=batch",
+        )
     layers = cam.get("layers", 1)
     stages = list(cfg.backbone.cam_stages)
     if not isinstance(layers, int) or not 1 <= layers <= len(stages):
