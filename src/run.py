@@ -5,18 +5,27 @@ Thin on purpose: composition happens here, the work in `src.pipeline.stages.run_
 
 from __future__ import annotations
 
-import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from src.pipeline.config import ConfigError
+from src.pipeline.overrides import cam_options_as_upserts
+from src.pipeline.resolvers import register_resolvers
 from src.pipeline.resume import resumed_arguments
 from src.pipeline.stages import run_pipeline
-
-log = logging.getLogger(__name__)
+from src.pipeline.user_errors import (
+    EXIT_STATUS,
+    USER_ERRORS,
+    clean_up_failed_start,
+    full_error_wanted,
+    report,
+)
 
 #: Printed after a demo evaluation: the paper's Table 1 rows on the same classifier.
 DEMO_NEXT = (
@@ -26,24 +35,44 @@ DEMO_NEXT = (
     "  -> experiments/results/demo_table1.md\n"
 )
 
+register_resolvers()
+# Set when Hydra hands over a composed config: a failure before that is Hydra rejecting the
+# command line (an unknown group option, a misspelt key), which is a user error too.
+_composed = False
+
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> dict[str, Any]:
+    global _composed
+    _composed = True
     try:
         summary = run_pipeline(cfg)
-    except ConfigError as err:
-        log.error("%s", err)
-        sys.exit(2)
+    except USER_ERRORS as err:
+        if full_error_wanted():
+            raise
+        report(err)
+        hydra_cfg = HydraConfig.get()
+        run_dir = Path(hydra_cfg.runtime.output_dir)
+        multirun = hydra_cfg.mode == RunMode.MULTIRUN
+        clean_up_failed_start(run_dir, run_dir.parent if multirun else None)
+        sys.exit(EXIT_STATUS)
     if summary and cfg.data.get("demo") and cfg.method == "cam" and cfg.stage in ("all", "eval"):
         print(DEMO_NEXT)
     return summary
 
 
 if __name__ == "__main__":
+    sys.argv[1:] = cam_options_as_upserts(sys.argv[1:])
     try:
         # `resume=<run>`: that run's own overrides and folder, before Hydra composes.
         sys.argv[1:] = resumed_arguments(sys.argv[1:])
     except ConfigError as err:
         print(f"Error: {err}", file=sys.stderr)
-        sys.exit(2)
-    main()
+        sys.exit(EXIT_STATUS)
+    try:
+        main()
+    except SystemExit as end:
+        # Hydra prints its composition errors and exits with 1, like the program's own errors.
+        if end.code == 1 and not _composed:
+            sys.exit(EXIT_STATUS)
+        raise

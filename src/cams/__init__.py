@@ -25,6 +25,6 @@ weight rule.
 
 from src.cams.extractor import CamExtractor
 from src.cams.perturbation import cfd_weights
-from src.cams.registry import CAM_METHODS, build_cam
+from src.cams.registry import CAM_METHODS, build_cam, check_options
 
-__all__ = ["CAM_METHODS", "CamExtractor", "build_cam", "cfd_weights"]
+__all__ = ["CAM_METHODS", "CamExtractor", "build_cam", "cfd_weights", "check_options"]

@@ -17,6 +17,15 @@ from torch import nn
 from src.cams.capture import FeatureCapture
 
 
+class OptionError(ValueError):
+    """A CAM option is unknown or has a bad value; ``option`` names it, so a caller that
+    reads the options from a config can name the config field."""
+
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(message)
+        self.option = option
+
+
 @dataclass
 class MethodOutput:
     layer_maps: list[torch.Tensor]  # (B, h_l, w_l) per hooked layer, >= 0

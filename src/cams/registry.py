@@ -16,7 +16,7 @@ from typing import Any
 from torch import nn
 
 from src.cams.acceleration import AUTOCAST_DTYPES, MaskedForward
-from src.cams.base import CamMethod
+from src.cams.base import CamMethod, OptionError
 from src.cams.capture import LayerSpec, resolve_layers
 from src.cams.extractor import CamExtractor
 from src.cams.fullgrad import FullGradMethod
@@ -24,7 +24,7 @@ from src.cams.gradient import WEIGHT_RULES, GradientMethod
 from src.cams.layerization import FUSIONS
 from src.cams.multiscale import RESIZE_MODES
 from src.cams.perturbation import PerturbationMethod
-from src.cams.truncation import SCOPES, Truncation
+from src.cams.truncation import Truncation
 
 CAM_METHODS = (
     "cam",
@@ -86,22 +86,26 @@ assert set(_SPECS) == set(CAM_METHODS)
 
 def _choice(option: str, value: Any, valid: Sequence[Any]) -> Any:
     if value not in valid:
-        raise ValueError(f"option {option!r} must be one of {tuple(valid)}, got {value!r}")
+        raise OptionError(option, f"option {option!r} must be one of {tuple(valid)}, got {value!r}")
     return value
 
 
 def _flag(option: str, value: Any, allow_none: bool = False) -> Any:
     if not (isinstance(value, bool) or (allow_none and value is None)):
-        raise ValueError(f"option {option!r} must be true or false, got {value!r}")
+        raise OptionError(option, f"option {option!r} must be true or false, got {value!r}")
     return value
 
 
 def _scales(value: Any) -> list[float]:
     if isinstance(value, str | bytes) or not isinstance(value, Sequence) or len(value) == 0:
-        raise ValueError(f"option 'scales' must be a non-empty list of numbers, got {value!r}")
+        raise OptionError(
+            "scales", f"option 'scales' must be a non-empty list of numbers, got {value!r}"
+        )
     for scale in value:
         if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not scale > 0:
-            raise ValueError(f"option 'scales' entries must be positive numbers, got {value!r}")
+            raise OptionError(
+                "scales", f"option 'scales' entries must be positive numbers, got {value!r}"
+            )
     return [float(s) if not float(s).is_integer() else int(s) for s in value]
 
 
@@ -109,16 +113,19 @@ def _batch_size(value: Any) -> int | str:
     if value == "auto":
         return value
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"option 'batch_size' must be a positive integer or 'auto', got {value!r}")
+        raise OptionError(
+            "batch_size", f"option 'batch_size' must be a positive integer or 'auto', got {value!r}"
+        )
     return int(value)
 
 
 def _options(name: str, spec: MethodSpec, given: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(given) - set(spec.defaults))
     if unknown:
-        raise ValueError(
+        raise OptionError(
+            unknown[0],
             f"unknown option(s) {unknown} for CAM method {name!r}; "
-            f"valid options: {sorted(spec.defaults)}"
+            f"valid options: {sorted(spec.defaults)}",
         )
     opts = {**spec.defaults, **given}
     _choice("fusion", opts["fusion"], FUSIONS)
@@ -133,7 +140,7 @@ def _options(name: str, spec: MethodSpec, given: dict[str, Any]) -> dict[str, An
         _flag("channels_last", opts["channels_last"])
         _flag("compile", opts["compile"])
     else:
-        _choice("truncation_scope", opts["truncation_scope"], SCOPES)
+        Truncation(opts["delta"], opts["truncation_scope"])  # checks delta and scope
         if "fold_batchnorm" in opts:
             _flag("fold_batchnorm", opts["fold_batchnorm"])
     return opts
@@ -163,6 +170,18 @@ def _build_method(
     )
 
 
+def check_options(name: str, **options: Any) -> dict[str, Any]:
+    """Validate method ``name`` and its ``options`` without a model; returns every option
+    with the method's defaults filled in.
+
+    The run's start-up checks call this, so a bad CAM option stops a run before any
+    training, with the same message ``build_cam`` would give at evaluation time.
+    """
+    if name not in _SPECS:
+        raise ValueError(f"unknown CAM method {name!r}; valid names: {', '.join(CAM_METHODS)}")
+    return _options(name, _SPECS[name], options)
+
+
 def build_cam(
     name: str,
     model: nn.Module,
@@ -184,13 +203,10 @@ def build_cam(
     float32: ``autocast_dtype`` (None | bfloat16 | float16), ``channels_last``, ``compile``
     (``torch.compile``; see ``acceleration.py``).
     """
-    if name not in _SPECS:
-        raise ValueError(f"unknown CAM method {name!r}; valid names: {', '.join(CAM_METHODS)}")
+    opts = check_options(name, **options)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model)}")
-    spec = _SPECS[name]
-    opts = _options(name, spec, options)
-    method = _build_method(name, spec, model, target_layers, opts)
+    method = _build_method(name, _SPECS[name], model, target_layers, opts)
     return CamExtractor(
         model,
         method,

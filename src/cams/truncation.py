@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from src.cams.base import OptionError
+
 SCOPES = ("channel", "layer")
 
 
@@ -47,12 +49,17 @@ class Truncation:
     def __post_init__(self) -> None:
         if self.delta is not None:
             if isinstance(self.delta, bool) or not isinstance(self.delta, numbers.Real):
-                raise ValueError(f"option 'delta' must be None or a number, got {self.delta!r}")
+                raise OptionError(
+                    "delta", f"option 'delta' must be None or a number, got {self.delta!r}"
+                )
             if not 0 <= self.delta < 100:
-                raise ValueError(f"option 'delta' must be in [0, 100) or None, got {self.delta}")
+                raise OptionError(
+                    "delta", f"option 'delta' must be in [0, 100) or None, got {self.delta}"
+                )
         if self.scope not in SCOPES:
-            raise ValueError(
-                f"option 'truncation_scope' must be one of {SCOPES}, got {self.scope!r}"
+            raise OptionError(
+                "truncation_scope",
+                f"option 'truncation_scope' must be one of {SCOPES}, got {self.scope!r}",
             )
 
     def __call__(self, grads: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from src.data.base import DataModuleArguments, SplitDataModule
-from src.data.cache import cached, dataset_cache_dir, fingerprint
+from src.data.cache import cached, dataset_cache_dir, discarded_on_error, fingerprint
 from src.data.datasets import TensorSliceDataset
 from src.data.errors import DataFormatError
 from src.data.jpeg import jpeg_roundtrip_slices
@@ -174,10 +174,11 @@ class BraTSDataModule(SplitDataModule):
         if not cases:
             raise DataFormatError(self.root, "no case folders (expected <root>/<case>/...)")
         cache = dataset_cache_dir(self.cache_dir, "brats", self.root)
-        for case in cases:
-            loaded = self._guard(case, lambda case=case: self._load_case(case, cache))
-            if loaded is not None:
-                self._cases[case] = loaded
+        with discarded_on_error(cache):
+            for case in cases:
+                loaded = self._guard(case, lambda case=case: self._load_case(case, cache))
+                if loaded is not None:
+                    self._cases[case] = loaded
         return [c for c in cases if c in self._cases]
 
     def _load_case(self, case: str, cache: Path) -> CaseSlices:

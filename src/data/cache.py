@@ -8,12 +8,14 @@ Processes that miss the same entry at once decode it once (`cached`: the entry's
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
+import shutil
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +41,21 @@ def dataset_cache_dir(cache_dir: str | Path | None, dataset: str, root: Path) ->
     if folder == resolved_root or resolved_root in folder.parents:
         raise ValueError(f"{folder}: cache_dir must not be inside the dataset root {root}")
     return folder
+
+
+@contextlib.contextmanager
+def discarded_on_error(folder: Path) -> Iterator[None]:
+    """Remove ``folder`` if it did not exist before the block and the block fails.
+
+    Each cache entry is written atomically, but a first read of a dataset that stops at a
+    bad file would otherwise leave a folder holding only the cases before it."""
+    existed = folder.exists()
+    try:
+        yield
+    except BaseException:
+        if not existed:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 def fingerprint(paths: list[Path]) -> dict[str, list[int]]:

@@ -22,7 +22,10 @@ def as_size(image_size: int | tuple[int, int] | list[int] | None) -> Size | None
     else:
         size = tuple(int(s) for s in image_size)
     if len(size) != 2 or min(size) < 1:
-        raise ValueError(f"image_size must be an int or (height, width), got {image_size!r}")
+        raise ValueError(
+            f"image_size must be a positive int or (height, width) of positive ints, "
+            f"got {image_size!r}"
+        )
     return size  # type: ignore[return-value]
 
 

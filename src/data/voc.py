@@ -116,6 +116,9 @@ class VOCDataModule(FileDataModule):
 
     def _scan(self) -> list[str]:
         voc = self._voc_dir()
+        annotations = voc / "Annotations"
+        if not annotations.is_dir():  # else every image would fail on its own XML file
+            raise DataFormatError(annotations, "missing folder (the image labels are read from it)")
         sets = voc / "ImageSets" / "Segmentation"
         self._lists = {
             "train": read_id_list(sets / f"{self.train_list}.txt"),

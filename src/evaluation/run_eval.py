@@ -177,8 +177,10 @@ def remask(cfg: DictConfig, dataset: Dataset, source_dir: str | Path) -> dict[st
         rows = _remask_multilabel(dataset, index, maps_path, previous)
     else:
         rows = _remask_binary(cfg, Method.of_cam(cfg), dataset, index, maps_path, previous)
+    # No checkpoint: no network runs here; the source run's summary names the one that made
+    # the maps.
     info = json.loads((source / "summary.json").read_text())
-    info = {key: info.get(key) for key in ("target_layers", "cam_options", "checkpoint")}
+    info = {key: info.get(key) for key in ("target_layers", "cam_options")}
     info["maps_from"] = str(maps_path)
     return write_results(cfg, rows, dataset, maps_path, Method.of_cam(cfg), info)
 

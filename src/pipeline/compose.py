@@ -14,6 +14,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
+from src.pipeline.resolvers import register_resolvers
+
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
@@ -22,6 +24,7 @@ def compose_config(
 ) -> DictConfig:
     """The composed config with the run folder `output_dir` and working directory `cwd`
     (default: the run folder)."""
+    register_resolvers()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=list(overrides), return_hydra_config=True)

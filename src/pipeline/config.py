@@ -1,16 +1,23 @@
 """Start-up checks of a composed config.
 
 Hydra already rejects unknown config-group options and misspelt keys (the config is in struct
-mode). What it cannot know are value ranges and choices inside a group; they are checked here,
-before anything is trained, so a typo costs seconds instead of an hour of training.
+mode), except under `cam.`: options differ per method, so the entry point lets any
+`cam.<key>` through and the CAM engine's own validator judges them here. What Hydra cannot
+know either are value ranges, choices inside a group and whether the named files exist; they
+are checked here, before any data is read or anything trained, so a typo costs seconds
+instead of an hour of training.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+from src.cams import check_options
+from src.cams.base import OptionError
 
 STAGES = ("all", "pretrain", "finetune", "eval", "masks")
 METHODS = ("cam", "supervised")
@@ -19,6 +26,7 @@ EVAL_SPLITS = ("train", "val", "test")
 MASK_METHODS = ("densecrf", "otsu", "threshold")
 # Keys of a `cam` config read by the evaluation; every other key is a build_cam option.
 CAM_EVAL_KEYS = ("name", "layers", "mask", "threshold")
+FULLGRAD_METHODS = ("fullgrad", "ltfullgrad")
 
 
 class ConfigError(ValueError):
@@ -43,11 +51,38 @@ def _check_modality(field: str, value: Any) -> None:
         _check_choice(field, item, MODALITIES)
 
 
+def _check_image_size(value: Any) -> None:
+    sizes = list(value) if OmegaConf.is_list(value) or isinstance(value, list) else [value]
+    if value is None:
+        return
+    if len(sizes) not in (1, 2) or not all(
+        isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sizes
+    ):
+        raise ConfigError(
+            "data.image_size",
+            f"must be a positive number of pixels, [height, width] or null (keep each "
+            f"image's size), got {value!r}",
+        )
+
+
 def cam_options(cam_cfg: DictConfig) -> dict[str, Any]:
     """The build_cam keyword options of a `cam` config (everything but the evaluation keys)."""
     options = OmegaConf.to_container(cam_cfg, resolve=True)
     assert isinstance(options, dict)
     return {key: value for key, value in options.items() if key not in CAM_EVAL_KEYS}
+
+
+def _check_cam_options(cam: DictConfig) -> None:
+    """The CAM engine's own validator, before any training (the evaluation would reach it
+    only after the classifier is trained)."""
+    try:
+        check_options(cam.name, **cam_options(cam))
+    except OptionError as err:
+        unknown = str(err).startswith("unknown")
+        hint = f" (and the evaluation keys {', '.join(CAM_EVAL_KEYS)})" if unknown else ""
+        raise ConfigError(f"cam.{err.option}", f"{err}{hint}") from err
+    except ValueError as err:  # an unknown method name
+        raise ConfigError("cam.name", str(err)) from err
 
 
 def validate_config(cfg: DictConfig) -> None:
@@ -63,17 +98,22 @@ def validate_config(cfg: DictConfig) -> None:
 
     if cfg.data.get("root") is None:
         raise ConfigError("data.root", "no dataset folder given; set data.root=/path/to/dataset")
+    _check_image_size(cfg.data.get("image_size"))
 
     cam = cfg.cam
-    delta = cam.get("delta")
-    if delta is not None:
-        if isinstance(delta, bool) or not isinstance(delta, int | float):
-            raise ConfigError("cam.delta", f"must be a number in [0, 100) or null, got {delta!r}")
-        if not 0 <= delta < 100:
-            raise ConfigError("cam.delta", f"must be in [0, 100), got {delta}")
+    _check_cam_options(cam)
     _check_choice("cam.mask", cam.mask, MASK_METHODS)
     if cam.mask == "threshold" and cam.get("threshold") is None:
         raise ConfigError("cam.threshold", "mask=threshold needs a threshold in [0, 1]")
+    if cam.name in FULLGRAD_METHODS and cfg.backbone.net.get("norm") == "instance":
+        # FullGrad sums the bias-gradients of Conv2d/BatchNorm2d layers; the InstanceNorm
+        # ResNet has none, which the engine would report only after training.
+        raise ConfigError(
+            "cam.name",
+            f"{cam.name} needs a backbone with biases (Conv2d or BatchNorm2d); the "
+            f"{cfg.backbone.net.arch} with norm=instance has none: use backbone=vgg16 or "
+            "backbone.net.norm=batch",
+        )
     layers = cam.get("layers", 1)
     stages = list(cfg.backbone.cam_stages)
     if not isinstance(layers, int) or not 1 <= layers <= len(stages):
@@ -91,3 +131,15 @@ def validate_config(cfg: DictConfig) -> None:
         isinstance(area, int | float) and not isinstance(area, bool) and 0 <= area < 1
     ):
         raise ConfigError("eval.normal_area_max", f"must be in [0, 1) or null, got {area!r}")
+
+
+def check_paths(cfg: DictConfig) -> None:
+    """The files and folders the config names exist, before any Trainer starts.
+
+    A generated dataset (`data.demo`) is made on first use, so its root may be missing."""
+    root = cfg.data.get("root")
+    if root is not None and not cfg.data.get("demo") and not Path(root).is_dir():
+        raise ConfigError("data.root", f"{root} is not a folder; point it at the dataset")
+    ckpt = cfg.get("ckpt")
+    if ckpt and not Path(ckpt).is_file():
+        raise ConfigError("ckpt", f"{ckpt} is not a file; give a checkpoint or weights file")

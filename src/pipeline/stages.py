@@ -20,7 +20,8 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from src.pipeline.config import ConfigError, cam_options, validate_config
+from src.pipeline.config import ConfigError, cam_options, check_paths, validate_config
+from src.pipeline.console import quiet_console
 from src.pipeline.store import ModelStore, load_state_dict, load_weights, save_from_rank_zero
 from src.pipeline.supervised import (
     check_supervised_config,
@@ -241,9 +242,7 @@ def with_source_run(cfg: DictConfig) -> DictConfig:
     only the mask and metric options come from this run's config."""
     source_config = Path(cfg.maps_from) / "config.yaml"
     if not source_config.is_file():
-        raise FileNotFoundError(
-            f"maps_from: {source_config} not found (not a finished run folder?)"
-        )
+        raise ConfigError("maps_from", f"{source_config} not found (not a finished run folder?)")
     source = OmegaConf.load(source_config)
     if source.get("method", "cam") != "cam":
         raise ConfigError(
@@ -268,17 +267,19 @@ def masks_stage(cfg: DictConfig, datamodule: pl.LightningDataModule) -> dict[str
 
 def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     """Run the configured stage(s); returns the evaluation summary (empty if no eval ran)."""
+    quiet_console()
     validate_config(cfg)
     if cfg.method == "supervised":
         check_supervised_config(cfg)
+    if cfg.stage == "masks":
+        cfg = with_source_run(cfg)
+    check_paths(cfg)
     if cfg.get("threads"):
         # On a busy CPU fewer intra-op threads than cores can be much faster (benchmarks/).
         torch.set_num_threads(int(cfg.threads))
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     store = ModelStore(cfg.paths.model_store)
-    if cfg.stage == "masks":
-        cfg = with_source_run(cfg)
     datamodule = build_datamodule(cfg)
     try:
         if cfg.method == "supervised":

@@ -384,3 +384,22 @@ def test_crop_foreground_keeps_the_head_and_the_labels(tmp_path):
     resized.setup()
     item = resized.dataset("train")[2]
     assert item["image"].shape == (3, 10, 10) and int(item["mask"].sum()) == 6
+
+
+def test_first_read_stopped_by_a_bad_case_leaves_no_partial_cache(brats_copy, tmp_path):
+    last = sorted(p.name for p in brats_copy.iterdir())[-1]
+    seg = brats_copy / last / f"{last}_seg.nii.gz"
+    good = seg.read_bytes()
+    _bad_labels(brats_copy, last)
+    cache = tmp_path / "cache"
+    with pytest.raises(DataFormatError, match=f"{last}_seg.nii.gz"):
+        _dm(brats_copy, tmp_path).setup()
+    assert not list(cache.rglob("*.npz")), "the cases before the bad one were left cached"
+    # A cache that existed before the failed read is kept: its entries are valid.
+    seg.write_bytes(good)
+    _dm(brats_copy, tmp_path).setup()
+    cached = sorted(cache.rglob("*.npz"))
+    _bad_labels(brats_copy, last)
+    with pytest.raises(DataFormatError):
+        _dm(brats_copy, tmp_path).setup()
+    assert cached and all(p.exists() for p in cached)

@@ -108,3 +108,7 @@ def test_bad_inputs(tiny_voc, tmp_path):
         VOCDataModule(root).setup()
     with pytest.raises(DataFormatError, match="no VOC2012 folder"):
         VOCDataModule(tmp_path).setup()
+    shutil.rmtree(voc / "Annotations")
+    for on_error in ("raise", "skip"):  # not one "cannot parse" per image
+        with pytest.raises(DataFormatError, match=r"Annotations: missing folder"):
+            VOCDataModule(root, on_error=on_error).setup()

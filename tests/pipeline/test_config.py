@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from src.cams import CAM_METHODS
 from src.data.datasets import TensorSliceDataset
-from src.pipeline.config import ConfigError, cam_options, validate_config
+from src.pipeline.config import ConfigError, cam_options, check_paths, validate_config
 from src.pipeline.stages import eval_indices, eval_subset, positive_share
 
 DATASETS = ("demo", "brats", "tcga_lgg", "voc", "ksdd2")
@@ -27,6 +27,10 @@ def test_every_combination_composes_and_validates(make_config, data, backbone):
             f"data={data}", f"backbone={backbone}", f"cam={cam}", "data.root=/some/where"
         )
         OmegaConf.resolve(cfg)  # every interpolation resolves
+        if "fullgrad" in cam and backbone == "resnet18":  # InstanceNorm: no biases
+            with pytest.raises(ConfigError, match="needs a backbone with biases"):
+                validate_config(cfg)
+            continue
         validate_config(cfg)
         assert cfg.cam.name == cam
         assert cfg.cam.layers <= len(cfg.backbone.cam_stages)
@@ -75,6 +79,12 @@ def test_delta_out_of_range_names_the_field(make_config, delta):
         ("cam.mask=crf", "cam.mask"),
         ("cam.layers=9", "cam.layers"),
         ("eval.limit=0", "eval.limit"),
+        ("cam.scales=[0]", "cam.scales"),
+        ("cam.batch_size=0", "cam.batch_size"),
+        ("cam.preset=pgc", "cam.preset"),
+        ("data.image_size=-5", "data.image_size"),
+        ("data.image_size=[96,0]", "data.image_size"),
+        ("data.image_size=[96,96,96]", "data.image_size"),
     ],
 )
 def test_bad_values_name_their_field(make_config, override, field):
@@ -83,6 +93,33 @@ def test_bad_values_name_their_field(make_config, override, field):
         validate_config(cfg)
     assert info.value.field == field
     assert field in str(info.value)
+
+
+def test_an_option_the_method_lacks_names_its_valid_options(make_config):
+    """`+cam.delta=30` on the default cfdcam: the CAM engine's message, at start-up."""
+    cfg = make_config("+cam.delta=30")
+    with pytest.raises(ConfigError, match=r"'cam\.delta'.*'cfdcam'") as info:
+        validate_config(cfg)
+    assert "'scales'" in str(info.value) and "mask" in str(info.value)
+    validate_config(make_config("cam=ltgradcam", "cam.fold_batchnorm=false"))
+
+
+@pytest.mark.parametrize("size", ["112", "[96,128]", "null"])
+def test_good_image_sizes_pass(make_config, size):
+    validate_config(make_config(f"data.image_size={size}"))
+
+
+def test_paths_the_config_names_must_exist(make_config, tmp_path):
+    check_paths(make_config())  # the demo's folder is generated on first use
+    check_paths(make_config("data=brats", f"data.root={tmp_path}"))
+    for overrides, field in (
+        (["data=brats", f"data.root={tmp_path / 'nonexistent'}"], "data.root"),
+        ([f"ckpt={tmp_path / 'absent.ckpt'}"], "ckpt"),
+        ([f"ckpt={tmp_path}"], "ckpt"),
+    ):
+        with pytest.raises(ConfigError) as info:
+            check_paths(make_config(*overrides))
+        assert info.value.field == field
 
 
 def test_real_dataset_without_root_is_rejected(make_config):

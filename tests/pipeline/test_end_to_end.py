@@ -148,7 +148,7 @@ def test_bad_checkpoint_fails_clearly_and_keeps_results(first_run, tmp_path, con
     with pytest.raises(RuntimeError, match="broken.ckpt"):
         run_pipeline(cfg)
     cfg = config(out, "stage=eval", f"ckpt={tmp_path / 'missing.ckpt'}")
-    with pytest.raises(FileNotFoundError, match="missing.ckpt"):
+    with pytest.raises(ConfigError, match="missing.ckpt"):
         run_pipeline(cfg)
     assert (out / "summary.json").read_bytes() == before
 
@@ -194,6 +194,7 @@ def test_masks_stage_reproduces_the_original_masks_exactly(workspace, first_run,
     out = workspace["root"] / "remask-same"
     remask(out, "densecrf")
     assert (out / "per_image.csv").read_text() == (source / "per_image.csv").read_text()
+    assert "checkpoint" not in json.loads((out / "summary.json").read_text()), "no network ran"
     assert not (out / "checkpoints").exists()
 
     out = workspace["root"] / "remask-otsu"

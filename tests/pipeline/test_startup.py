@@ -1,0 +1,161 @@
+"""What a start-up does before any work: CAM overrides, run-folder names, user errors
+(one line, exit 2, nothing left behind), a quiet console."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+
+from src.cams import check_options
+from src.cams.base import OptionError
+from src.pipeline.console import quiet_console
+from src.pipeline.overrides import cam_options_as_upserts
+from src.pipeline.resolvers import MAX_NAME, launch_dir, path_safe
+from src.pipeline.store import CheckpointError, load_state_dict
+from src.pipeline.user_errors import clean_up_failed_start, remove_if_disposable
+from tests.processes import REPO
+
+
+def test_cam_options_become_upserts_and_nothing_else_changes():
+    given = ["cam=gradcam", "cam.delta=20", "+cam.x=1", "data.root=/d", "-m", "cam.scales=[1,2]"]
+    assert cam_options_as_upserts(given) == [
+        "cam=gradcam",
+        "++cam.delta=20",
+        "+cam.x=1",
+        "data.root=/d",
+        "-m",
+        "++cam.scales=[1,2]",
+    ]
+
+
+def test_engine_validator_names_the_option():
+    assert check_options("ltgradcam")["delta"] == 0  # defaults filled in
+    with pytest.raises(OptionError) as info:
+        check_options("cfdcam", delta=30)
+    assert info.value.option == "delta" and "'scales'" in str(info.value)
+    with pytest.raises(OptionError) as info:
+        check_options("ltlayercam", delta=120)
+    assert info.value.option == "delta"
+    with pytest.raises(ValueError, match="gradcamm"):
+        check_options("gradcamm")
+
+
+def test_job_folder_names_need_no_quoting():
+    name = path_safe("++cam.delta-10_cam-ltgradcam_cam.scales-[1,2]_data.root-/a b/c")
+    assert name == "cam.delta-10_cam-ltgradcam_cam.scales-_1_2__data.root-_a_b_c"
+    assert len(path_safe("x" * 500)) == MAX_NAME
+    assert path_safe("") == ""
+
+
+def test_launch_dir_works_before_hydra_sets_its_config(tmp_path, monkeypatch):
+    GlobalHydra.instance().clear()
+    monkeypatch.setattr(HydraConfig.instance(), "cfg", None)
+    monkeypatch.chdir(tmp_path)
+    assert not HydraConfig.initialized()
+    assert launch_dir() == str(tmp_path)
+
+
+def test_only_a_failed_starts_leftovers_are_removed(tmp_path):
+    sweep = tmp_path / "sweep"
+    job = sweep / "0_cam-gradcam"
+    (job / ".hydra").mkdir(parents=True)
+    (job / "run.log").write_text("")
+    (job / "split.json").write_text("{}")
+    (sweep / "multirun.yaml").write_text("")
+    kept = sweep / "1_cam-cam"
+    (kept / ".hydra").mkdir(parents=True)
+    (kept / "summary.json").write_text("{}")
+    clean_up_failed_start(job, sweep)
+    assert not job.exists() and sweep.exists(), "the sweep holds a finished job"
+    assert not remove_if_disposable(kept) and kept.exists()
+    (kept / "summary.json").unlink()
+    clean_up_failed_start(kept, sweep)
+    assert not sweep.exists()
+    assert not remove_if_disposable(tmp_path / "missing")
+
+
+def test_a_text_file_is_not_a_checkpoint(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("epochs: 3\n")
+    with pytest.raises(CheckpointError, match=r"notes\.txt: not a PyTorch checkpoint"):
+        load_state_dict(text)
+    truncated = tmp_path / "cut.ckpt"
+    torch.save({"w": torch.zeros(3)}, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:40])
+    with pytest.raises(CheckpointError, match=r"cut\.ckpt: corrupt"):
+        load_state_dict(truncated)
+
+
+def test_lightning_tips_and_the_known_warning_are_dropped_others_kept(caplog):
+    quiet_console()
+    quiet_console()  # idempotent
+    tip_logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    with caplog.at_level(logging.INFO, logger="pytorch_lightning.utilities.rank_zero"):
+        tip_logger.info("\N{ELECTRIC LIGHT BULB} Tip: For seamless cloud logging, try litlogger")
+        tip_logger.info("GPU available: False, used: False")
+    assert [r.getMessage() for r in caplog.records] == ["GPU available: False, used: False"]
+    with warnings.catch_warnings(record=True) as caught:
+        quiet_console()  # inside the block: catch_warnings restores the filters after it
+        warnings.warn_explicit(
+            "`isinstance(treespec, LeafSpec)` is deprecated, use ...",
+            FutureWarning,
+            "_pytree.py",
+            21,
+            module="pytorch_lightning.utilities._pytree",
+        )
+        warnings.warn_explicit(
+            "something else is deprecated", FutureWarning, "x.py", 1, module="pytorch_lightning.x"
+        )
+    assert [str(w.message) for w in caught] == ["something else is deprecated"]
+
+
+def _run(*overrides: str, full_error: bool = False) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("HYDRA_FULL_ERROR", None)
+    if full_error:
+        env["HYDRA_FULL_ERROR"] = "1"
+    command = [sys.executable, "-m", "src.run", *overrides]
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["cam.delta=120"],
+            r"'cam.delta': unknown option\(s\) \['delta'\] for CAM method 'cfdcam'",
+        ),
+        (["data=brats", "data.root=/nonexistent"], "'data.root': /nonexistent is not a folder"),
+    ],
+)
+def test_user_error_is_one_line_exit_2_and_leaves_no_run_folder(tmp_path, overrides, message):
+    run_dir = tmp_path / "run"
+    result = _run(*overrides, f"hydra.run.dir={run_dir}")
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert re.search(message, lines[0]), lines[0]
+    assert "HYDRA_FULL_ERROR=1" in lines[0]
+    assert not run_dir.exists()
+
+
+def test_full_error_keeps_the_traceback(tmp_path):
+    result = _run("cam.delta=120", f"hydra.run.dir={tmp_path / 'run'}", full_error=True)
+    assert result.returncode != 0
+    assert "Traceback" in result.stderr and "ConfigError" in result.stderr
+
+
+def test_a_key_hydra_rejects_is_a_user_error_too(tmp_path):
+    result = _run("data.image_sze=64", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 2
+    assert "image_sze" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
