@@ -30,7 +30,8 @@ from src.pipeline.user_errors import (
 #: Printed after a demo evaluation: the paper's Table 1 rows on the same classifier.
 DEMO_NEXT = (
     "Next: the paper's Table 1 baselines (Grad-CAM, ScoreCAM, LayerCAM) on this classifier and "
-    "these slices, beside Cfd-CAM and the paper's FLAIR numbers (~10 min on 2 cores):\n"
+    "these slices, and the supervised U-Net ceiling, beside Cfd-CAM and the paper's FLAIR "
+    "numbers (~15 min on 2 cores):\n"
     "  .venv/bin/python experiments/run_recipe.py demo_table1\n"
     "  -> experiments/results/demo_table1.md\n"
 )
