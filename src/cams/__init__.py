@@ -1,4 +1,4 @@
-"""CAM engine: pure torch, no Lightning or Hydra (SPEC sections 1-4).
+"""CAM engine: pure torch, no Lightning or Hydra (docs/README.md: the method pages).
 
 Usage::
 

@@ -1,4 +1,4 @@
-"""What every CAM method gives the engine (one small interface, SPEC sections 1-4).
+"""What every CAM method gives the engine (one small interface; the method pages of docs/README.md).
 
 A method computes, for images at one scale, one non-negative map per hooked layer. The
 engine (``extractor.py``) fuses the layers (per-layer min-max with the method's

@@ -1,4 +1,4 @@
-"""Method names, their options and defaults, and ``build_cam`` (SPEC sections 1-4).
+"""Method names, their options and defaults, and ``build_cam`` (docs/README.md: the method pages).
 
 Each name maps to one engine (gradient, FullGrad, perturbation) plus defaults; the LT names
 are the gradient engines with truncation on (``delta=0``: positive gradients only, the
@@ -149,7 +149,7 @@ def _options(name: str, spec: MethodSpec, given: dict[str, Any]) -> dict[str, An
 def _build_method(
     name: str, spec: MethodSpec, model: nn.Module, layers: Any, opts: dict[str, Any]
 ) -> CamMethod:
-    if spec.kind == "fullgrad":  # target_layers is ignored (SPEC section 3)
+    if spec.kind == "fullgrad":  # target_layers is ignored (docs/gradient-cams.md)
         return FullGradMethod(model, Truncation(opts["delta"], opts["truncation_scope"]))
     if layers is None:
         raise ValueError(f"CAM method {name!r} needs target_layers (module names or modules)")

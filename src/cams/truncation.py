@@ -1,4 +1,5 @@
-"""Truncation plug-in: keep only large positive gradients (SPEC section 4, Eq. 9-10).
+"""Truncation plug-in: keep only large positive gradients (docs/layerization-truncation.md, Eq.
+9-10).
 
 Per layer and channel (scope ``channel``) or per layer (scope ``layer``), for each image:
 ``tau = percentile(g[g > 0], delta)`` (numpy's linear interpolation); keep ``g`` where

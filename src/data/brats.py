@@ -1,4 +1,4 @@
-"""BraTS 2021 reader and DataModule (SPEC section 7).
+"""BraTS 2021 reader and DataModule (docs/data.md).
 
 Layout: ``<root>/<case>/<case>_{t1,t1ce,t2,flair,seg}.nii.gz`` (any non-hidden sub-folder is
 a case; IDs have gaps). Each requested modality is min-max scaled per volume, cut into axial
@@ -92,7 +92,7 @@ class CaseSlices:
 
 
 class BraTSDataModule(SplitDataModule):
-    """BraTS 2021 axial slices, binary tumour label, whole-tumour mask (SPEC section 7).
+    """BraTS 2021 axial slices, binary tumour label, whole-tumour mask (docs/data.md).
 
     ``modality``: one of t1, t1ce, t2, flair (grey, repeated to 3 channels) or a list of
     them stacked as channels in the listed order (3 names -> 3 channels; a list of one name

@@ -1,6 +1,6 @@
 """Slice cache on disk: decoded arrays per source item, invalidated when a source file changes.
 
-SPEC section 7: read volumes once and never re-decode NIfTI per item. Cache files live in a
+docs/data.md: read volumes once and never re-decode NIfTI per item. Cache files live in a
 user cache folder keyed by the dataset root (never inside the dataset folder) and record the
 size and mtime of the files they were decoded from; any difference means a re-decode.
 Processes that miss the same entry at once decode it once (`cached`: the entry's lock).

@@ -1,6 +1,6 @@
-"""Array conventions shared by every reader (SPEC section 7 / section 1 inputs).
+"""Array conventions shared by every reader (docs/data.md; inputs as docs/cfdcam.md).
 
-Images are [0, 1] floats (no mean/std normalisation, SPEC section 1), resized bilinearly with
+Images are [0, 1] floats (no mean/std normalisation, docs/cfdcam.md), resized bilinearly with
 antialiasing; masks are resized with nearest neighbour so labels never blend.
 """
 

@@ -1,4 +1,4 @@
-"""PASCAL VOC 2012 reader and DataModule (SPEC section 7).
+"""PASCAL VOC 2012 reader and DataModule (docs/data.md).
 
 ``VOCdevkit/VOC2012/{JPEGImages,Annotations,SegmentationClass,ImageSets/Segmentation}``;
 ``root`` may be the folder holding ``VOCdevkit``, ``VOCdevkit`` itself or ``VOC2012``.

@@ -264,7 +264,7 @@ def _remask_multilabel(
 
 
 def split_confusion(rows: list[dict[str, Any]]) -> ConfusionMatrix:
-    """One confusion matrix over the split: the sum of the per-image ones (SPEC 6)."""
+    """One confusion matrix over the split: the sum of the per-image ones (docs/metrics.md)."""
     first = rows[0]["_confusion"]
     total = ConfusionMatrix(len(first), ignore_index=None)
     for row in rows:

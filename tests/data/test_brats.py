@@ -1,4 +1,4 @@
-"""BraTS reader + DataModule against what the generator wrote (SPEC section 7)."""
+"""BraTS reader + DataModule against what the generator wrote (docs/data.md)."""
 
 from __future__ import annotations
 

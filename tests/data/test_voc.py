@@ -1,4 +1,4 @@
-"""VOC 2012 reader against the generated VOCdevkit copy (SPEC section 7)."""
+"""VOC 2012 reader against the generated VOCdevkit copy (docs/data.md)."""
 
 from __future__ import annotations
 
