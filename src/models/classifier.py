@@ -24,7 +24,7 @@ from torchmetrics.classification import (
 
 from src.models.augment import BatchAugmentation
 from src.models.backbones import load_by_name, read_state_dict
-from src.models.schedules import constant_then_cosine
+from src.models.schedules import adam_with_cosine
 
 TASKS = ("binary", "multilabel")
 ENCODER_PREFIX = "encoder."
@@ -135,6 +135,4 @@ class ClassifierModule(pl.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        optimizer = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-        schedule = constant_then_cosine(optimizer, 0, hp.max_epochs, hp.min_lr)
-        return {"optimizer": optimizer, "lr_scheduler": schedule}
+        return adam_with_cosine(self.parameters(), hp.lr, hp.weight_decay, hp.max_epochs, hp.min_lr)

@@ -48,3 +48,13 @@ def constant_then_cosine(
     rule = ConstantThenCosine(warm_epochs, max_epochs, min_lr / base_lr if base_lr > 0 else 0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, rule)
     return {"scheduler": scheduler, "interval": "epoch", "frequency": 1}
+
+
+def adam_with_cosine(
+    parameters, lr: float, weight_decay: float, max_epochs: int, min_lr: float
+) -> dict:
+    """`configure_optimizers` of the fine-tuning recipe (Adam, cosine from `lr` to `min_lr`
+    over `max_epochs`), shared by the classifier and the supervised U-Net."""
+    optimizer = torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
+    schedule = constant_then_cosine(optimizer, 0, max_epochs, min_lr)
+    return {"optimizer": optimizer, "lr_scheduler": schedule}

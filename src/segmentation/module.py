@@ -14,7 +14,7 @@ from monai.losses import DiceCELoss
 from torch import nn
 from torchmetrics import MeanMetric
 
-from src.models.schedules import constant_then_cosine
+from src.models.schedules import adam_with_cosine
 
 
 def foreground(masks: torch.Tensor) -> torch.Tensor:
@@ -101,6 +101,4 @@ class SegmenterModule(pl.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        optimizer = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-        schedule = constant_then_cosine(optimizer, 0, hp.max_epochs, hp.min_lr)
-        return {"optimizer": optimizer, "lr_scheduler": schedule}
+        return adam_with_cosine(self.parameters(), hp.lr, hp.weight_decay, hp.max_epochs, hp.min_lr)

@@ -19,6 +19,18 @@ from src.data.lock import OWNER_FILE, DirLock, LockTimeout, build_once, lock_pat
 _fork = multiprocessing.get_context("fork")
 
 
+def _exit_codes_of_together(target, args: tuple, count: int) -> list[int | None]:
+    """Run `target(*args, start)` in `count` forked processes that begin at the same instant
+    `start`, half a second from now; their exit codes."""
+    start = time.time() + 0.5
+    workers = [_fork.Process(target=target, args=(*args, start)) for _ in range(count)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(60)
+    return [w.exitcode for w in workers]
+
+
 def _build_counting(target: str, log: str, start: float) -> None:
     """Wait for the common start, then build `target` once; every build appends to `log`."""
     while time.time() < start:
@@ -39,15 +51,7 @@ def _build_counting(target: str, log: str, start: float) -> None:
 
 def test_one_of_several_processes_builds(tmp_path: Path) -> None:
     target, log = tmp_path / "thing", tmp_path / "builds.log"
-    start = time.time() + 0.5
-    workers = [
-        _fork.Process(target=_build_counting, args=(str(target), str(log), start)) for _ in range(4)
-    ]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(60)
-    assert [w.exitcode for w in workers] == [0] * 4
+    assert _exit_codes_of_together(_build_counting, (str(target), str(log)), 4) == [0] * 4
     assert len(log.read_text().split()) == 1
     assert target.read_text() == "built"
     # The lock is gone and left nothing beside the target.
@@ -154,14 +158,6 @@ def _decode_counting(entry: str, log: str, start: float) -> None:
 
 def test_slice_cache_entry_is_decoded_once_by_concurrent_processes(tmp_path: Path) -> None:
     entry, log = tmp_path / "case_flair.npz", tmp_path / "decodes.log"
-    start = time.time() + 0.5
-    workers = [
-        _fork.Process(target=_decode_counting, args=(str(entry), str(log), start)) for _ in range(3)
-    ]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(60)
-    assert [w.exitcode for w in workers] == [0] * 3
+    assert _exit_codes_of_together(_decode_counting, (str(entry), str(log)), 3) == [0] * 3
     assert log.read_text().count("decode") == 1
     assert load_entry(entry, {"a.nii.gz": [1, 2]})["image"].shape == (2, 3)

@@ -4,15 +4,13 @@ jobs and writes the tables (run_pipeline replaced by a fake that writes real res
 from __future__ import annotations
 
 import dataclasses
-import json
-from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
 
 import src.pipeline.stages as stages
 from experiments.engine import run_recipe
 from experiments.recipes import RECIPES
+from tests.experiments.fake_runs import finished_run
 
 
 @pytest.fixture
@@ -24,13 +22,8 @@ def fake_pipeline(monkeypatch):
         calls.append(f"{cfg.cam.name}@{cfg.cam.delta}")
         if cfg.cam.name == "ltfullgrad" and cfg.cam.delta == 90:
             raise RuntimeError("simulated crash")
-        out = Path(cfg.paths.output_dir)
-        out.mkdir(parents=True, exist_ok=True)
         value = (100 - cfg.cam.delta) / 200
-        summary = {"headline": {m: {"mean": value, "std": None} for m in ("miou", "f1")}}
-        (out / "summary.json").write_text(json.dumps(summary))
-        OmegaConf.save(cfg, out / "config.yaml", resolve=True)
-        return summary
+        return finished_run(cfg, value)
 
     monkeypatch.setattr(stages, "run_pipeline", run)
     return calls

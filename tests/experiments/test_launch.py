@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
 
 import src.pipeline.stages as stages
 from experiments.engine import collect_recipe, run_recipe
 from experiments.launch import FAILED_FILE, collect, launch
 from experiments.recipes import RECIPES
 from experiments.run_recipe import main
+from tests.experiments.fake_runs import finished_run
 
 
 @pytest.fixture
@@ -26,12 +25,8 @@ def fake_pipeline(monkeypatch):
         calls.append(f"{cfg.cam.name}@{cfg.cam.delta}")
         if cfg.cam.delta == 90:
             raise RuntimeError("simulated crash")
-        out = Path(cfg.paths.output_dir)
         value = (100 - cfg.cam.delta) / 200
-        summary = {"headline": {m: {"mean": value, "std": None} for m in ("miou", "f1")}}
-        (out / "summary.json").write_text(json.dumps(summary))
-        OmegaConf.save(cfg, out / "config.yaml", resolve=True)
-        return summary
+        return finished_run(cfg, value)
 
     monkeypatch.setattr(stages, "run_pipeline", run)
     return calls

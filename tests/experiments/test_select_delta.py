@@ -4,16 +4,14 @@ whose train mIoU peaks at δ = 30 and whose test numbers tell the split apart)."
 from __future__ import annotations
 
 import dataclasses
-import json
-from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
 
 import src.pipeline.stages as stages
 from experiments.recipes import RECIPES
 from experiments.select_delta import best_deltas, row_delta, run_selection
 from experiments.tables import DONE, Outcome
+from tests.experiments.fake_runs import finished_run
 
 
 @pytest.fixture
@@ -24,12 +22,7 @@ def fake_pipeline(monkeypatch):
         calls.append((cfg.eval.split, cfg.cam.delta))
         peak = 1 - abs(cfg.cam.delta - 30) / 100  # train: best at delta 30
         value = peak if cfg.eval.split == "train" else 0.123
-        summary = {"headline": {m: {"mean": value, "std": None} for m in ("miou", "f1")}}
-        out = Path(cfg.paths.output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "summary.json").write_text(json.dumps(summary))
-        OmegaConf.save(cfg, out / "config.yaml", resolve=True)
-        return summary
+        return finished_run(cfg, value)
 
     monkeypatch.setattr(stages, "run_pipeline", run)
     return calls

@@ -16,6 +16,7 @@ from src.pipeline.supervised import require_binary_task, require_pixel_labels
 from src.segmentation.evaluation import SegmenterEvaluationModule
 from src.segmentation.module import SegmenterModule, foreground, per_image_dice
 from src.segmentation.unet import build_dynunet, unet_topology
+from tests.models.quiet_trainer import quiet_trainer_kwargs
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -99,13 +100,7 @@ def test_unet_overfits_a_tiny_set(capsys):
     pl.seed_everything(0)
     net = build_dynunet((32, 32), filters=[8, 16, 32, 64], deep_supervision=True)
     module = SegmenterModule(net, lr=1e-2, max_epochs=60, hflip_p=0.0)
-    trainer = pl.Trainer(
-        max_epochs=60,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = pl.Trainer(**quiet_trainer_kwargs(max_epochs=60))
     start = time.process_time()
     trainer.fit(module, DataLoader(data, batch_size=8))
     with capsys.disabled():
@@ -178,14 +173,7 @@ def test_bf16_mixed_precision_trains_on_cpu():
     net = build_dynunet((32, 32), filters=[4, 8, 16, 32], deep_supervision=True)
     module = SegmenterModule(net, max_epochs=1, hflip_p=0.0)
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    trainer = pl.Trainer(
-        max_steps=2,
-        precision="bf16-mixed",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = pl.Trainer(**quiet_trainer_kwargs(max_steps=2, precision="bf16-mixed"))
     trainer.fit(module, DataLoader(data, batch_size=4))
     assert torch.isfinite(trainer.callback_metrics["train/loss"])
     after = net.state_dict()
