@@ -20,16 +20,18 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 
 from src.data.errors import DataFormatError
+from src.data.voc import VOID
+from src.evaluation.run_eval import Method, evaluate
 from src.pipeline.config import ConfigError
 from src.pipeline.store import ModelStore, load_state_dict, load_weights, save_from_rank_zero
 from src.pipeline.training import checkpoint_dir, fit
+from src.segmentation.evaluation import METHOD, SegmenterEvaluationModule
 
 log = logging.getLogger(__name__)
 
 STAGE = "segmenter"
 #: The supervised path has no SupCon stage and no saved CAM maps to re-mask.
 STAGES = ("all", "finetune", "eval")
-VOID = 255
 
 
 def check_supervised_config(cfg: DictConfig) -> None:
@@ -57,16 +59,17 @@ def require_pixel_labels(datamodule: pl.LightningDataModule, split: str = "train
     one mask with a foreground pixel. A classification-only dataset (labels, no masks) would
     otherwise train a network that predicts nothing."""
     dataset = datamodule.dataset(split)
+
+    def labelled(mask: torch.Tensor) -> bool:
+        return bool(((mask > 0) & (mask != VOID)).any())
+
     masks = getattr(dataset, "masks", None)
     if masks is not None:
-        found = bool(((masks > 0) & (masks != VOID)).any())
+        found = labelled(masks)
     else:
         # Files read on access: look at positive-label images until one has a foreground.
         positives = torch.nonzero(torch.as_tensor(dataset.labels).flatten(1).amax(1) > 0.5)
-        found = any(
-            bool(((mask > 0) & (mask != VOID)).any())
-            for mask in (dataset[int(i)]["mask"] for i in positives.flatten())
-        )
+        found = any(labelled(dataset[int(i)]["mask"]) for i in positives.flatten())
     if not found:
         raise DataFormatError(
             getattr(datamodule, "root", split),
@@ -130,9 +133,6 @@ def supervised_eval_stage(
     """The U-Net's probability maps of the evaluation images -> masks (> 0.5) -> metrics,
     written like a CAM run's results. `loader_of(cfg, datamodule)` picks the images, so both
     methods score the same slices."""
-    from src.evaluation.run_eval import Method, evaluate
-    from src.segmentation.evaluation import METHOD, SegmenterEvaluationModule
-
     ckpt = cfg.get("ckpt") or store.lookup(cfg, STAGE)
     if ckpt is None:
         raise FileNotFoundError(
