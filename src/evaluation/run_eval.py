@@ -172,17 +172,18 @@ def remask(cfg: DictConfig, dataset: Dataset, source_dir: str | Path) -> dict[st
     unknown = sorted(set(previous) - set(index))
     if unknown:
         raise KeyError(f"{source}: images {unknown[:5]} are not in the configured dataset")
+    method = Method.of_cam(cfg)
     if _is_multilabel(dataset):
         log.info("Multi-label maps: the VOC rule makes the masks (cam.mask is not used)")
         rows = _remask_multilabel(dataset, index, maps_path, previous)
     else:
-        rows = _remask_binary(cfg, Method.of_cam(cfg), dataset, index, maps_path, previous)
+        rows = _remask_binary(cfg, method, dataset, index, maps_path, previous)
     # No checkpoint: no network runs here; the source run's summary names the one that made
     # the maps.
     info = json.loads((source / "summary.json").read_text())
     info = {key: info.get(key) for key in ("target_layers", "cam_options")}
     info["maps_from"] = str(maps_path)
-    return write_results(cfg, rows, dataset, maps_path, Method.of_cam(cfg), info)
+    return write_results(cfg, rows, dataset, maps_path, method, info)
 
 
 def _is_multilabel(dataset: Dataset) -> bool:
