@@ -19,15 +19,15 @@ pretrained encoder by parameter name: every key but the head's matches.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from functools import partial
-from pathlib import Path
 
 import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet
 from torchvision.models.vgg import VGG, cfgs, make_layers
 
+from src.models.checkpoints import load_by_name, read_state_dict
 from src.models.layers import FastInstanceNorm2d
 
 ARCHS = ("resnet18", "vgg16")
@@ -172,58 +172,3 @@ def build_backbone(
         state = read_state_dict(weights)
         load_by_name(net, state, source=str(weights), skip=net.head_state_keys())
     return net  # type: ignore[return-value]
-
-
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a state_dict (or a Lightning checkpoint's ``state_dict``) from a local file.
-
-    Never downloads. A missing file raises FileNotFoundError, an unreadable one ValueError,
-    both naming the file.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for truncated or foreign files
-        raise ValueError(f"cannot read weights file {path}: {err}") from err
-    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
-    ):
-        raise ValueError(f"weights file {path} holds no state_dict of tensors")
-    return dict(obj)
-
-
-def load_by_name(
-    net: nn.Module,
-    state: Mapping[str, torch.Tensor],
-    source: str,
-    skip: Iterable[str] = (),
-) -> None:
-    """Copy ``state`` into ``net`` by parameter name; every key outside ``skip`` must match.
-
-    Raises ValueError naming ``source`` and the first missing, unexpected or mis-shaped keys,
-    so a checkpoint of another architecture or normalisation is refused rather than
-    half-loaded.
-    """
-    skip = set(skip)
-    own = {k: v for k, v in net.state_dict().items() if k not in skip}
-    given = {k: v for k, v in state.items() if k not in skip}
-    # BatchNorm fills a missing step counter itself (older torchvision files lack it).
-    missing = sorted(k for k in own.keys() - given.keys() if not k.endswith("num_batches_tracked"))
-    unexpected = sorted(given.keys() - own.keys())
-    mis_shaped = sorted(
-        f"{k} {tuple(given[k].shape)} vs {tuple(own[k].shape)}"
-        for k in own.keys() & given.keys()
-        if given[k].shape != own[k].shape
-    )
-    problems = [
-        f"{what} ({len(keys)}): {keys[:5]}{' ...' if len(keys) > 5 else ''}"
-        for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape", mis_shaped))
-        if keys
-    ]
-    if problems:
-        raise ValueError(f"weights in {source} do not match the network: " + "; ".join(problems))
-    net.load_state_dict(given, strict=False)

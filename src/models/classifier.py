@@ -23,7 +23,7 @@ from torchmetrics.classification import (
 )
 
 from src.models.augment import BatchAugmentation
-from src.models.backbones import load_by_name, read_state_dict
+from src.models.checkpoints import load_by_name, read_state_dict
 from src.models.schedules import adam_with_cosine
 
 TASKS = ("binary", "multilabel")
@@ -38,13 +38,7 @@ def load_encoder_weights(net: nn.Module, checkpoint_path: str | Path) -> None:
     of ``net`` must be found with its shape, and nothing else may be left over; the final
     linear layer keeps its own initialisation. Errors name the file and the first keys.
     """
-    state = read_state_dict(checkpoint_path)
-    if any(key.startswith(ENCODER_PREFIX) for key in state):
-        state = {
-            key[len(ENCODER_PREFIX) :]: value
-            for key, value in state.items()
-            if key.startswith(ENCODER_PREFIX)
-        }
+    state = read_state_dict(checkpoint_path, prefix=ENCODER_PREFIX)
     head_keys = net.head_state_keys() if hasattr(net, "head_state_keys") else set()
     load_by_name(net, state, source=str(checkpoint_path), skip=head_keys)
 

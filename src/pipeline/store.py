@@ -31,6 +31,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from src.data.atomic import atomic_directory
 from src.data.fingerprint import content_fingerprint
 from src.data.lock import DirLock, lock_path
+from src.models.checkpoints import load_by_name, read_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -203,62 +204,16 @@ class ModelStore:
         return entry / WEIGHTS_FILE
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint file cannot be used; the message starts with the file."""
-
-    def __init__(self, path: str | os.PathLike, problem: str) -> None:
-        super().__init__(f"{path}: {problem}")
-        self.path = Path(path)
-
-
-def _looks_like_torch_file(path: Path) -> bool:
-    """`torch.save` writes a zip archive (legacy files: a pickle, first byte 0x80)."""
-    with open(path, "rb") as handle:
-        head = handle.read(4)
-    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
-
-
 def load_state_dict(path: str | os.PathLike, prefix: str = "net.") -> dict[str, torch.Tensor]:
-    """Read a network state_dict from a plain `torch.save` file or a Lightning checkpoint.
-
-    Lightning checkpoints hold the LightningModule's state; the network's entries carry
-    `prefix`, which is stripped.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Checkpoint not found: {path}")
-    if not _looks_like_torch_file(path):
-        raise CheckpointError(
-            path, "not a PyTorch checkpoint (expected a Lightning .ckpt or a torch.save file)"
-        )
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated zip, pickle garbage, ...
-        raise CheckpointError(path, f"corrupt checkpoint, cannot be loaded ({err})") from err
-    if isinstance(obj, dict) and "state_dict" in obj:
-        state = obj["state_dict"]
-        if any(k.startswith(prefix) for k in state):
-            state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-        return state
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(path, "holds no state_dict (a dict of tensors)")
-    return obj
+    """A network's state_dict from a stored ``weights.pt`` or a LightningModule checkpoint
+    (whose network keys carry ``prefix``): :func:`src.models.checkpoints.read_state_dict`."""
+    return read_state_dict(path, prefix=prefix)
 
 
 def load_weights(net: torch.nn.Module, path: str | os.PathLike) -> None:
-    """Load a classifier's weights, naming the file and the mismatching keys on failure."""
-    state = load_state_dict(path)
-    try:
-        result = net.load_state_dict(state, strict=False)
-    except RuntimeError as err:  # shape mismatches
-        raise CheckpointError(path, f"does not fit the configured backbone: {err}") from err
-    if result.missing_keys or result.unexpected_keys:
-        raise CheckpointError(
-            path,
-            "does not fit the configured backbone: "
-            f"missing keys {result.missing_keys[:5]} (of {len(result.missing_keys)}), "
-            f"unexpected keys {result.unexpected_keys[:5]} (of {len(result.unexpected_keys)})",
-        )
+    """Load a stored or checkpointed network into ``net``; every key must fit (else a
+    :class:`CheckpointError` naming the file and the first mismatching keys)."""
+    load_by_name(net, load_state_dict(path), source=path)
 
 
 def save_from_rank_zero(

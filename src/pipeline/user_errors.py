@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 from src.data.errors import DataFormatError
+from src.models.checkpoints import CheckpointError
 from src.pipeline.config import ConfigError
-from src.pipeline.store import CheckpointError
 
 USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, DataFormatError, CheckpointError)
 EXIT_STATUS = 2

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from src.models.backbones import INPUT_NORMS, build_backbone
+from src.models.checkpoints import CheckpointError
 
 X = torch.rand(2, 3, 64, 64)
 
@@ -115,14 +116,16 @@ def test_local_weights_load_everything_but_the_head(tmp_path, drop_step_counters
 
 def test_weights_of_other_norm_are_refused_with_keys(tmp_path):
     path, _ = _imagenet_like_file(tmp_path)
-    with pytest.raises(ValueError, match=r"resnet18_imagenet\.pth.*unexpected.*bn1\.running_mean"):
+    with pytest.raises(
+        CheckpointError, match=r"resnet18_imagenet\.pth.*unexpected.*bn1\.running_mean"
+    ):
         build_backbone("resnet18", 1, norm="instance", weights=str(path))
 
 
 def test_missing_or_corrupt_weights_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nowhere.pth"):
+    with pytest.raises(CheckpointError, match=r"nowhere\.pth: weights file not found"):
         build_backbone("resnet18", 1, weights=str(tmp_path / "nowhere.pth"))
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="bad.pth"):
+    with pytest.raises(CheckpointError, match=r"bad\.pth: not a PyTorch checkpoint"):
         build_backbone("resnet18", 1, weights=str(bad))

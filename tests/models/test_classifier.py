@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from src.models.backbones import build_backbone
+from src.models.checkpoints import CheckpointError
 from src.models.classifier import ClassifierModule, load_encoder_weights
 from src.models.supcon import SupConModule
 
@@ -60,7 +61,7 @@ def test_key_mismatch_lists_missing_and_unexpected_keys(tmp_path, supcon_checkpo
     path = tmp_path / "edited.ckpt"
     torch.save({"state_dict": state}, path)
     net = build_backbone("resnet18", 1)
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(CheckpointError) as err:
         load_encoder_weights(net, path)
     message = str(err.value)
     assert "edited.ckpt" in message
@@ -75,28 +76,28 @@ def test_vgg_checkpoint_into_resnet_is_refused(tmp_path):
     path = tmp_path / "vgg_supcon.ckpt"
     torch.save({"state_dict": state}, path)
     with pytest.raises(
-        ValueError, match=r"vgg_supcon\.ckpt.*missing.*conv1\.weight.*unexpected.*features\.0"
+        CheckpointError, match=r"vgg_supcon\.ckpt.*missing.*conv1\.weight.*unexpected.*features\.0"
     ):
         load_encoder_weights(build_backbone("resnet18", 1), path)
 
 
 def test_instance_norm_encoder_into_batch_norm_classifier_is_refused(supcon_checkpoint):
     path, _ = supcon_checkpoint
-    with pytest.raises(ValueError, match=r"missing .*bn1\.running_mean"):
+    with pytest.raises(CheckpointError, match=r"missing .*bn1\.running_mean"):
         load_encoder_weights(build_backbone("resnet18", 1, norm="batch"), path)
 
 
 def test_missing_and_corrupt_checkpoint_files(tmp_path):
     net = build_backbone("resnet18", 1)
-    with pytest.raises(FileNotFoundError, match="absent.ckpt"):
+    with pytest.raises(CheckpointError, match=r"absent\.ckpt: weights file not found"):
         load_encoder_weights(net, tmp_path / "absent.ckpt")
     broken = tmp_path / "broken.ckpt"
     broken.write_bytes(b"\x80\x02garbage")
-    with pytest.raises(ValueError, match="broken.ckpt"):
+    with pytest.raises(CheckpointError, match=r"broken\.ckpt: corrupt"):
         load_encoder_weights(net, broken)
     odd = tmp_path / "odd.ckpt"
     torch.save({"state_dict": {"conv1.weight": "not a tensor"}}, odd)
-    with pytest.raises(ValueError, match="odd.ckpt holds no state_dict"):
+    with pytest.raises(CheckpointError, match=r"odd\.ckpt: holds no state_dict"):
         load_encoder_weights(net, odd)
 
 

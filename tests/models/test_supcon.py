@@ -13,7 +13,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
-from src.models.backbones import build_backbone, read_state_dict
+from src.models.backbones import build_backbone
+from src.models.checkpoints import read_state_dict
 from src.models.supcon import SupConLoss, SupConModule
 from tests.processes import run_python
 

@@ -17,11 +17,17 @@ from hydra.core.hydra_config import HydraConfig
 
 from src.cams import check_options
 from src.cams.base import OptionError
+from src.models.checkpoints import CheckpointError
 from src.pipeline.console import quiet_console
 from src.pipeline.overrides import cam_options_as_upserts
 from src.pipeline.resolvers import MAX_NAME, launch_dir, path_safe
-from src.pipeline.store import CheckpointError, load_state_dict
-from src.pipeline.user_errors import clean_up_failed_start, remove_if_disposable
+from src.pipeline.store import load_state_dict, load_weights
+from src.pipeline.user_errors import (
+    USER_ERRORS,
+    clean_up_failed_start,
+    remove_if_disposable,
+    report,
+)
 from tests.processes import REPO
 
 
@@ -93,6 +99,28 @@ def test_a_text_file_is_not_a_checkpoint(tmp_path):
     truncated.write_bytes(truncated.read_bytes()[:40])
     with pytest.raises(CheckpointError, match=r"cut\.ckpt: corrupt"):
         load_state_dict(truncated)
+
+
+def test_store_weights_problems_are_one_checkpoint_user_error(tmp_path, capsys):
+    """Missing, corrupt and wrong-shape files raise the one CheckpointError, naming the file,
+    which the start-up reports as a one-line user error."""
+    net = torch.nn.Linear(3, 2)
+    wrong = tmp_path / "wrong.pt"
+    torch.save({"weight": torch.zeros(4, 3), "bias": torch.zeros(4)}, wrong)
+    corrupt = tmp_path / "bad.pt"
+    corrupt.write_bytes(b"\x80\x02garbage")
+    cases = [
+        (tmp_path / "gone.pt", r"gone\.pt: weights file not found"),
+        (corrupt, r"bad\.pt: corrupt"),
+        (wrong, r"wrong\.pt: weights do not match the network: shape \(2\): \['bias"),
+    ]
+    for path, message in cases:
+        with pytest.raises(CheckpointError, match=message) as err:
+            load_weights(net, path)
+        assert err.value.path == path and isinstance(err.value, USER_ERRORS)
+        report(err.value)
+        line = capsys.readouterr().err
+        assert line.startswith(f"Error (checkpoint): {path}: ") and line.count("\n") == 1
 
 
 def test_lightning_tips_and_the_known_warning_are_dropped_others_kept(caplog):
