@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from src.cams.folding import fold_batchnorm
+from src.validation import check_choice
 
 AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -137,11 +138,7 @@ class MaskedForward:
     def __init__(
         self, autocast_dtype: str | None = None, channels_last: bool = False, compile: bool = False
     ) -> None:
-        if autocast_dtype is not None and autocast_dtype not in AUTOCAST_DTYPES:
-            raise ValueError(
-                f"option 'autocast_dtype' must be one of {(None, *AUTOCAST_DTYPES)}, "
-                f"got {autocast_dtype!r}"
-            )
+        check_choice("autocast_dtype", autocast_dtype, (None, *AUTOCAST_DTYPES))
         self.dtype = AUTOCAST_DTYPES.get(autocast_dtype) if autocast_dtype else None
         self.channels_last = channels_last
         self.compile = compile

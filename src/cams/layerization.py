@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import torch
 
 from src.cams.maps import minmax, resize
+from src.validation import check_choice
 
 FUSIONS = ("sum", "mean_minmax", "max")
 
@@ -31,8 +32,7 @@ def fuse_layers(
     """(B, h_l, w_l) maps of every layer -> (B, H, W) fused map (not yet min-maxed).
 
     ``eps`` is the epsilon of the per-layer min-max (grad-cam: 1e-7)."""
-    if fusion not in FUSIONS:
-        raise ValueError(f"option 'fusion' must be one of {FUSIONS}, got {fusion!r}")
+    check_choice("fusion", fusion, FUSIONS)
     if fusion == "sum" and len(layer_maps) > 1:
         return torch.stack([resize(m, size) for m in layer_maps]).sum(0)
     scaled = torch.stack([resize(minmax(m, eps), size) for m in layer_maps])

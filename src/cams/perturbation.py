@@ -40,6 +40,7 @@ from src.cams.base import MethodOutput
 from src.cams.capture import FeatureCapture
 from src.cams.maps import GRADCAM_EPS
 from src.cams.scoring import SCORES, check_logits, resolve_targets, target_confidence
+from src.validation import check_choice
 
 # (scores (B, C), blank-image score (B,), constant-mask flags (B, C)) -> weights (B, C)
 WeightFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -56,8 +57,7 @@ def cfd_weights(
     threshold; the scores are logits). Then, if ``sum(w) > 0``, ``w = w / sum(w)``.
     ``scores`` (..., C), ``blank_score`` broadcastable to (...).
     """
-    if preset not in CFD_RULES:
-        raise ValueError(f"option 'preset' must be one of {CFD_RULES}, got {preset!r}")
+    check_choice("preset", preset, CFD_RULES)
     scores = torch.as_tensor(scores)
     blank = torch.as_tensor(blank_score, dtype=scores.dtype, device=scores.device)
     if preset == "faithful":
@@ -132,8 +132,7 @@ class PerturbationMethod:
         confidence_scaling: bool | None = None,
         forward: MaskedForward | None = None,
     ) -> None:
-        if preset not in PRESETS:
-            raise ValueError(f"option 'preset' must be one of {tuple(PRESETS)}, got {preset!r}")
+        check_choice("preset", preset, PRESETS)
         self.modules = modules
         self.names = names
         self.preset = PRESETS[preset]

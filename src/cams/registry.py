@@ -25,6 +25,7 @@ from src.cams.layerization import FUSIONS
 from src.cams.multiscale import RESIZE_MODES
 from src.cams.perturbation import PerturbationMethod
 from src.cams.truncation import Truncation
+from src.validation import check_choice
 
 CAM_METHODS = (
     "cam",
@@ -84,12 +85,6 @@ _SPECS: dict[str, MethodSpec] = {
 assert set(_SPECS) == set(CAM_METHODS)
 
 
-def _choice(option: str, value: Any, valid: Sequence[Any]) -> Any:
-    if value not in valid:
-        raise OptionError(option, f"option {option!r} must be one of {tuple(valid)}, got {value!r}")
-    return value
-
-
 def _flag(option: str, value: Any, allow_none: bool = False) -> Any:
     if not (isinstance(value, bool) or (allow_none and value is None)):
         raise OptionError(option, f"option {option!r} must be true or false, got {value!r}")
@@ -128,15 +123,17 @@ def _options(name: str, spec: MethodSpec, given: dict[str, Any]) -> dict[str, An
             f"valid options: {sorted(spec.defaults)}",
         )
     opts = {**spec.defaults, **given}
-    _choice("fusion", opts["fusion"], FUSIONS)
-    _choice("downsample_mode", opts["downsample_mode"], RESIZE_MODES)
+    check_choice("fusion", opts["fusion"], FUSIONS, OptionError)
+    check_choice("downsample_mode", opts["downsample_mode"], RESIZE_MODES, OptionError)
     opts["scales"] = _scales(opts["scales"])
     if spec.kind == "perturbation":
-        _choice("preset", opts["preset"], tuple(_PRESET_NAMES[name]))
+        check_choice("preset", opts["preset"], tuple(_PRESET_NAMES[name]), OptionError)
         opts["batch_size"] = _batch_size(opts["batch_size"])
         _flag("skip_blank", opts["skip_blank"])
         _flag("confidence_scaling", opts["confidence_scaling"], allow_none=True)
-        _choice("autocast_dtype", opts["autocast_dtype"], (None, *AUTOCAST_DTYPES))
+        check_choice(
+            "autocast_dtype", opts["autocast_dtype"], (None, *AUTOCAST_DTYPES), OptionError
+        )
         _flag("channels_last", opts["channels_last"])
         _flag("compile", opts["compile"])
     else:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from src.cams.base import OptionError
+from src.validation import check_choice
 
 SCOPES = ("channel", "layer")
 
@@ -57,11 +58,7 @@ class Truncation:
                 raise OptionError(
                     "delta", f"option 'delta' must be in [0, 100) or None, got {self.delta}"
                 )
-        if self.scope not in SCOPES:
-            raise OptionError(
-                "truncation_scope",
-                f"option 'truncation_scope' must be one of {SCOPES}, got {self.scope!r}",
-            )
+        check_choice("truncation_scope", self.scope, SCOPES, OptionError)
 
     def __call__(self, grads: torch.Tensor) -> torch.Tensor:
         """Truncate (B, C, h, w) gradients; identity when ``delta`` is None."""

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from src.data.datasets import FileImageDataset
 from src.data.errors import DataFormatError
 from src.data.splits import SPLITS, Split, read_split_file, seeded_split, write_split_file
+from src.validation import check_choice
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -199,8 +200,7 @@ class SplitDataModule(pl.LightningDataModule, ABC):
 
     def dataset(self, split: str) -> Dataset:
         """The Dataset of ``split`` (train, val or test); runs ``setup`` if needed."""
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        check_choice("split", split, SPLITS)
         self.setup()
         return self._datasets[split]
 

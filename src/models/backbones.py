@@ -29,6 +29,7 @@ from torchvision.models.vgg import VGG, cfgs, make_layers
 
 from src.models.checkpoints import load_by_name, read_state_dict
 from src.models.layers import FastInstanceNorm2d
+from src.validation import check_choice
 
 ARCHS = ("resnet18", "vgg16")
 NORMS = {"resnet18": ("instance", "batch"), "vgg16": ("none", "batch")}
@@ -122,13 +123,6 @@ class CamVGG(_CamBackbone, VGG):
         return super().forward(self.input_norm(x))
 
 
-def _choice(field: str, value: str, valid: Iterable[str]) -> str:
-    valid = tuple(valid)
-    if value not in valid:
-        raise ValueError(f"backbone.{field}={value!r} is not one of {list(valid)}")
-    return value
-
-
 def build_backbone(
     arch: str,
     num_classes: int,
@@ -146,9 +140,9 @@ def build_backbone(
     is skipped (other class count), every other parameter must match by name and shape.
     Extra keyword arguments go to the torchvision constructor (e.g. ``dropout`` for VGG).
     """
-    _choice("arch", arch, ARCHS)
-    _choice("norm", norm, NORMS[arch])
-    _choice("input_norm", input_norm, INPUT_NORMS)
+    check_choice("backbone.arch", arch, ARCHS)
+    check_choice("backbone.norm", norm, NORMS[arch])
+    check_choice("backbone.input_norm", input_norm, INPUT_NORMS)
     if num_classes < 0:
         raise ValueError(f"backbone num_classes must be >= 0 (0 = encoder), got {num_classes}")
     normaliser = InputNormalization(*INPUT_NORMS[input_norm])

@@ -25,6 +25,7 @@ from torchmetrics.classification import (
 from src.models.augment import BatchAugmentation
 from src.models.checkpoints import load_by_name, read_state_dict
 from src.models.schedules import adam_with_cosine
+from src.validation import check_choice
 
 TASKS = ("binary", "multilabel")
 ENCODER_PREFIX = "encoder."
@@ -65,8 +66,7 @@ class ClassifierModule(pl.LightningModule):
         augment: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        if task not in TASKS:
-            raise ValueError(f"finetune.module.task={task!r} is not one of {list(TASKS)}")
+        check_choice("finetune.module.task", task, TASKS)
         if task == "binary" and num_classes != 1:
             raise ValueError(f"task binary needs num_classes=1 (one logit), got {num_classes}")
         if task == "multilabel" and num_classes < 2:

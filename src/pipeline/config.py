@@ -18,12 +18,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.cams import check_options
 from src.cams.base import OptionError
+from src.evaluation.masks import METHODS as MASK_METHODS
+from src.validation import check_choice
 
 STAGES = ("all", "pretrain", "finetune", "eval", "masks")
 METHODS = ("cam", "supervised")
 MODALITIES = ("t1", "t1ce", "t2", "flair")
 EVAL_SPLITS = ("train", "val", "test")
-MASK_METHODS = ("densecrf", "otsu", "threshold")
 # Keys of a `cam` config read by the evaluation; every other key is a build_cam option.
 CAM_EVAL_KEYS = ("name", "layers", "mask", "threshold")
 FULLGRAD_METHODS = ("fullgrad", "ltfullgrad")
@@ -38,9 +39,7 @@ class ConfigError(ValueError):
 
 
 def _check_choice(field: str, value: Any, choices: Iterable[str]) -> None:
-    choices = tuple(choices)
-    if value not in choices:
-        raise ConfigError(field, f"got {value!r}, expected one of {', '.join(choices)}")
+    check_choice(field, value, choices, ConfigError)
 
 
 def _check_modality(field: str, value: Any) -> None:
