@@ -9,7 +9,7 @@ Which convolution feeds which BatchNorm is read from a ``torch.fx`` trace: a pai
 only if the BatchNorm's input is the convolution's output and nothing else uses that output,
 each module is called exactly once, and the convolution is not a target layer (its hooked
 output must stay the raw convolution). Models that ``torch.fx`` cannot trace are left as
-they are. The folding runs on a copy (``acceleration.twin_of``); the model is never changed.
+they are. The folding runs on a copy (``model_copies.twin_of``); the model is never changed.
 The copy costs the model's memory once more and carries none of the model's own hooks: a
 user's forward hook that alters outputs needs ``fold_batchnorm=False``.
 """

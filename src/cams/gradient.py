@@ -13,11 +13,11 @@ from contextlib import ExitStack
 import torch
 from torch import nn
 
-from src.cams.acceleration import twin_of
 from src.cams.base import MethodOutput
 from src.cams.capture import FeatureCapture
 from src.cams.folding import foldable_pairs
 from src.cams.maps import GRADCAM_EPS
+from src.cams.model_copies import twin_of
 from src.cams.pooling import channels_last_pooling
 from src.cams.scoring import check_logits, resolve_targets, target_logits
 from src.cams.truncation import Truncation

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from src.cams import acceleration, build_cam
+from src.cams import acceleration, build_cam, model_copies
 from src.cams.acceleration import AUTO_MAX_BATCH, MaskedForward, auto_batch_size
 from tests.cams.cams_testdata import images, instance_resnet18, sensitive_net, tiny_net
 
@@ -71,7 +71,7 @@ def test_channels_last_leaves_the_model_alone_and_follows_its_weights(model):
     first = run("scorecam", model, x, channels_last=True)
     assert model.conv2.weight.is_contiguous()  # the twin is converted, not the model
     with build_cam("scorecam", model, ["act"], channels_last=True):  # capture hooks are on
-        twin = acceleration.twin_of(model, channels_last=True, compile_model=False)
+        twin = model_copies.twin_of(model, channels_last=True, compile_model=False)
         assert twin is not model and twin.conv2.weight.is_contiguous(
             memory_format=torch.channels_last
         )
