@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,14 +119,6 @@ def document(rows: list[Row], machine: dict[str, str], settings: dict[str, Any])
         f"## Machine\n\n{info}\n\n## How measured\n\n{MEASURED}\n## Results\n\n"
         f"{table(rows)}\n"
     )
-
-
-def write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        out.write(text)
-    os.replace(temp, path)
 
 
 def figure(rows: list[Row], path: Path) -> None:

@@ -19,9 +19,10 @@ from typing import Any
 import torch
 
 from benchmarks.measure import machine
-from benchmarks.report import Row, document, figure, write_atomically
+from benchmarks.report import Row, document, figure
 from benchmarks.rows import prepare_brats
 from benchmarks.worker import execute, in_child
+from src.data.atomic import atomic_write_text
 
 RESULTS = Path(__file__).resolve().parent / "results.md"
 ROW_TIMEOUT_S = 900
@@ -294,7 +295,7 @@ def main(argv: list[str] | None = None) -> None:
     info["total wall time"] = f"{time.perf_counter() - started:.0f} s"
     settings = {"size": args.size, "repeats": args.repeats, "threads": args.threads}
     settings["dead_fraction"] = args.dead_fraction
-    write_atomically(args.out, document(rows, info, settings))
+    atomic_write_text(args.out, document(rows, info, settings))
     figure(rows, args.out.with_suffix(".png"))
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
 

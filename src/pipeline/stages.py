@@ -20,6 +20,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from src.data.atomic import atomic_write_text
 from src.pipeline.config import ConfigError, cam_options, check_paths, validate_config
 from src.pipeline.console import quiet_console
 from src.pipeline.store import ModelStore, load_state_dict, load_weights, save_from_rank_zero
@@ -291,9 +292,7 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     # Written last, so a failed run never replaces the config of results already in the folder
     # (Hydra keeps its own copy of every attempt in .hydra/).
     if rank_zero_only.rank == 0:
-        tmp = output_dir / ".config.yaml.partial"
-        OmegaConf.save(cfg, tmp, resolve=True)
-        tmp.replace(output_dir / "config.yaml")
+        atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     return summary
 
 
