@@ -21,8 +21,9 @@ import numpy as np
 import torch
 
 from benchmarks.measure import PeakMemory, timed_runs
-from benchmarks.models import bn_resnet18, cfd_resnet18, kill_layer4_channels
+from benchmarks.models import kill_layer4_channels
 from src.cams import build_cam
+from src.models.seeded import bn_resnet18, cfd_resnet18
 
 Params = dict[str, Any]
 BRATS_CASES = 4

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
+
+# The checkout first on sys.path, whatever starts pytest (`python -m pytest` or the `pytest`
+# script, importlib mode inserts nothing): `tests.helpers`, `experiments` and `benchmarks` are
+# folders of the checkout, not installed, and `src` must be this checkout's.
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,10 @@ import torch
 
 from benchmarks import run
 from benchmarks.measure import PeakMemory, timed_runs
-from benchmarks.models import cfd_resnet18, kill_layer4_channels
+from benchmarks.models import kill_layer4_channels
 from benchmarks.report import Row, document, figure, limit_ratio, speed_up, table
 from src.cams import build_cam
+from src.models.seeded import cfd_resnet18
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models (tests/conftest.py)
 

@@ -9,7 +9,7 @@ from torch import nn
 
 from src.cams import acceleration, build_cam, model_copies
 from src.cams.acceleration import AUTO_MAX_BATCH, MaskedForward, auto_batch_size
-from tests.cams.cams_testdata import images, instance_resnet18, sensitive_net, tiny_net
+from tests.helpers.networks import images, instance_resnet18, sensitive_net, tiny_net
 
 PERTURBATION = [
     ("cfdcam", {"preset": "faithful"}),

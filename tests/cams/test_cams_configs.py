@@ -9,7 +9,7 @@ import torch
 from omegaconf import OmegaConf
 
 from src.cams import CAM_METHODS, build_cam
-from tests.cams.cams_testdata import images, tiny_net
+from tests.helpers.networks import images, tiny_net
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "cam"
 EVAL_KEYS = ("name", "layers", "mask", "threshold")

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from src.cams import CAM_METHODS, build_cam
-from tests.cams.cams_testdata import bn_resnet18, images, minmax, tiny_net
+from tests.helpers.networks import bn_resnet18, images, minmax, tiny_net
 
 LAYERS = ["bn1", "act"]  # bn1 is followed by ReLU(inplace=True)
 PERTURB = ("scorecam", "cfdcam")

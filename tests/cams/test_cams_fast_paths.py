@@ -13,7 +13,7 @@ from src.cams.capture import FeatureCapture
 from src.cams.folding import foldable_pairs
 from src.cams.pooling import channels_last_pooling
 from src.cams.truncation import Truncation, positive_percentile
-from tests.cams.cams_testdata import bn_resnet18, images, vgg16
+from tests.helpers.networks import bn_resnet18, images, vgg16
 
 STAGES = ["layer1", "layer2", "layer3", "layer4"]
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from src.cams import build_cam
-from tests.cams.cams_testdata import bn_resnet18, images, minmax, vgg16
+from tests.helpers.networks import bn_resnet18, images, minmax, vgg16
 
 pgc = pytest.importorskip("pytorch_grad_cam")
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402

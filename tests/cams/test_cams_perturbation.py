@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from src.cams import build_cam, cfd_weights
-from tests.cams.cams_testdata import images, instance_resnet18, tiny_net
+from tests.helpers.networks import images, instance_resnet18, tiny_net
 
 # --------------------------------------------------------------------------- weight rule
 

@@ -10,7 +10,7 @@ import torch
 
 from src.cams import build_cam
 from src.cams.truncation import Truncation, positive_percentile
-from tests.cams.cams_testdata import bn_resnet18, images, minmax, tiny_net
+from tests.helpers.networks import bn_resnet18, images, minmax, tiny_net
 
 
 def test_positive_percentile_matches_numpy():

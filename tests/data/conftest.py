@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -27,13 +26,3 @@ def brats_copy(tiny_brats, tmp_path) -> Path:
     root = tmp_path / "data"
     shutil.copytree(tiny_brats[0], root)
     return root
-
-
-def snapshot(root: Path) -> dict[str, tuple[int, int]]:
-    """Every file and folder under ``root`` with its size and mtime (to prove nothing changed)."""
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            st = os.stat(os.path.join(dirpath, name))
-            out[os.path.relpath(os.path.join(dirpath, name), root)] = (st.st_size, st.st_mtime_ns)
-    return out

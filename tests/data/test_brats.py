@@ -17,7 +17,7 @@ from src.data.brats import BraTSDataModule, slice_labels
 from src.data.errors import DataFormatError
 from src.data.generators.brats import write_nifti
 from src.data.transforms import foreground_square
-from tests.data.conftest import snapshot
+from tests.helpers.files import snapshot
 
 
 def _volume(root: Path, case: str, name: str) -> np.ndarray:

@@ -11,7 +11,7 @@ from PIL import Image
 from src.data.errors import DataFormatError
 from src.data.generators.ksdd2 import generate_ksdd2
 from src.data.ksdd2 import KSDD2DataModule
-from tests.data.conftest import snapshot
+from tests.helpers.files import snapshot
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import torch
 from src.data.errors import DataFormatError
 from src.data.generators.tcga_lgg import generate_tcga_lgg
 from src.data.tcga_lgg import TCGALGGDataModule
-from tests.data.conftest import snapshot
+from tests.helpers.files import snapshot
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from PIL import Image
 from src.data.errors import DataFormatError
 from src.data.generators.voc import generate_voc, voc_palette
 from src.data.voc import VOC_CLASSES, VOCDataModule
-from tests.data.conftest import snapshot
+from tests.helpers.files import snapshot
 
 
 @pytest.fixture(scope="module")

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:  # `experiments` is a folder of the checkout, not installed
-    sys.path.insert(0, str(REPO_ROOT))
-
-from experiments.engine import Settings  # noqa: E402
-from experiments.recipes import DATASETS  # noqa: E402
+from experiments.engine import Settings  # the root conftest puts the checkout on sys.path
+from experiments.recipes import DATASETS
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 import src.pipeline.stages as stages
 from experiments.engine import run_recipe
 from experiments.recipes import RECIPES
-from tests.experiments.fake_runs import finished_run
+from tests.helpers.fake_runs import finished_run
 
 
 @pytest.fixture

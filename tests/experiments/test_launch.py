@@ -12,7 +12,7 @@ from experiments.engine import collect_recipe, run_recipe
 from experiments.launch import FAILED_FILE, collect, launch
 from experiments.recipes import RECIPES
 from experiments.run_recipe import main
-from tests.experiments.fake_runs import finished_run
+from tests.helpers.fake_runs import finished_run
 
 
 @pytest.fixture

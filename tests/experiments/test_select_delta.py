@@ -11,7 +11,7 @@ import src.pipeline.stages as stages
 from experiments.recipes import RECIPES
 from experiments.select_delta import best_deltas, row_delta, run_selection
 from experiments.tables import DONE, Outcome
-from tests.experiments.fake_runs import finished_run
+from tests.helpers.fake_runs import finished_run
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 from src.models.backbones import build_backbone
 from src.models.classifier import ClassifierModule
 from src.models.supcon import SupConModule
-from tests.models.quiet_trainer import quiet_trainer_kwargs
+from tests.helpers.trainer import quiet_trainer_kwargs
 
 
 def tiny_set(seed: int, n: int = 8) -> list[dict]:

@@ -16,7 +16,7 @@ from torch import nn
 from src.models.backbones import build_backbone
 from src.models.checkpoints import read_state_dict
 from src.models.supcon import SupConLoss, SupConModule
-from tests.processes import run_python
+from tests.helpers.processes import run_python
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "conf"

@@ -13,7 +13,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from src.models.backbones import build_backbone
 from src.models.classifier import ClassifierModule
 from src.models.supcon import SupConModule
-from tests.processes import run_python
+from tests.helpers.processes import run_python
 
 
 class _CrashAtStep(pl.Callback):

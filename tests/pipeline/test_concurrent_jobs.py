@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import REPO
+from tests.helpers.processes import REPO
 
 pytestmark = pytest.mark.slow
 

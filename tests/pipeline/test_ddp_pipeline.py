@@ -14,7 +14,7 @@ import torch
 from src.evaluation.map_store import read_maps
 from src.pipeline.stages import build_datamodule, eval_indices
 from src.pipeline.store import load_state_dict
-from tests.processes import run_python
+from tests.helpers.processes import run_python
 
 EVAL_IMAGES = 5  # odd: the distributed sampler repeats one image to even out the 2 shards
 # The demo, shrunk: 8 cases of 64x64x24 voxels (4 train / 2 val / 2 test), 64 px, 1 epoch per

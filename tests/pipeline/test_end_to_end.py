@@ -22,7 +22,7 @@ from src.evaluation.masks import MaskMaker
 from src.evaluation.metrics import binary_metrics
 from src.pipeline.config import ConfigError
 from src.pipeline.stages import run_pipeline
-from tests.processes import run_python
+from tests.helpers.processes import run_python
 
 pytestmark = pytest.mark.slow
 

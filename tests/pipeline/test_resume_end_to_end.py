@@ -15,7 +15,7 @@ import torch
 
 from src.data.generators.brats import generate_brats
 from src.pipeline.resume import KEY_FILE
-from tests.processes import REPO, run_python
+from tests.helpers.processes import REPO, run_python
 
 pytestmark = pytest.mark.slow
 

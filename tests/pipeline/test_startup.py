@@ -28,7 +28,7 @@ from src.pipeline.user_errors import (
     remove_if_disposable,
     report,
 )
-from tests.processes import REPO
+from tests.helpers.processes import REPO
 
 
 def test_cam_options_become_upserts_and_nothing_else_changes():

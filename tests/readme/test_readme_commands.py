@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import REPO
+from tests.helpers.processes import REPO
 
 README = REPO / "README.md"
 PYTHON = ".venv/bin/python"

@@ -16,7 +16,7 @@ from src.pipeline.supervised import require_binary_task, require_pixel_labels
 from src.segmentation.evaluation import SegmenterEvaluationModule
 from src.segmentation.module import SegmenterModule, foreground, per_image_dice
 from src.segmentation.unet import build_dynunet, unet_topology
-from tests.models.quiet_trainer import quiet_trainer_kwargs
+from tests.helpers.trainer import quiet_trainer_kwargs
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -1,7 +1,7 @@
-"""Small random models for the CAM tests (seeded, CPU, eval mode).
+"""Small random models and images for the CAM tests (seeded, CPU, eval mode).
 
-The ResNet-18s and the trained-like BatchNorm statistics are the benchmarks' builders
-(benchmarks/models.py), so the tests check the models the benchmarks time.
+The ResNet-18s and the trained-like BatchNorm statistics come from ``src/models/seeded.py``,
+which the benchmarks build theirs with too, so the tests check the models the benchmarks time.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import torch
 from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
-from benchmarks.models import bn_resnet18 as bn_resnet18  # re-exported for the tests
-from benchmarks.models import cfd_resnet18, randomize_batchnorm
+from src.models.seeded import bn_resnet18 as bn_resnet18  # re-exported for the tests
+from src.models.seeded import cfd_resnet18, randomize_batchnorm
 
 #: The Cfd-CAM classifier (docs/cfdcam.md): InstanceNorm ResNet-18 with one logit.
 instance_resnet18 = cfd_resnet18

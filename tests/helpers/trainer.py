@@ -1,5 +1,5 @@
-"""Quiet CPU trainer settings for the model tests, in a plain module rather than the conftest
-so that ddp_fit_script.py (run as its own process) uses the same ones."""
+"""Quiet CPU trainer settings for the tests that fit, in a plain module rather than a conftest
+so that tests/models/ddp_fit_script.py (run as its own process) uses the same ones."""
 
 from __future__ import annotations
 
