@@ -1,0 +1,1 @@
+"""Weakly-supervised segmentation from class activation maps: data, models, CAMs, pipeline."""

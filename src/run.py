@@ -44,6 +44,8 @@ _composed = False
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> dict[str, Any]:
+    """Run the pipeline on Hydra's composed config; a user error ends the run with one line
+    on stderr, exit status 2 and no run folder left behind (``src.pipeline.user_errors``)."""
     global _composed
     _composed = True
     try:

@@ -61,6 +61,7 @@ class MaskedForward:
 
     @contextlib.contextmanager
     def precision(self, device: torch.device) -> Iterator[None]:
+        """Autocast to the ``autocast_dtype`` option on ``device``'s type (no-op without it)."""
         if self.dtype is None:
             yield
         else:
@@ -68,6 +69,8 @@ class MaskedForward:
                 yield
 
     def __call__(self, network: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """Logits of ``network`` (from :meth:`network`) for ``images``, always float32, so
+        scores compare alike whatever the autocast dtype."""
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with self.precision(images.device):

@@ -28,12 +28,18 @@ class OptionError(ValueError):
 
 @dataclass
 class MethodOutput:
+    """What a method returns for one scale: the per-layer maps before fusion, the class ids
+    they explain, and an optional per-image factor applied after the final min-max."""
+
     layer_maps: list[torch.Tensor]  # (B, h_l, w_l) per hooked layer, >= 0
     targets: torch.Tensor  # (B,) resolved class ids
     scale: torch.Tensor | None = None  # (B,) factor applied after the final min-max
 
 
 class CamMethod(Protocol):
+    """The interface the engine (``CamExtractor``) drives: which layers to hook, whether the
+    forward needs autograd, and how to turn one batch into per-layer maps."""
+
     modules: list[nn.Module]  # layers to hook
     names: list[str]
     needs_gradients: bool
@@ -45,4 +51,7 @@ class CamMethod(Protocol):
         capture: FeatureCapture,
         images: torch.Tensor,
         targets: torch.Tensor | None,
-    ) -> MethodOutput: ...
+    ) -> MethodOutput:
+        """One non-negative (B, h_l, w_l) map per hooked layer for ``images`` at one scale;
+        ``targets=None`` is resolved by the method (see ``scoring.resolve_targets``)."""
+        ...

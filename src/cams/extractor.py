@@ -71,6 +71,9 @@ class CamExtractor:
             self._capture = None
 
     def __call__(self, images: torch.Tensor, targets: TargetSpec = None) -> torch.Tensor:
+        """(B, H, W) float32 maps in [0, 1] for ``images`` (B, 3, H, W) in [0, 1], explaining
+        ``targets`` (class ids, or None: see ``scoring.resolve_targets``); only inside the
+        ``with`` block."""
         if self._capture is None:
             raise RuntimeError("call the CAM inside its block: `with build_cam(...) as cam:`")
         if torch.is_inference_mode_enabled():

@@ -42,6 +42,25 @@ def effective_bias(module: nn.Module) -> torch.Tensor:
 
 
 class FullGradMethod:
+    r"""FullGrad: the input-gradient map plus one bias-gradient map per biased layer.
+
+    .. math:: S(x) = \sum_i \psi(|x_i \odot \nabla_{x_i} y^c|)
+       + \sum_l \sum_k \psi(|b_{l,k} \nabla_{z_{l,k}} y^c|)
+
+    with :math:`\psi` a per-(image, channel) min-max at the map's own resolution, :math:`x_i`
+    the input channels, :math:`z_{l,k}` channel :math:`k` of layer :math:`l`'s output and
+    :math:`b_{l,k}` its (BatchNorm: effective) bias; the fusion upsamples and adds the terms
+    (Srinivas and Fleuret, *Full-Gradient Representation for Neural Network Visualization*,
+    NeurIPS 2019, arXiv:1905.00780; docs/gradient-cams.md). Every Conv2d and
+    BatchNorm2d with a bias is hooked, so ``target_layers`` is ignored; ``truncation`` applies
+    to the bias gradients.
+
+    Example::
+
+        with build_cam("fullgrad", model) as cam:
+            maps = cam(images)  # (B, H, W) in [0, 1]
+    """
+
     needs_gradients = True
     layer_eps = GRADCAM_EPS
 
@@ -56,6 +75,7 @@ class FullGradMethod:
         images: torch.Tensor,
         targets: torch.Tensor | None,
     ) -> MethodOutput:
+        """The input term first, then one bias term per hooked layer (class docstring)."""
         _, grads, input_grad, targets = activation_gradients(
             model, capture, images, targets, self.truncation, input_gradient=True
         )

@@ -104,12 +104,25 @@ def activation_gradients(
 
 
 class GradientMethod:
-    """A gradient CAM = hooked target layers + one weight rule (+ truncation).
+    r"""A gradient CAM = hooked target layers + one weight rule (+ truncation).
 
     ``fold_batchnorm``: run on a hook-free twin of the model whose eval-mode BatchNorms are
     folded into the convolutions before them (``folding.py``; same maps to float rounding,
     one BatchNorm fewer per conv in the forward and the backward); a model with nothing to
-    fold runs as it is."""
+    fold runs as it is.
+
+    .. math:: L^c = \mathrm{ReLU}\Big(\sum_k w_k^c A^k\Big)
+
+    with :math:`A^k` the hooked layer's activations and :math:`w_k^c` from ``rule`` applied to
+    the gradients :math:`\partial y^c / \partial A^k` (Grad-CAM: their spatial mean, Selvaraju
+    et al., ICCV 2017, arXiv:1610.02391; the other rules: docs/gradient-cams.md). LT-Grad-CAM
+    truncates the gradients first (``truncation``, docs/layerization-truncation.md).
+
+    Example::
+
+        with build_cam("gradcam", model, target_layers=["layer4"]) as cam:
+            maps = cam(images, targets)  # (B, H, W) in [0, 1]
+    """
 
     needs_gradients = True
     layer_eps = GRADCAM_EPS
@@ -138,6 +151,8 @@ class GradientMethod:
         images: torch.Tensor,
         targets: torch.Tensor | None,
     ) -> MethodOutput:
+        """One weighted-activation map per hooked layer (class docstring), on the folded twin
+        when there are BatchNorms to fold."""
         with ExitStack() as stack:
             if self.folds:  # the folded twin, with hooks of its own for this call
                 model = twin_of(model, channels_last=False, compile_model=False, folds=self.folds)

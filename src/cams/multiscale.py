@@ -22,6 +22,7 @@ SingleScale = Callable[[torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, 
 
 
 def rescale_images(images: torch.Tensor, scale: float) -> torch.Tensor:
+    """``images`` bilinearly resized by ``scale`` (``align_corners=False``); scale 1: as is."""
     if scale == 1:
         return images
     return F.interpolate(images, scale_factor=scale, mode="bilinear", align_corners=False)

@@ -82,6 +82,9 @@ def _cfd_rule(preset: str) -> WeightFn:
 
 @dataclass(frozen=True)
 class Preset:
+    """One row of the preset table (module docstring): everything Score-CAM variants and
+    Cfd-CAM differ in."""
+
     align_corners: bool  # upsampling of A_k to the input size
     mask_eps: float | None  # None: min-max only if max > min; else (m - min)/(max - min + eps)
     score: str  # key of scoring.SCORES
@@ -118,7 +121,22 @@ def normalise_masks(maps: torch.Tensor, eps: float | None) -> tuple[torch.Tensor
 
 
 class PerturbationMethod:
-    """Masked-forward CAM with a preset; one map per hooked layer."""
+    r"""Masked-forward CAM with a preset (module docstring); one map per hooked layer.
+
+    .. math:: L^c = \mathrm{ReLU}\Big(\sum_k w_k^c\, T(A^k)\Big), \quad
+       w_k^c = \mathrm{rule}\big(s^c(x \odot M_k)\big), \quad
+       M_k = \mathrm{normalise}(\mathrm{up}(A^k))
+
+    with :math:`s^c` the preset's score (logit or confidence) and :math:`T` what the preset
+    sums (:math:`A^k`, its upsampling or :math:`M_k`). Score-CAM: H. Wang et al., CVPR
+    Workshops 2020, arXiv:1910.01279 (docs/scorecam.md); Cfd-CAM: Y.-J. Chen, Y. Shi, T.-Y. Ho,
+    2023 (docs/cfdcam.md), whose rule keeps the channels that score at least the blank image.
+
+    Example::
+
+        with build_cam("cfdcam", model, target_layers=["layer4"], batch_size="auto") as cam:
+            maps = cam(images)  # (B, H, W) in [0, 1]
+    """
 
     needs_gradients = False
 
@@ -154,6 +172,8 @@ class PerturbationMethod:
         images: torch.Tensor,
         targets: torch.Tensor | None,
     ) -> MethodOutput:
+        """Score every (image, channel) mask in chunks and weight the layer's maps with the
+        preset's rule; the blank image is scored once, as the masked images are."""
         batch = images.shape[0]
         with capture.record():
             logits = check_logits(model(images), batch)

@@ -64,6 +64,8 @@ _PRESET_NAMES = {
 
 @dataclass(frozen=True)
 class MethodSpec:
+    """What a method name builds: the engine kind, its option defaults, its weight rule."""
+
     kind: str  # "gradient" | "fullgrad" | "perturbation"
     defaults: dict[str, Any] = field(default_factory=dict)
     rule: str | None = None  # gradient weight rule name

@@ -226,9 +226,11 @@ class SplitDataModule(pl.LightningDataModule, ABC):
         return self._loader(data, self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
+        """Unshuffled loader of the validation split."""
         return self.eval_dataloader("val")
 
     def test_dataloader(self) -> DataLoader:
+        """Unshuffled loader of the test split."""
         return self.eval_dataloader("test")
 
     def eval_dataloader(self, split: str, batch_size: int | None = None) -> DataLoader:

@@ -76,6 +76,7 @@ def read_index_mask(path: Path) -> np.ndarray:
 
 
 def read_id_list(path: Path) -> list[str]:
+    """Image ids of a VOC ``ImageSets`` list (first word of every non-empty line)."""
     if not path.is_file():
         raise DataFormatError(path, "missing image list")
     return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]

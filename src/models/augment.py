@@ -96,6 +96,7 @@ class BatchAugmentation:
 
     @property
     def enabled(self) -> bool:
+        """Whether any augmentation is configured (otherwise batches pass unchanged)."""
         return self._steps is not None or self.crop_scale is not None or self.shade_negatives_p > 0
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:

@@ -53,6 +53,7 @@ class InputNormalization(nn.Module):
         self.register_buffer("std", torch.tensor(list(std)).view(1, -1, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(x - mean) / std`` per channel."""
         return (x - self.mean) / self.std
 
 
@@ -97,6 +98,7 @@ class CamResNet(_CamBackbone, ResNet):
         self.feature_dim = self.fc.in_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (or encoder features without a head) of images in [0, 1]."""
         return self._forward_impl(self.input_norm(x))
 
 
@@ -120,6 +122,7 @@ class CamVGG(_CamBackbone, VGG):
         self.feature_dim = self.classifier[6].in_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (or encoder features without a head) of images in [0, 1]."""
         return super().forward(self.input_norm(x))
 
 

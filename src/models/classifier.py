@@ -84,6 +84,7 @@ class ClassifierModule(pl.LightningModule):
             self.val_auc = MultilabelAUROC(num_labels=num_classes, average="macro")
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits (B, num_classes) of the wrapped network."""
         return self.net(images)
 
     def _step(
@@ -102,6 +103,7 @@ class ClassifierModule(pl.LightningModule):
         return logits, labels, F.binary_cross_entropy_with_logits(logits, labels)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        """BCE-with-logits on the augmented batch, logged as ``train/loss``."""
         _, labels, loss = self._step(batch, augment=True)
         self.log(
             "train/loss",
@@ -115,6 +117,7 @@ class ClassifierModule(pl.LightningModule):
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
+        """Accumulate ``val/loss``, ``val/acc`` and ``val/auc`` (the checkpoint monitor)."""
         logits, labels, loss = self._step(batch)
         probs, targets = torch.sigmoid(logits), labels.long()
         if self.hparams.task == "binary":
@@ -128,5 +131,6 @@ class ClassifierModule(pl.LightningModule):
         self.log("val/auc", self.val_auc, on_epoch=True, prog_bar=True, batch_size=size)
 
     def configure_optimizers(self):
+        """Adam with cosine annealing (``schedules.adam_with_cosine``)."""
         hp = self.hparams
         return adam_with_cosine(self.parameters(), hp.lr, hp.weight_decay, hp.max_epochs, hp.min_lr)

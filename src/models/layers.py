@@ -22,6 +22,7 @@ class FastInstanceNorm2d(nn.InstanceNorm2d):
     """``nn.InstanceNorm2d`` (same arguments and state dict) on the group-norm kernel."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Instance norm of (B, C, H, W); the stock kernel where it is as fast or is needed."""
         small = x.ndim != 4 or x.shape[-1] * x.shape[-2] < GROUP_NORM_MIN_PIXELS
         if small or self.track_running_stats or x.device.type != "cpu":
             return super().forward(x)

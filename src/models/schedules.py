@@ -27,6 +27,7 @@ class ConstantThenCosine:
     min_ratio: float = 0.0
 
     def __call__(self, epoch: int) -> float:
+        """1 during the warm epochs, then a cosine from 1 down to ``min_ratio``."""
         if epoch < self.warm_epochs:
             return 1.0
         span = max(self.max_epochs - self.warm_epochs, 1)

@@ -49,6 +49,7 @@ class SupConLoss(nn.Module):
         self.normalize = normalize
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The scalar loss of ``features`` and ``labels`` (shapes: class docstring)."""
         if features.dim() != 3:
             raise ValueError(f"features must be (batch, views, dim), got {tuple(features.shape)}")
         batch, views, _ = features.shape
@@ -155,6 +156,7 @@ class SupConModule(pl.LightningModule):
         return torch.stack(views)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        """Two augmented views per image, the SupCon loss over every process's batch."""
         images, labels = batch["image"], batch["label"]
         views = torch.cat([self.make_view(images), self.make_view(images)])
         projections = self(views)
@@ -183,6 +185,7 @@ class SupConModule(pl.LightningModule):
         return self.criterion(features, labels), features.shape[0]
 
     def configure_optimizers(self):
+        """SGD with a constant then cosine learning rate (``schedules``)."""
         hp = self.hparams
         optimizer = torch.optim.SGD(
             self.parameters(), lr=hp.lr, momentum=0.0, weight_decay=hp.weight_decay

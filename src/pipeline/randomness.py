@@ -54,9 +54,11 @@ class RandomState(Callback):
         self._trainer: pl.Trainer | None = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Keep the trainer: the sampler's generator is found through its loaders."""
         self._trainer = trainer
 
     def state_dict(self) -> dict[str, Any]:
+        """The torch, numpy, Python and sampler random states, as saved in the checkpoint."""
         generator = None if self._trainer is None else _sampler_generator(self._trainer)
         return {
             "torch": torch.get_rng_state(),
@@ -66,9 +68,12 @@ class RandomState(Callback):
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Keep the states of a resumed checkpoint until ``on_train_start`` (class docstring)."""
         self._loaded = state_dict
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Restore the kept states and repeat the loader iterator's seed draw (class
+        docstring); nothing for a run that did not resume."""
         if self._loaded is None:
             return
         state, self._loaded = self._loaded, None

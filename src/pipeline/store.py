@@ -89,6 +89,7 @@ def training_key(cfg: DictConfig, stage: str) -> dict[str, Any]:
 
 
 def fingerprint(key: dict[str, Any]) -> str:
+    """A short stable hash of a training key (16 hex digits of its sorted-JSON SHA-256)."""
     text = json.dumps(key, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -112,6 +113,7 @@ class ModelStore:
         self._warned_old = False
 
     def entry(self, cfg: DictConfig, stage: str) -> Path:
+        """The folder of this config's ``stage`` weights, whether or not it exists yet."""
         return self.root / f"{stage}-{fingerprint(training_key(cfg, stage))}"
 
     def lookup(self, cfg: DictConfig, stage: str) -> Path | None:

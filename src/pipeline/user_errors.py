@@ -24,6 +24,7 @@ DISPOSABLE = frozenset({".hydra", "csv", "split.json", "multirun.yaml"})
 
 
 def full_error_wanted() -> bool:
+    """Whether the user asked for tracebacks (``HYDRA_FULL_ERROR=1``)."""
     return os.environ.get("HYDRA_FULL_ERROR") == "1"
 
 

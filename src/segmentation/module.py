@@ -60,6 +60,7 @@ class SegmenterModule(pl.LightningModule):
         self.val_dice = MeanMetric()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Foreground logits of the wrapped U-Net (deep-supervision heads while training)."""
         return self.net(images)
 
     def _flip(self, images: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -79,6 +80,7 @@ class SegmenterModule(pl.LightningModule):
         return sum(w * self.loss(head, target) for w, head in zip(weights, heads, strict=True))
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        """Dice + cross-entropy on the (randomly flipped) batch, logged as ``train/loss``."""
         images, target = batch["image"], foreground(batch["mask"])
         if self.hparams.hflip_p:
             images, target = self._flip(images, target)
@@ -90,6 +92,7 @@ class SegmenterModule(pl.LightningModule):
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
+        """Log ``val/loss`` and accumulate the per-image Dice ``val/dice`` (the monitor)."""
         images, target = batch["image"], foreground(batch["mask"])
         logits = self(images)
         size = images.shape[0]
@@ -100,5 +103,6 @@ class SegmenterModule(pl.LightningModule):
         self.log("val/dice", self.val_dice, on_epoch=True, prog_bar=True, batch_size=size)
 
     def configure_optimizers(self):
+        """Adam with cosine annealing, as the classifier (``schedules.adam_with_cosine``)."""
         hp = self.hparams
         return adam_with_cosine(self.parameters(), hp.lr, hp.weight_decay, hp.max_epochs, hp.min_lr)

@@ -69,6 +69,7 @@ class PaddedUNet(nn.Module):
         self.multiple = [int(m) for m in multiple]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """The U-Net's output for ``images`` of any size, cropped back to that size."""
         sizes = images.shape[-len(self.multiple) :]
         pads: list[int] = []
         for size, multiple in zip(reversed(sizes), reversed(self.multiple), strict=True):
