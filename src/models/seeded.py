@@ -24,8 +24,7 @@ def cfd_resnet18(seed: int = 0) -> nn.Module:
 
 def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
     """Trained-like BN statistics in place: non-zero bias and running_mean (docs/gradient-cams.md:
-    with the
-    default initialisation FullGrad's BN bias terms are all zero and hide bugs)."""
+    with the default initialisation FullGrad's BN bias terms are all zero and hide bugs)."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for module in model.modules():
