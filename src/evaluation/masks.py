@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 METHODS = ("densecrf", "otsu", "threshold")
 
@@ -45,14 +46,27 @@ def _check_map(cam: Any, name: str = "cam") -> np.ndarray:
     return cam.astype(np.float64, copy=False)
 
 
-def to_uint8(cam: np.ndarray) -> np.ndarray:
+def truncated_uint8(cam: np.ndarray) -> np.ndarray:
     """``uint8(cam * 255)`` with truncation, as ``np.uint8`` in the papers' code
     (docs/layerization-truncation.md).
 
     Values are clipped to [0, 1] first so out-of-range inputs cannot wrap around; for maps
-    already in [0, 1] the result is identical to the unclipped cast.
+    already in [0, 1] the result is identical to the unclipped cast. Not
+    ``src.data.transforms.to_uint8``, which rounds: that one stores cached slices, this one
+    reproduces the authors' masks.
     """
     return (np.clip(cam, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def truncated_uint8_rgb(images: torch.Tensor) -> np.ndarray:
+    """(B,3,H,W) in [0,1] -> (B,H,W,3) uint8, the form DenseCRF's bilateral term reads.
+
+    Truncates like the authors' ``uint8(255 * image)`` (docs/masks.md), not rounding; computed
+    in the tensor's float32 as the evaluation always has (a float64 product could truncate a
+    few pixels differently).
+    """
+    array = images.detach().float().clamp(0, 1).mul(255).to(torch.uint8)
+    return np.ascontiguousarray(array.permute(0, 2, 3, 1).cpu().numpy())
 
 
 def otsu_threshold(cam_u8: np.ndarray) -> int | None:
@@ -98,7 +112,7 @@ def otsu_mask(cam: Any) -> np.ndarray:
     Matches ``cv2.threshold(uint8(cam*255), 0, 255, THRESH_BINARY + THRESH_OTSU)`` except for
     single-valued maps, which give an empty mask (see :func:`otsu_threshold`).
     """
-    cam_u8 = to_uint8(_check_map(cam))
+    cam_u8 = truncated_uint8(_check_map(cam))
     threshold = otsu_threshold(cam_u8)
     if threshold is None:
         return np.zeros(cam_u8.shape, dtype=bool)
@@ -140,7 +154,7 @@ def _rgb_uint8(image: Any, shape: tuple[int, int]) -> np.ndarray:
             f"got shape {image.shape}"
         )
     if image.dtype != np.uint8:
-        image = to_uint8(image.astype(np.float64, copy=False))
+        image = truncated_uint8(image.astype(np.float64, copy=False))
     if image.shape[2] == 1:
         image = np.repeat(image, 3, axis=2)
     return np.ascontiguousarray(image)

@@ -21,10 +21,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
+import yaml  # noqa: E402
 
+from src.data.atomic import atomic_write_text  # noqa: E402
 from src.evaluation.figures import save_figure  # noqa: E402
-from src.evaluation.reports import atomic_write_text  # noqa: E402
 
 
 def collect(sweep_dir: str | os.PathLike) -> list[dict[str, Any]]:
@@ -35,15 +35,17 @@ def collect(sweep_dir: str | os.PathLike) -> list[dict[str, Any]]:
         config_path = job / "config.yaml"
         if not config_path.is_file():
             continue
-        cfg = OmegaConf.load(config_path)
+        # The run's saved (resolved) config: plain YAML, read as data, not as a Hydra config.
+        cfg = yaml.safe_load(config_path.read_text())
+        cam, data = cfg.get("cam") or {}, cfg.get("data") or {}
         summary = json.loads(summary_path.read_text())
         group = HEADLINE_GROUP.get(summary.get("headline_metrics"))
         row: dict[str, Any] = {
             "job": str(job.relative_to(sweep_dir)),
-            "method": cfg.cam.name,
-            "delta": cfg.cam.get("delta"),
-            "data": Path(str(cfg.data.get("root", ""))).name,
-            "modality": cfg.data.get("modality"),
+            "method": cam["name"],
+            "delta": cam.get("delta"),
+            "data": Path(str(data.get("root", ""))).name,
+            "modality": data.get("modality"),
             "split": summary.get("split"),
             "group": group,
             "images": summary.get("groups", {}).get(group, {}).get("n"),
