@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 from scipy.ndimage import binary_erosion, distance_transform_edt, generate_binary_structure
 
-BINARY_METRICS = ("dice", "iou", "precision", "recall", "hd95")
 GROUPS = ("abnormal", "normal", "all")
 AUTHORS_EMPTY_HD95 = 373.12866
 """The Cfd-CAM authors' HD95 when exactly one mask is empty: the diagonal of a BraTS volume,
