@@ -240,13 +240,16 @@ class PendingMasks:
     """Handle of one submitted batch; ``result()`` blocks and returns (N, H, W) bool."""
 
     def __init__(self, futures: list[Future], height_width: tuple[int, int]):
+        """One future per image; `height_width` shapes the result of an empty batch."""
         self._futures = futures
         self._height_width = height_width
 
     def done(self) -> bool:
+        """Whether every mask of the batch is ready (`result()` would not block)."""
         return all(future.done() for future in self._futures)
 
     def result(self) -> np.ndarray:
+        """The batch's masks, (N, H, W) bool, waiting for them if needed."""
         if not self._futures:
             return np.zeros((0, *self._height_width), dtype=bool)
         return np.stack([future.result() for future in self._futures])
@@ -274,6 +277,7 @@ class MaskMaker:
         workers: int = 0,
         start_method: str = "forkserver",
     ):
+        """Check the options and start the worker pool (see the class docstring)."""
         if method not in METHODS:
             raise ValueError(f"MaskMaker: unknown method {method!r}; expected one of {METHODS}")
         if workers < 0:
@@ -337,12 +341,15 @@ class MaskMaker:
         return handle.result()
 
     def close(self) -> None:
+        """Shut the worker pool down (no-op without one or when already closed)."""
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
     def __enter__(self) -> MaskMaker:
+        """The mask maker itself, its pool shut down when the block ends."""
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Shut the worker pool down."""
         self.close()

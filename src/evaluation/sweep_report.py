@@ -71,6 +71,7 @@ UNBOUNDED = ("hd95",)
 
 
 def metric_names(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The headline metrics of the rows (those with a `<metric>_mean` column)."""
     return [k[: -len("_mean")] for k in rows[0] if k.endswith("_mean")]
 
 
@@ -83,6 +84,7 @@ def _cell(mean: Any, std: Any) -> str:
 
 
 def to_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """The sweep table in Markdown, one row per job, headline metrics as mean ± std."""
     metrics = metric_names(rows)
     header = ["method", "delta", *metrics, "job"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -99,6 +101,7 @@ def to_markdown(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def to_csv(rows: Sequence[dict[str, Any]]) -> str:
+    """The sweep table as CSV, one column per field of the rows."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
@@ -186,6 +189,7 @@ def write_report(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m src.report <sweep dir> [--out DIR]`: write the table and the plots, print them."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", help="a multirun folder (or any folder of finished runs)")
     parser.add_argument("--out", help="where to write the report (default: sweep_dir)")

@@ -24,6 +24,7 @@ class PipelineLoggers:
     """
 
     def __init__(self, cfg: DictConfig) -> None:
+        """No logger is made yet: the first Trainer's stage makes the W&B run."""
         self._cfg = cfg
         self._wandb: Logger | None = None
 
