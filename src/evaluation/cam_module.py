@@ -21,8 +21,9 @@ from src.evaluation.image_result import (
     class_map_id,
     multilabel_result,
 )
+from src.evaluation.items import truncated_uint8_rgb
 from src.evaluation.map_store import MapWriter, shard_path
-from src.evaluation.masks import MaskMaker, truncated_uint8_rgb, voc_mask
+from src.evaluation.masks import MaskMaker, voc_mask
 
 
 class CAMEvaluationModule(pl.LightningModule):

@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 METHODS = ("densecrf", "otsu", "threshold")
 
@@ -56,17 +55,6 @@ def truncated_uint8(cam: np.ndarray) -> np.ndarray:
     reproduces the authors' masks.
     """
     return (np.clip(cam, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
-def truncated_uint8_rgb(images: torch.Tensor) -> np.ndarray:
-    """(B,3,H,W) in [0,1] -> (B,H,W,3) uint8, the form DenseCRF's bilateral term reads.
-
-    Truncates like the authors' ``uint8(255 * image)`` (docs/masks.md), not rounding; computed
-    in the tensor's float32 as the evaluation always has (a float64 product could truncate a
-    few pixels differently).
-    """
-    array = images.detach().float().clamp(0, 1).mul(255).to(torch.uint8)
-    return np.ascontiguousarray(array.permute(0, 2, 3, 1).cpu().numpy())
 
 
 def otsu_threshold(cam_u8: np.ndarray) -> int | None:

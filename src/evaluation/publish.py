@@ -23,9 +23,8 @@ from src.evaluation.figures import (
     save_overview,
 )
 from src.evaluation.image_result import ImageResult
-from src.evaluation.items import item_index
+from src.evaluation.items import item_index, truncated_uint8_rgb
 from src.evaluation.map_store import load_map
-from src.evaluation.masks import truncated_uint8_rgb
 from src.evaluation.metrics import scored_ground_truth
 from src.evaluation.reports import format_headline, format_table, write_json, write_per_image_csv
 from src.evaluation.settings import EvalSettings, Method

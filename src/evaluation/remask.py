@@ -22,9 +22,9 @@ from src.evaluation.image_result import (
     class_map_id,
     multilabel_result,
 )
-from src.evaluation.items import item_index
+from src.evaluation.items import item_index, truncated_uint8_rgb
 from src.evaluation.map_store import MAPS_FILE, MapArchive, read_maps
-from src.evaluation.masks import truncated_uint8_rgb, voc_mask
+from src.evaluation.masks import voc_mask
 from src.evaluation.publish import publish
 from src.evaluation.settings import EvalSettings, Method
 from src.evaluation.summary import build_summary

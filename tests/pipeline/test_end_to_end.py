@@ -16,8 +16,9 @@ import pytest
 from omegaconf import DictConfig
 
 from src.data.generators.brats import generate_brats
+from src.evaluation.items import truncated_uint8_rgb
 from src.evaluation.map_store import read_maps
-from src.evaluation.masks import MaskMaker, truncated_uint8_rgb
+from src.evaluation.masks import MaskMaker
 from src.evaluation.metrics import binary_metrics
 from src.pipeline.config import ConfigError
 from src.pipeline.stages import run_pipeline
