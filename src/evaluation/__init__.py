@@ -1,0 +1,1 @@
+"""Masks, metrics and result files of an evaluation; the pipeline passes everything in."""

@@ -15,82 +15,15 @@ import torch
 from torch import nn
 
 from src.cams import build_cam
+from src.evaluation.image_result import (
+    ImageResult,
+    binary_result,
+    class_map_id,
+    multilabel_result,
+)
+from src.evaluation.items import truncated_uint8_rgb
 from src.evaluation.map_store import MapWriter, shard_path
 from src.evaluation.masks import MaskMaker, voc_mask
-from src.evaluation.metrics import (
-    ConfusionMatrix,
-    binary_metrics,
-    group_of,
-    localisation_metrics,
-    scored_ground_truth,
-)
-
-VOID = 255
-NUM_VOC_LABELS = 21  # background + 20 classes
-
-
-def to_uint8_rgb(images: torch.Tensor) -> np.ndarray:
-    """(B,3,H,W) in [0,1] -> (B,H,W,3) uint8, the form DenseCRF's bilateral term reads.
-
-    Truncates like the authors' `uint8(255 * image)` (docs/masks.md), not rounding.
-    """
-    array = images.detach().float().clamp(0, 1).mul(255).to(torch.uint8)
-    return np.ascontiguousarray(array.permute(0, 2, 3, 1).cpu().numpy())
-
-
-def image_row(
-    image_id: str,
-    gt: np.ndarray,
-    mask: np.ndarray,
-    cam_map: np.ndarray,
-    label: int,
-    score: float,
-    empty_hd95: float | None,
-    normal_area_max: float | None = None,
-) -> dict[str, Any]:
-    """The per_image.csv row of one image: identity, group, classifier output, the mask's
-    metrics and the map's threshold-free localisation (pointing game, mass in the GT).
-
-    Metrics and group are taken against `scored_ground_truth(gt, normal_area_max)`;
-    `gt_area` stays the true tumour area, so a small tumour scored as normal can be seen."""
-    scored = scored_ground_truth(gt, normal_area_max)
-    row: dict[str, Any] = {
-        "id": image_id,
-        "group": group_of(scored),
-        "label": int(label),
-        "score": float(score),
-        "gt_area": int(gt.sum()),
-        "pred_area": int(mask.sum()),
-    }
-    row.update(binary_metrics(mask, scored, empty_hd95=empty_hd95))
-    row.update(localisation_metrics(cam_map, scored))
-    # Pixel counts for the split-level confusion matrix (KSDD2's columns); a row key starting
-    # with "_" stays out of per_image.csv.
-    row["_confusion"] = ConfusionMatrix(2, ignore_index=None).update(mask, scored).matrix
-    return row
-
-
-def multiclass_row(
-    image_id: str, gt: np.ndarray, pred: np.ndarray, classes: list[int], score: float
-) -> dict[str, Any]:
-    """The per_image.csv row of a multi-label image (VOC): label maps with 255 = void."""
-    valid = gt != VOID
-    foreground = valid & (gt > 0)
-    return {
-        "id": image_id,
-        "group": group_of(foreground),
-        "label": " ".join(str(c) for c in classes),
-        "score": float(score),
-        "gt_area": int(foreground.sum()),
-        "pred_area": int((pred > 0).sum()),
-        "pixel_accuracy": float((pred[valid] == gt[valid]).mean()) if valid.any() else 1.0,
-        "_confusion": ConfusionMatrix(NUM_VOC_LABELS).update(pred, gt).matrix,
-    }
-
-
-def class_map_id(image_id: str, class_index: int) -> str:
-    """Key of one class's map of a multi-label image in the maps file."""
-    return f"{image_id}@{class_index}"
 
 
 class CAMEvaluationModule(pl.LightningModule):
@@ -98,8 +31,9 @@ class CAMEvaluationModule(pl.LightningModule):
 
     Binary classifiers (one logit): one map per image, masks by `mask_maker` (DenseCRF in a
     worker pool, Otsu, threshold). Multi-label classifiers (VOC): one map per class in the
-    image label, combined by the VOC rule (docs/masks.md). Results are kept in `rows` (one dict per
-    image) and the maps are streamed to `maps_path`.
+    image label, combined by the VOC rule (docs/masks.md). Which of the two is the
+    DataModule's `task`, given here; logits of the other shape are an error. Results are kept
+    in `results` (one `ImageResult` per image) and the maps are streamed to `maps_path`.
     """
 
     def __init__(
@@ -110,10 +44,17 @@ class CAMEvaluationModule(pl.LightningModule):
         cam_options: dict[str, Any],
         mask_maker: MaskMaker,
         maps_path: str | Path,
+        *,
+        task: str,
         empty_hd95: float | None = 373.12866,
         normal_area_max: float | None = None,
     ) -> None:
+        """`task` is the DataModule's (`binary` | `multilabel`); `empty_hd95` and
+        `normal_area_max` are the scoring options of `binary_result`."""
         super().__init__()
+        if task not in ("binary", "multilabel"):
+            raise ValueError(f"task must be 'binary' or 'multilabel', got {task!r}")
+        self.task = task
         self.net = net
         self.cam_name = cam_name
         self.target_layers = list(target_layers)
@@ -122,15 +63,17 @@ class CAMEvaluationModule(pl.LightningModule):
         self.maps_path = Path(maps_path)
         self.empty_hd95 = empty_hd95
         self.normal_area_max = normal_area_max
-        self.rows: list[dict[str, Any]] = []
+        self.results: list[ImageResult] = []
         self._writer: MapWriter | None = None
         self._pending: list[dict[str, Any]] = []
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """The network's logits."""
         return self.net(images)
 
     def on_test_start(self) -> None:
-        self.rows = []
+        """Open the maps file (one shard per process under DDP) and forget earlier results."""
+        self.results = []
         self._pending = []
         path = self.maps_path
         if self.trainer.world_size > 1:  # one shard per process, merged by rank 0 afterwards
@@ -153,18 +96,31 @@ class CAMEvaluationModule(pl.LightningModule):
         the classifier's sigmoid and the CAM. A subclass evaluates other maps the same way."""
         return torch.sigmoid(logits[:, 0]), self._cams(images, None)
 
+    def _check_task(self, logits: torch.Tensor) -> None:
+        """The network's output must fit the DataModule's task: one logit per image for a
+        binary task, one per class for a multi-label one."""
+        per_class = logits.dim() == 2 and logits.shape[1] > 1
+        if per_class != (self.task == "multilabel"):
+            raise ValueError(
+                f"the network's logits of shape {tuple(logits.shape)} do not fit the "
+                f"DataModule's {self.task} task (binary: one logit per image; multilabel: "
+                "one per class)"
+            )
+
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """CAMs of one batch; binary masks are made in the background, VOC masks at once."""
         images = batch["image"]
         with torch.no_grad():
             logits = self.net(images)
-        if logits.dim() == 2 and logits.shape[1] > 1:
+        self._check_task(logits)
+        if self.task == "multilabel":
             self._multilabel_step(batch, torch.sigmoid(logits))
             return
         scores, maps = self.scores_and_maps(images, logits)
         # Masks are made from the float16 maps that are saved, so `stage=masks` can recompute
         # them exactly from the maps file.
         maps_np = maps.detach().half().float().cpu().numpy()
-        images_np = to_uint8_rgb(images)
+        images_np = truncated_uint8_rgb(images)
         gts = batch["mask"].cpu().numpy().astype(bool)
         labels = batch["label"].cpu().numpy()
         score_list = scores.detach().float().cpu().numpy()
@@ -204,13 +160,14 @@ class CAMEvaluationModule(pl.LightningModule):
                 self._writer.add(class_map_id(image_id, class_index), cam_map)
             pred = voc_mask(own, classes)
             score = float(probs[i, classes].mean()) if classes else 0.0
-            self.rows.append(multiclass_row(image_id, gts[i], pred, classes, score))
+            self.results.append(multilabel_result(image_id, gts[i], pred, classes, score))
 
     def _collect(self) -> None:
+        """Score the masks the mask maker has made, in submission order."""
         for info, masks in zip(self._pending, self.mask_maker.results(), strict=True):
             for i, image_id in enumerate(info["ids"]):
-                self.rows.append(
-                    image_row(
+                self.results.append(
+                    binary_result(
                         image_id,
                         info["gts"][i],
                         masks[i],
@@ -224,9 +181,11 @@ class CAMEvaluationModule(pl.LightningModule):
         self._pending = []
 
     def on_test_epoch_end(self) -> None:
+        """Wait for the last masks and score them."""
         self._collect()
 
     def on_test_end(self) -> None:
+        """The loop finished: the maps file is complete."""
         self.close_maps(complete=True)
 
     def close_maps(self, complete: bool) -> None:

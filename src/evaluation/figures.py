@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import matplotlib
@@ -14,6 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import to_rgb  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+
+from src.data.atomic import atomic_path  # noqa: E402
 
 # (image (H,W,3) uint8, ground truth (H,W) bool, CAM map (H,W) float, mask (H,W) bool)
 Panel = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
@@ -35,11 +36,11 @@ def save_figure(fig: Any, path: str | os.PathLike) -> None:
     would ignore its suptitle and figure legend and let them overlap the panels."""
     if fig.get_layout_engine() is None:
         fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110)
+    finally:
+        plt.close(fig)
 
 
 def _border(region: np.ndarray) -> np.ndarray:

@@ -7,12 +7,18 @@ the file only appears under its final name once complete.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+
+from src.data.atomic import atomic_path
+
+#: The maps file of a run folder (read again by `stage=masks`).
+MAPS_FILE = "cam_maps.npz"
 
 
 def _member(image_id: str) -> str:
@@ -24,27 +30,31 @@ class MapWriter:
     """Context manager: `add(id, map)` per image; the `.npz` is renamed into place on exit."""
 
     def __init__(self, path: str | os.PathLike) -> None:
+        """Nothing is written before the with block starts."""
         self.path = Path(path)
-        self._tmp = self.path.with_name(f".{self.path.name}.partial")
+        self._target: contextlib.ExitStack | None = None
         self._zip: zipfile.ZipFile | None = None
 
     def __enter__(self) -> MapWriter:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._zip = zipfile.ZipFile(self._tmp, "w", compression=zipfile.ZIP_DEFLATED)
+        """Open the zip under a temporary name beside `path` (`src.data.atomic.atomic_path`)."""
+        self._target = contextlib.ExitStack()
+        tmp = self._target.enter_context(atomic_path(self.path))
+        self._zip = zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED)
         return self
 
     def add(self, image_id: str, cam_map: np.ndarray) -> None:
+        """Append one map, stored as float16."""
         assert self._zip is not None, "MapWriter used outside its with block"
         with self._zip.open(_member(image_id), "w", force_zip64=True) as handle:
             np.lib.format.write_array(handle, np.asarray(cam_map, dtype=np.float16))
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        assert self._zip is not None
+        """Close the zip; rename it into place, or discard it when the block failed."""
+        assert self._zip is not None and self._target is not None
         self._zip.close()
-        if exc_type is None:
-            os.replace(self._tmp, self.path)
-        else:
-            self._tmp.unlink(missing_ok=True)
+        self._zip = None
+        target, self._target = self._target, None
+        target.__exit__(exc_type, exc, tb)
 
 
 class MapArchive:
@@ -53,6 +63,7 @@ class MapArchive:
     (e.g. all class maps of one image) never holds the whole split in memory."""
 
     def __init__(self, path: str | os.PathLike) -> None:
+        """Open the file; its keys are the image ids (or `class_map_id`s) it holds."""
         self._archive = np.load(path)
         self._ids = {name.replace("__", "/"): name for name in self._archive.files}
 
@@ -61,6 +72,7 @@ class MapArchive:
         return list(self._ids)
 
     def __contains__(self, image_id: str) -> bool:
+        """Whether the file holds a map under this key."""
         return image_id in self._ids
 
     def __getitem__(self, image_id: str) -> np.ndarray:
@@ -68,12 +80,15 @@ class MapArchive:
         return self._archive[self._ids[image_id]].astype(np.float32)
 
     def close(self) -> None:
+        """Close the file."""
         self._archive.close()
 
     def __enter__(self) -> MapArchive:
+        """The archive itself, closed when the block ends."""
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Close the file."""
         self.close()
 
 

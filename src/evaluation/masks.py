@@ -45,12 +45,14 @@ def _check_map(cam: Any, name: str = "cam") -> np.ndarray:
     return cam.astype(np.float64, copy=False)
 
 
-def to_uint8(cam: np.ndarray) -> np.ndarray:
+def truncated_uint8(cam: np.ndarray) -> np.ndarray:
     """``uint8(cam * 255)`` with truncation, as ``np.uint8`` in the papers' code
     (docs/layerization-truncation.md).
 
     Values are clipped to [0, 1] first so out-of-range inputs cannot wrap around; for maps
-    already in [0, 1] the result is identical to the unclipped cast.
+    already in [0, 1] the result is identical to the unclipped cast. Not
+    ``src.data.transforms.to_uint8``, which rounds: that one stores cached slices, this one
+    reproduces the authors' masks.
     """
     return (np.clip(cam, 0.0, 1.0) * 255.0).astype(np.uint8)
 
@@ -98,7 +100,7 @@ def otsu_mask(cam: Any) -> np.ndarray:
     Matches ``cv2.threshold(uint8(cam*255), 0, 255, THRESH_BINARY + THRESH_OTSU)`` except for
     single-valued maps, which give an empty mask (see :func:`otsu_threshold`).
     """
-    cam_u8 = to_uint8(_check_map(cam))
+    cam_u8 = truncated_uint8(_check_map(cam))
     threshold = otsu_threshold(cam_u8)
     if threshold is None:
         return np.zeros(cam_u8.shape, dtype=bool)
@@ -140,7 +142,7 @@ def _rgb_uint8(image: Any, shape: tuple[int, int]) -> np.ndarray:
             f"got shape {image.shape}"
         )
     if image.dtype != np.uint8:
-        image = to_uint8(image.astype(np.float64, copy=False))
+        image = truncated_uint8(image.astype(np.float64, copy=False))
     if image.shape[2] == 1:
         image = np.repeat(image, 3, axis=2)
     return np.ascontiguousarray(image)
@@ -226,13 +228,16 @@ class PendingMasks:
     """Handle of one submitted batch; ``result()`` blocks and returns (N, H, W) bool."""
 
     def __init__(self, futures: list[Future], height_width: tuple[int, int]):
+        """One future per image; `height_width` shapes the result of an empty batch."""
         self._futures = futures
         self._height_width = height_width
 
     def done(self) -> bool:
+        """Whether every mask of the batch is ready (`result()` would not block)."""
         return all(future.done() for future in self._futures)
 
     def result(self) -> np.ndarray:
+        """The batch's masks, (N, H, W) bool, waiting for them if needed."""
         if not self._futures:
             return np.zeros((0, *self._height_width), dtype=bool)
         return np.stack([future.result() for future in self._futures])
@@ -260,6 +265,7 @@ class MaskMaker:
         workers: int = 0,
         start_method: str = "forkserver",
     ):
+        """Check the options and start the worker pool (see the class docstring)."""
         if method not in METHODS:
             raise ValueError(f"MaskMaker: unknown method {method!r}; expected one of {METHODS}")
         if workers < 0:
@@ -323,12 +329,15 @@ class MaskMaker:
         return handle.result()
 
     def close(self) -> None:
+        """Shut the worker pool down (no-op without one or when already closed)."""
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
     def __enter__(self) -> MaskMaker:
+        """The mask maker itself, its pool shut down when the block ends."""
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Shut the worker pool down."""
         self.close()

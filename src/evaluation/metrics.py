@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 from scipy.ndimage import binary_erosion, distance_transform_edt, generate_binary_structure
 
-BINARY_METRICS = ("dice", "iou", "precision", "recall", "hd95")
 GROUPS = ("abnormal", "normal", "all")
 AUTHORS_EMPTY_HD95 = 373.12866
 """The Cfd-CAM authors' HD95 when exactly one mask is empty: the diagonal of a BraTS volume,
@@ -220,6 +219,7 @@ class ConfusionMatrix:
     """
 
     def __init__(self, num_classes: int, ignore_index: int | None = 255, background: int = 0):
+        """An all-zero matrix of `num_classes` classes; gt pixels of `ignore_index` are skipped."""
         if num_classes < 2:
             raise ValueError(f"ConfusionMatrix: num_classes must be >= 2, got {num_classes}")
         if not 0 <= background < num_classes:
@@ -264,6 +264,7 @@ class ConfusionMatrix:
         return self
 
     def __add__(self, other: ConfusionMatrix) -> ConfusionMatrix:
+        """A new matrix with both shards' counts (neither is changed)."""
         total = ConfusionMatrix(self.num_classes, self.ignore_index, self.background)
         return total.merge(self).merge(other)
 
@@ -311,12 +312,15 @@ class ConfusionMatrix:
         raise ValueError(f"average must be 'micro' or 'macro', got {average!r}")
 
     def precision(self, average: str = "micro") -> float:
+        """Foreground precision, TP / (TP + FP), micro- or macro-averaged (see the class)."""
         return self._score(average, lambda tp, fp, fn: tp, lambda tp, fp, fn: tp + fp)
 
     def recall(self, average: str = "micro") -> float:
+        """Foreground recall, TP / (TP + FN), micro- or macro-averaged (see the class)."""
         return self._score(average, lambda tp, fp, fn: tp, lambda tp, fp, fn: tp + fn)
 
     def f1(self, average: str = "micro") -> float:
+        """Foreground F1, 2TP / (2TP + FP + FN), micro- or macro-averaged (see the class)."""
         return self._score(average, lambda tp, fp, fn: 2 * tp, lambda tp, fp, fn: 2 * tp + fp + fn)
 
     def as_dict(self) -> dict[str, Any]:

@@ -12,35 +12,23 @@ import json
 import math
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
+from src.data.atomic import atomic_write_text
+from src.evaluation.image_result import ImageResult
 from src.evaluation.metrics import GROUPS
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def write_per_image_csv(rows: Sequence[dict[str, Any]], path: str | os.PathLike) -> None:
-    if not rows:
+def write_per_image_csv(results: Sequence[ImageResult], path: str | os.PathLike) -> None:
+    """One row per image, sorted by id; the columns are the first result's (`ImageResult`)."""
+    if not results:
         raise ValueError("no evaluated images to write")
     buffer = io.StringIO()
-    fields = [k for k in rows[0] if not k.startswith("_")]  # "_" keys are internal
+    fields = list(results[0].as_row())
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
-    for row in sorted(rows, key=lambda r: r["id"]):
-        writer.writerow(
-            {
-                k: f"{v:.6g}" if isinstance(v, float) else v
-                for k, v in row.items()
-                if not k.startswith("_")
-            }
-        )
+    for result in sorted(results, key=lambda r: r.id):
+        writer.writerow(result.csv_row())
     atomic_write_text(path, buffer.getvalue())
 
 
@@ -56,6 +44,7 @@ def finite(value: Any) -> Any:
 
 
 def write_json(data: dict[str, Any], path: str | os.PathLike) -> None:
+    """`data` as indented JSON, NaN written as null (`finite`)."""
     atomic_write_text(path, json.dumps(finite(data), indent=2, allow_nan=False) + "\n")
 
 

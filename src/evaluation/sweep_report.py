@@ -21,10 +21,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
+import yaml  # noqa: E402
 
+from src.data.atomic import atomic_write_text  # noqa: E402
 from src.evaluation.figures import save_figure  # noqa: E402
-from src.evaluation.reports import atomic_write_text  # noqa: E402
 
 
 def collect(sweep_dir: str | os.PathLike) -> list[dict[str, Any]]:
@@ -35,15 +35,17 @@ def collect(sweep_dir: str | os.PathLike) -> list[dict[str, Any]]:
         config_path = job / "config.yaml"
         if not config_path.is_file():
             continue
-        cfg = OmegaConf.load(config_path)
+        # The run's saved (resolved) config: plain YAML, read as data, not as a Hydra config.
+        cfg = yaml.safe_load(config_path.read_text())
+        cam, data = cfg.get("cam") or {}, cfg.get("data") or {}
         summary = json.loads(summary_path.read_text())
         group = HEADLINE_GROUP.get(summary.get("headline_metrics"))
         row: dict[str, Any] = {
             "job": str(job.relative_to(sweep_dir)),
-            "method": cfg.cam.name,
-            "delta": cfg.cam.get("delta"),
-            "data": Path(str(cfg.data.get("root", ""))).name,
-            "modality": cfg.data.get("modality"),
+            "method": cam["name"],
+            "delta": cam.get("delta"),
+            "data": Path(str(data.get("root", ""))).name,
+            "modality": data.get("modality"),
             "split": summary.get("split"),
             "group": group,
             "images": summary.get("groups", {}).get(group, {}).get("n"),
@@ -69,6 +71,7 @@ UNBOUNDED = ("hd95",)
 
 
 def metric_names(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The headline metrics of the rows (those with a `<metric>_mean` column)."""
     return [k[: -len("_mean")] for k in rows[0] if k.endswith("_mean")]
 
 
@@ -81,6 +84,7 @@ def _cell(mean: Any, std: Any) -> str:
 
 
 def to_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """The sweep table in Markdown, one row per job, headline metrics as mean ± std."""
     metrics = metric_names(rows)
     header = ["method", "delta", *metrics, "job"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -97,6 +101,7 @@ def to_markdown(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def to_csv(rows: Sequence[dict[str, Any]]) -> str:
+    """The sweep table as CSV, one column per field of the rows."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
@@ -184,6 +189,7 @@ def write_report(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m src.report <sweep dir> [--out DIR]`: write the table and the plots, print them."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", help="a multirun folder (or any folder of finished runs)")
     parser.add_argument("--out", help="where to write the report (default: sweep_dir)")

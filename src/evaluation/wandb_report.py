@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from src.data.atomic import atomic_write_bytes
 
@@ -30,8 +31,6 @@ def flatten(prefix: str, data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _png(image: np.ndarray) -> bytes:
-    from PIL import Image
-
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")
     return buffer.getvalue()
@@ -69,7 +68,7 @@ def log_results(
     both empty (a BraTS test split has thousands of slices; images for all of them would
     make the run huge).
     """
-    import wandb
+    import wandb  # optional: only runs with logger=wandb need it
 
     run.summary.update(flatten("eval", summary["groups"]))
     run.summary.update(flatten("eval/headline", summary["headline"]))

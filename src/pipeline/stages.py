@@ -21,6 +21,14 @@ from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from src.data.atomic import atomic_write_text
+from src.data.demo import ensure_demo_brats
+from src.evaluation.cam_module import CAMEvaluationModule
+from src.evaluation.evaluate import ModuleFactory, evaluate
+from src.evaluation.masks import MaskMaker
+from src.evaluation.metrics import scored_as_normal
+from src.evaluation.remask import remask
+from src.evaluation.settings import EvalSettings, Method
+from src.models.classifier import load_encoder_weights
 from src.pipeline.config import ConfigError, cam_options, check_paths, validate_config
 from src.pipeline.console import quiet_console
 from src.pipeline.store import ModelStore, load_state_dict, load_weights, save_from_rank_zero
@@ -29,7 +37,7 @@ from src.pipeline.supervised import (
     segmenter_stage,
     supervised_eval_stage,
 )
-from src.pipeline.trainer import finish_loggers
+from src.pipeline.trainer import PipelineLoggers, build_trainer
 from src.pipeline.training import checkpoint_dir, fit
 
 log = logging.getLogger(__name__)
@@ -50,18 +58,20 @@ def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
     """Instantiate the `data` group; a `demo` entry first generates its dataset (once)."""
     arguments, demo = datamodule_arguments(cfg.data)
     if demo:
-        from src.data.demo import ensure_demo_brats
-
         ensure_demo_brats(arguments["root"], **demo)
     return instantiate(arguments, output_dir=str(cfg.paths.output_dir), _convert_="all")
 
 
 def build_net(cfg: DictConfig, num_classes: int) -> torch.nn.Module:
+    """The configured classifier (`backbone.net`) with `num_classes` outputs."""
     return instantiate(cfg.backbone.net, num_classes=num_classes)
 
 
 def pretrain_stage(
-    cfg: DictConfig, datamodule: pl.LightningDataModule, store: ModelStore
+    cfg: DictConfig,
+    datamodule: pl.LightningDataModule,
+    store: ModelStore,
+    loggers: PipelineLoggers,
 ) -> Path | None:
     """SupCon pretraining of the encoder; returns the stored encoder weights (None if disabled)."""
     if not cfg.pretrain.get("enabled", True):
@@ -69,33 +79,42 @@ def pretrain_stage(
     explicit = cfg.pretrain.get("ckpt")
     if explicit:
         return Path(explicit)
-    return store.train_once(cfg, "pretrain", lambda: _pretrain(cfg, datamodule, store))
+    return store.train_once(cfg, "pretrain", lambda: _pretrain(cfg, datamodule, store, loggers))
 
 
-def _pretrain(cfg: DictConfig, datamodule: pl.LightningDataModule, store: ModelStore) -> Path:
+def _pretrain(
+    cfg: DictConfig, datamodule: pl.LightningDataModule, store: ModelStore, loggers: PipelineLoggers
+) -> Path:
     pl.seed_everything(cfg.seed, workers=True)
     encoder = build_net(cfg, datamodule.num_classes).remove_head()
     module = instantiate(cfg.pretrain.module, encoder=encoder)
     datamodule.batch_size = cfg.pretrain.batch_size
-    trainer, _ = fit(cfg, "pretrain", module, datamodule, cfg.pretrain.epochs)
+    trainer, _ = fit(cfg, "pretrain", module, datamodule, cfg.pretrain.epochs, loggers=loggers)
     return save_from_rank_zero(trainer, store, cfg, "pretrain", module.encoder.state_dict)
 
 
-def finetune_stage(cfg: DictConfig, datamodule: pl.LightningDataModule, store: ModelStore) -> Path:
+def finetune_stage(
+    cfg: DictConfig,
+    datamodule: pl.LightningDataModule,
+    store: ModelStore,
+    loggers: PipelineLoggers,
+) -> Path:
     """Fine-tune the whole classifier (once per training key, however many jobs ask at once);
     keeps the best-validation-AUC weights."""
-    return store.train_once(cfg, "finetune", lambda: _finetune(cfg, datamodule, store))
+    return store.train_once(cfg, "finetune", lambda: _finetune(cfg, datamodule, store, loggers))
 
 
-def _finetune(cfg: DictConfig, datamodule: pl.LightningDataModule, store: ModelStore) -> Path:
+def _finetune(
+    cfg: DictConfig, datamodule: pl.LightningDataModule, store: ModelStore, loggers: PipelineLoggers
+) -> Path:
     encoder_path = (
-        pretrain_stage(cfg, datamodule, store) if cfg.pretrain.get("enabled", True) else None
+        pretrain_stage(cfg, datamodule, store, loggers)
+        if cfg.pretrain.get("enabled", True)
+        else None
     )
     pl.seed_everything(cfg.seed, workers=True)
     net = build_net(cfg, datamodule.num_classes)
     if encoder_path is not None:
-        from src.models.classifier import load_encoder_weights
-
         load_encoder_weights(net, encoder_path)
     module = instantiate(
         cfg.finetune.module, net=net, task=datamodule.task, num_classes=datamodule.num_classes
@@ -107,7 +126,9 @@ def _finetune(cfg: DictConfig, datamodule: pl.LightningDataModule, store: ModelS
         monitor=cfg.finetune.monitor,
         mode=cfg.finetune.monitor_mode,
     )
-    trainer, last = fit(cfg, "finetune", module, datamodule, cfg.finetune.epochs, checkpoints)
+    trainer, last = fit(
+        cfg, "finetune", module, datamodule, cfg.finetune.epochs, checkpoints, loggers=loggers
+    )
     best = checkpoints.best_model_path or last.best_model_path
     best_auc = checkpoints.best_model_score
     log.info(
@@ -172,8 +193,6 @@ def eval_indices(
 ) -> list[int]:
     """`eval_subset` of a dataset; in-memory slices (BraTS) also say which
     images the evaluation scores as normal (`eval.normal_area_max`)."""
-    from src.evaluation.metrics import scored_as_normal
-
     masks = getattr(dataset, "masks", None)
     normal = None
     if masks is not None:
@@ -207,12 +226,60 @@ def eval_loader(cfg: DictConfig, datamodule: pl.LightningDataModule) -> DataLoad
     return loader
 
 
+def evaluation_settings(cfg: DictConfig, datamodule: pl.LightningDataModule) -> EvalSettings:
+    """Everything the evaluation reads from the config, in one place: the `eval` group, the
+    dataset's headline convention (`data.evaluation`) and the DataModule's task."""
+    evaluation = cfg.data.get("evaluation") or {}
+    return EvalSettings(
+        output_dir=Path(cfg.paths.output_dir),
+        split=cfg.eval.split,
+        task=datamodule.task,
+        empty_hd95=cfg.eval.empty_hd95,
+        normal_area_max=cfg.eval.get("normal_area_max"),
+        mask_workers=cfg.eval.mask_workers,
+        figure_images=cfg.eval.figure_images,
+        metrics=evaluation.get("metrics"),
+        miou=evaluation.get("miou"),
+    )
+
+
+def cam_method(cfg: DictConfig) -> Method:
+    """The CAM method of `cfg.cam` and its mask rule (`cam.mask`, `cam.threshold`)."""
+    return Method(cfg.cam.name, cfg.cam.mask, cfg.cam.get("threshold"))
+
+
+def cam_module_factory(
+    cfg: DictConfig,
+    net: torch.nn.Module,
+    target_layers: list[str],
+    options: dict[str, Any],
+    settings: EvalSettings,
+) -> ModuleFactory:
+    """The CAM test loop of `cfg.cam` on the classifier `net`."""
+
+    def build(mask_maker: MaskMaker, maps_path: Path) -> CAMEvaluationModule:
+        return CAMEvaluationModule(
+            net,
+            cfg.cam.name,
+            target_layers,
+            options,
+            mask_maker,
+            maps_path,
+            task=settings.task,
+            empty_hd95=settings.empty_hd95,
+            normal_area_max=settings.normal_area_max,
+        )
+
+    return build
+
+
 def eval_stage(
-    cfg: DictConfig, datamodule: pl.LightningDataModule, store: ModelStore
+    cfg: DictConfig,
+    datamodule: pl.LightningDataModule,
+    store: ModelStore,
+    loggers: PipelineLoggers,
 ) -> dict[str, Any]:
     """CAMs of the evaluation split -> masks -> metrics, result files and figure."""
-    from src.evaluation.run_eval import Method, cam_module_factory, evaluate
-
     ckpt = cfg.get("ckpt") or store.lookup(cfg, "finetune")
     if ckpt is None:
         raise FileNotFoundError(
@@ -234,8 +301,12 @@ def eval_stage(
     loader = eval_loader(cfg, datamodule)
     options = cam_options(cfg.cam)
     info = {"target_layers": target_layers, "cam_options": options, "checkpoint": str(ckpt)}
-    build = cam_module_factory(cfg, net, target_layers, options)
-    return evaluate(cfg, build, loader, Method.of_cam(cfg), info)
+    settings = evaluation_settings(cfg, datamodule)
+    build = cam_module_factory(cfg, net, target_layers, options, settings)
+    trainer = build_trainer(cfg, "eval", loggers, inference_mode=False)
+    return evaluate(
+        trainer, build, loader, cam_method(cfg), settings, info, wandb_run=loggers.wandb_run()
+    )
 
 
 def with_source_run(cfg: DictConfig) -> DictConfig:
@@ -259,11 +330,12 @@ def with_source_run(cfg: DictConfig) -> DictConfig:
 
 
 def masks_stage(cfg: DictConfig, datamodule: pl.LightningDataModule) -> dict[str, Any]:
-    """Masks and metrics again from the maps a finished run saved (`maps_from=<run dir>`)."""
-    from src.evaluation.run_eval import remask
-
+    """Masks and metrics again from the maps a finished run saved (`maps_from=<run dir>`),
+    with this run's mask (`cam.mask`, `cam.threshold`) and scoring options (`eval`)."""
     datamodule.setup("test")
-    return remask(cfg, datamodule.dataset(cfg.eval.split), cfg.maps_from)
+    settings = evaluation_settings(cfg, datamodule)
+    dataset = datamodule.dataset(cfg.eval.split)
+    return remask(settings, cam_method(cfg), dataset, cfg.maps_from)
 
 
 def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
@@ -282,13 +354,14 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     output_dir.mkdir(parents=True, exist_ok=True)
     store = ModelStore(cfg.paths.model_store)
     datamodule = build_datamodule(cfg)
+    loggers = PipelineLoggers(cfg)
     try:
         if cfg.method == "supervised":
-            summary = _run_supervised(cfg, datamodule, store)
+            summary = _run_supervised(cfg, datamodule, store, loggers)
         else:
-            summary = _run_weakly_supervised(cfg, datamodule, store)
+            summary = _run_weakly_supervised(cfg, datamodule, store, loggers)
     finally:
-        finish_loggers()
+        loggers.finish()
     # Written last, so a failed run never replaces the config of results already in the folder
     # (Hydra keeps its own copy of every attempt in .hydra/).
     if rank_zero_only.rank == 0:
@@ -297,28 +370,37 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _run_weakly_supervised(
-    cfg: DictConfig, datamodule: pl.LightningDataModule, store: ModelStore
+    cfg: DictConfig,
+    datamodule: pl.LightningDataModule,
+    store: ModelStore,
+    loggers: PipelineLoggers,
 ) -> dict[str, Any]:
     """`method=cam`: the stages `cfg.stage` names; returns the evaluation summary (or {})."""
     summary: dict[str, Any] = {}
     if cfg.stage == "pretrain":
-        pretrain_stage(cfg, datamodule, store)
+        pretrain_stage(cfg, datamodule, store, loggers)
     if cfg.stage in ("all", "finetune"):
-        finetune_stage(cfg, datamodule, store)
+        finetune_stage(cfg, datamodule, store, loggers)
     if cfg.stage in ("all", "eval"):
-        summary = eval_stage(cfg, datamodule, store)
+        summary = eval_stage(cfg, datamodule, store, loggers)
     if cfg.stage == "masks":
         summary = masks_stage(cfg, datamodule)
     return summary
 
 
 def _run_supervised(
-    cfg: DictConfig, datamodule: pl.LightningDataModule, store: ModelStore
+    cfg: DictConfig,
+    datamodule: pl.LightningDataModule,
+    store: ModelStore,
+    loggers: PipelineLoggers,
 ) -> dict[str, Any]:
-    """`method=supervised`: train (or reuse) the U-Net, then score it on the CAM rows' images."""
+    """`method=supervised`: train (or reuse) the U-Net, then score it on the CAM rows' images
+    (the evaluation's settings and loader come from here: `supervised.py` cannot import this
+    module, which imports it)."""
     if cfg.stage in ("all", "finetune"):
-        segmenter_stage(cfg, datamodule, store)
+        segmenter_stage(cfg, datamodule, store, loggers)
     if cfg.stage in ("all", "eval"):
         datamodule.setup("test")
-        return supervised_eval_stage(cfg, datamodule, store, eval_loader)
+        settings = evaluation_settings(cfg, datamodule)
+        return supervised_eval_stage(cfg, datamodule, store, eval_loader, settings, loggers)
     return {}

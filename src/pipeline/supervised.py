@@ -21,9 +21,12 @@ from torch.utils.data import DataLoader
 
 from src.data.errors import DataFormatError
 from src.data.voc import VOID
-from src.evaluation.run_eval import Method, evaluate
+from src.evaluation.evaluate import evaluate
+from src.evaluation.masks import MaskMaker
+from src.evaluation.settings import EvalSettings, Method
 from src.pipeline.config import ConfigError
 from src.pipeline.store import ModelStore, load_state_dict, load_weights, save_from_rank_zero
+from src.pipeline.trainer import PipelineLoggers, build_trainer
 from src.pipeline.training import checkpoint_dir, fit
 from src.segmentation.evaluation import METHOD, SegmenterEvaluationModule
 
@@ -91,15 +94,20 @@ def build_segmenter(cfg: DictConfig, size: tuple[int, ...]) -> torch.nn.Module:
     return instantiate(cfg.segmenter.net)(patch_size=size)
 
 
-def segmenter_stage(cfg: DictConfig, datamodule: pl.LightningDataModule, store: ModelStore) -> Path:
+def segmenter_stage(
+    cfg: DictConfig,
+    datamodule: pl.LightningDataModule,
+    store: ModelStore,
+    loggers: PipelineLoggers,
+) -> Path:
     """The stored U-Net of this data/segmenter config, trained on the training masks if no
     job has (once, however many jobs ask at once; `ModelStore.train_once`)."""
     require_binary_task(datamodule)
-    return store.train_once(cfg, STAGE, lambda: _train_segmenter(cfg, datamodule, store))
+    return store.train_once(cfg, STAGE, lambda: _train_segmenter(cfg, datamodule, store, loggers))
 
 
 def _train_segmenter(
-    cfg: DictConfig, datamodule: pl.LightningDataModule, store: ModelStore
+    cfg: DictConfig, datamodule: pl.LightningDataModule, store: ModelStore, loggers: PipelineLoggers
 ) -> Path:
     """Train, keep the weights of the best validation Dice, store them and return their path."""
     require_pixel_labels(datamodule)
@@ -113,7 +121,9 @@ def _train_segmenter(
         monitor=cfg.segmenter.monitor,
         mode=cfg.segmenter.monitor_mode,
     )
-    trainer, last = fit(cfg, STAGE, module, datamodule, cfg.segmenter.epochs, checkpoints)
+    trainer, last = fit(
+        cfg, STAGE, module, datamodule, cfg.segmenter.epochs, checkpoints, loggers=loggers
+    )
     best = checkpoints.best_model_path or last.best_model_path
     score = checkpoints.best_model_score
     score = None if score is None else float(score)
@@ -129,10 +139,12 @@ def supervised_eval_stage(
     datamodule: pl.LightningDataModule,
     store: ModelStore,
     loader_of: Callable[[DictConfig, pl.LightningDataModule], DataLoader],
+    settings: EvalSettings,
+    loggers: PipelineLoggers,
 ) -> dict[str, Any]:
     """The U-Net's probability maps of the evaluation images -> masks (> 0.5) -> metrics,
     written like a CAM run's results. `loader_of(cfg, datamodule)` picks the images, so both
-    methods score the same slices."""
+    methods score the same slices; `settings` are the evaluation's (`evaluation_settings`)."""
     ckpt = cfg.get("ckpt") or store.lookup(cfg, STAGE)
     if ckpt is None:
         raise FileNotFoundError(
@@ -144,14 +156,11 @@ def supervised_eval_stage(
     load_weights(net, ckpt)
     threshold = float(cfg.segmenter.module.threshold)
 
-    def build(mask_maker, maps_path):
-        return SegmenterEvaluationModule(net, mask_maker, maps_path, cfg.eval.empty_hd95)
+    def build(mask_maker: MaskMaker, maps_path: Path) -> SegmenterEvaluationModule:
+        return SegmenterEvaluationModule(net, mask_maker, maps_path, settings.empty_hd95)
 
     info = {"network": type(net.unet).__name__, "checkpoint": str(ckpt)}
-    return evaluate(
-        cfg,
-        build,
-        loader_of(cfg, datamodule),
-        Method(METHOD, "threshold", threshold, map_label="U-Net probability"),
-        info,
-    )
+    loader = loader_of(cfg, datamodule)
+    trainer = build_trainer(cfg, "eval", loggers, inference_mode=False)
+    method = Method(METHOD, "threshold", threshold, map_label="U-Net probability")
+    return evaluate(trainer, build, loader, method, settings, info, loggers.wandb_run())

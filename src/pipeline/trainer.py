@@ -7,56 +7,68 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import Logger
 
-_WANDB_LOGGERS: dict[str, Logger] = {}
 
+class PipelineLoggers:
+    """The loggers of one pipeline run, owned by `run_pipeline` and closed in its `finally`.
 
-def build_loggers(cfg: DictConfig, stage: str) -> list[Logger]:
-    """One logger per entry of the `logger` group.
-
-    CSV logs go to `<run>/csv/<stage>/`. W&B is one run for the whole pipeline (all stages log
-    to it) and stays offline unless the environment sets WANDB_MODE=online.
+    CSV logs go to `<run>/csv/<stage>/`, a new logger per stage. W&B is one run for the whole
+    pipeline: made by the first stage that builds a Trainer, then shared by every later stage
+    and handed to the evaluation for its results (so no module-level registry is needed). It
+    stays offline unless the environment sets WANDB_MODE=online.
     """
-    loggers: list[Logger] = []
-    for name, logger_cfg in (cfg.get("logger") or {}).items():
-        if logger_cfg is None:
-            continue
-        target = logger_cfg.get("_target_", "")
-        if target.endswith("WandbLogger"):
-            key = str(cfg.paths.output_dir)
-            if key not in _WANDB_LOGGERS:
-                overrides: dict[str, Any] = {}
-                if logger_cfg.get("offline") is None:
-                    overrides["offline"] = os.environ.get("WANDB_MODE", "offline") != "online"
-                overrides.update(_wandb_names(logger_cfg))
-                Path(logger_cfg.save_dir).mkdir(parents=True, exist_ok=True)
-                wandb_logger = instantiate(logger_cfg, **overrides)
-                wandb_logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-                _WANDB_LOGGERS[key] = wandb_logger
-            loggers.append(_WANDB_LOGGERS[key])
-        elif target.endswith("CSVLogger"):
-            loggers.append(instantiate(logger_cfg, version=stage))
-        else:
-            raise ValueError(f"logger.{name}: unsupported logger {target!r}")
-    return loggers
 
+    def __init__(self, cfg: DictConfig) -> None:
+        """No logger is made yet: the first Trainer's stage makes the W&B run."""
+        self._cfg = cfg
+        self._wandb: Logger | None = None
 
-def active_wandb_run() -> Any | None:
-    """The W&B run of this pipeline, if `logger=wandb` (None otherwise)."""
-    for wandb_logger in _WANDB_LOGGERS.values():
-        return wandb_logger.experiment
-    return None
+    def for_stage(self, stage: str) -> list[Logger]:
+        """One logger per entry of the `logger` group, for the Trainer of `stage`."""
+        loggers: list[Logger] = []
+        for name, logger_cfg in (self._cfg.get("logger") or {}).items():
+            if logger_cfg is None:
+                continue
+            target = logger_cfg.get("_target_", "")
+            if target.endswith("WandbLogger"):
+                loggers.append(self._wandb_logger(logger_cfg))
+            elif target.endswith("CSVLogger"):
+                loggers.append(instantiate(logger_cfg, version=stage))
+            else:
+                raise ValueError(f"logger.{name}: unsupported logger {target!r}")
+        return loggers
+
+    def _wandb_logger(self, logger_cfg: DictConfig) -> Logger:
+        """The run-wide W&B logger, made (with the hyperparameters logged once) on first use."""
+        if self._wandb is None:
+            overrides: dict[str, Any] = {}
+            if logger_cfg.get("offline") is None:
+                overrides["offline"] = os.environ.get("WANDB_MODE", "offline") != "online"
+            overrides.update(_wandb_names(logger_cfg))
+            Path(logger_cfg.save_dir).mkdir(parents=True, exist_ok=True)
+            self._wandb = instantiate(logger_cfg, **overrides)
+            self._wandb.log_hyperparams(OmegaConf.to_container(self._cfg, resolve=True))
+        return self._wandb
+
+    def wandb_run(self) -> Any | None:
+        """The W&B run of this pipeline once a stage has started it (None otherwise)."""
+        return None if self._wandb is None else self._wandb.experiment
+
+    def finish(self) -> None:
+        """Close the run-wide W&B run (each process at the end of a pipeline)."""
+        if self._wandb is not None:
+            self._wandb.experiment.finish()
+            self._wandb = None
 
 
 def _wandb_names(logger_cfg: DictConfig) -> dict[str, str]:
     """Multirun jobs are separate W&B runs grouped by their sweep; names default to the
     job's overrides."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     if not HydraConfig.initialized():
         return {}
     hydra_cfg = HydraConfig.get()
@@ -69,18 +81,13 @@ def _wandb_names(logger_cfg: DictConfig) -> dict[str, str]:
     return names
 
 
-def finish_loggers() -> None:
-    """Close the run-wide W&B run (each process at the end of a pipeline)."""
-    for wandb_logger in _WANDB_LOGGERS.values():
-        wandb_logger.experiment.finish()
-    _WANDB_LOGGERS.clear()
-
-
-def build_trainer(cfg: DictConfig, stage: str, **overrides: Any) -> pl.Trainer:
-    """A Trainer with the `trainer` group's settings, this stage's loggers and `overrides`."""
+def build_trainer(
+    cfg: DictConfig, stage: str, loggers: PipelineLoggers, **overrides: Any
+) -> pl.Trainer:
+    """A Trainer with the `trainer` group's settings, this stage's `loggers` and `overrides`."""
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     assert isinstance(kwargs, dict)
     kwargs.update(overrides)
-    kwargs.setdefault("logger", build_loggers(cfg, stage) or False)
+    kwargs.setdefault("logger", loggers.for_stage(stage) or False)
     kwargs.setdefault("default_root_dir", str(Path(cfg.paths.output_dir) / stage))
     return pl.Trainer(**kwargs)

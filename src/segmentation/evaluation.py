@@ -31,10 +31,14 @@ class SegmenterEvaluationModule(CAMEvaluationModule):
         maps_path: str | Path,
         empty_hd95: float | None = 373.12866,
     ) -> None:
-        super().__init__(net, METHOD, [], {}, mask_maker, maps_path, empty_hd95=empty_hd95)
+        """A binary task always: the U-Net has one output channel."""
+        super().__init__(
+            net, METHOD, [], {}, mask_maker, maps_path, task="binary", empty_hd95=empty_hd95
+        )
 
     def scores_and_maps(
         self, images: torch.Tensor, logits: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The largest pixel probability and the probability map itself."""
         probabilities = torch.sigmoid(logits[:, 0].float())
         return probabilities.flatten(1).amax(1), probabilities

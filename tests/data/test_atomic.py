@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from src.data.atomic import atomic_directory, atomic_write_text
+from src.data.atomic import atomic_directory, atomic_path, atomic_write_text
 
 
 @pytest.fixture(params=[0o022, 0o077])
@@ -30,3 +30,17 @@ def test_written_file_and_folder_follow_the_umask(tmp_path, umask):
         (tmp / "weights.pt").write_bytes(b"x")
     assert _mode(tmp_path / "entry") == 0o777 & ~umask  # not mkdtemp's 0700
     assert os.umask(umask) == umask, "the process umask changed"
+
+
+def test_atomic_path_appears_only_when_the_block_succeeds(tmp_path, umask):
+    path = tmp_path / "figure.png"
+    with atomic_path(path) as tmp:
+        assert tmp.suffix == ".png" and tmp.parent == tmp_path  # writers pick formats by name
+        tmp.write_bytes(b"png")
+        assert not path.exists()
+    assert path.read_bytes() == b"png" and _mode(path) == 0o666 & ~umask
+    with pytest.raises(RuntimeError), atomic_path(path) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("writer failed")
+    assert path.read_bytes() == b"png", "a failed write leaves the old file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["figure.png"], "no temporary left"

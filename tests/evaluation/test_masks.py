@@ -15,7 +15,7 @@ from src.evaluation.masks import (
     otsu_mask,
     otsu_threshold,
     threshold_mask,
-    to_uint8,
+    truncated_uint8,
     voc_mask,
 )
 
@@ -46,13 +46,13 @@ def _disc(shape=(48, 48), centre=(24, 22), radius=10) -> np.ndarray:
 
 def test_to_uint8_truncates_like_np_uint8():
     cam = np.array([[0.0, 0.5, 0.999, 1.0], [1.2, -0.1, 0.1, 0.2]])
-    np.testing.assert_array_equal(to_uint8(cam), [[0, 127, 254, 255], [255, 0, 25, 51]])
+    np.testing.assert_array_equal(truncated_uint8(cam), [[0, 127, 254, 255], [255, 0, 25, 51]])
 
 
 @pytest.mark.parametrize("cam", _maps(0, 12), ids=lambda _: "map")
 def test_otsu_matches_opencv(cam):
     cv2 = pytest.importorskip("cv2")
-    cam_u8 = to_uint8(cam)
+    cam_u8 = truncated_uint8(cam)
     threshold, reference = cv2.threshold(cam_u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     assert otsu_threshold(cam_u8) == int(threshold)
     np.testing.assert_array_equal(otsu_mask(cam), reference > 0)
@@ -69,7 +69,7 @@ def test_otsu_exact_tie_takes_lowest_threshold_like_opencv():
 
 @pytest.mark.parametrize("cam", _maps(1, 8)[:2] + _maps(2, 8)[4:6], ids=lambda _: "map")
 def test_otsu_matches_skimage_on_untied_maps(cam):
-    cam_u8 = to_uint8(cam)
+    cam_u8 = truncated_uint8(cam)
     assert otsu_threshold(cam_u8) == threshold_otsu(cam_u8)
 
 
@@ -86,7 +86,7 @@ def test_otsu_hand_computed():
 @pytest.mark.parametrize("value", [0.0, 0.5, 1.0])
 def test_constant_map_gives_empty_otsu_mask(value):
     cam = np.full((6, 7), value)
-    assert otsu_threshold(to_uint8(cam)) is None
+    assert otsu_threshold(truncated_uint8(cam)) is None
     assert not otsu_mask(cam).any()
 
 
@@ -169,8 +169,8 @@ def test_voc_rule_hand_built():
     B keeps > 76 (the 0.95 pixels); B's 0.3 pixels win but stay background."""
     cam_a = np.array([[0.2] * 4, [0.9, 0.2, 0.2, 0.2], [0.0] * 4, [0.0] * 4])
     cam_b = np.array([[0.95, 0.95, 0.3, 0.3], [0.3] * 4, [0.3, 0.3, 0.95, 0.95], [0.1] * 4])
-    assert otsu_threshold(to_uint8(cam_a)) == 51
-    assert otsu_threshold(to_uint8(cam_b)) == 76
+    assert otsu_threshold(truncated_uint8(cam_a)) == 51
+    assert otsu_threshold(truncated_uint8(cam_b)) == 76
     expected = np.array([[12, 12, 0, 0], [5, 0, 0, 0], [0, 0, 12, 12], [0, 0, 0, 0]])
     labels = voc_mask(np.stack([cam_a, cam_b]), [4, 11])
     assert labels.dtype == np.int64

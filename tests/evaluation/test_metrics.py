@@ -10,7 +10,7 @@ import torch
 from medpy.metric.binary import dc, hd95, jc
 from monai.metrics import compute_dice, compute_hausdorff_distance, compute_iou
 
-from src.evaluation.cam_module import image_row
+from src.evaluation.image_result import binary_result
 from src.evaluation.metrics import (
     AUTHORS_EMPTY_HD95,
     ConfusionMatrix,
@@ -388,13 +388,15 @@ def test_normal_area_max_scores_small_tumours_as_normal_against_an_empty_mask():
 
     def rows(area_max):
         return [
-            image_row("small-missed", small, empty, cam_map, 0, 0.1, 373.0, area_max),
-            image_row("small-found", small, small, cam_map, 0, 0.9, 373.0, area_max),
-            image_row("large", large, large, cam_map, 1, 0.9, 373.0, area_max),
-            image_row("empty", empty, empty, cam_map, 0, 0.1, 373.0, area_max),
+            binary_result("small-missed", small, empty, cam_map, 0, 0.1, 373.0, area_max),
+            binary_result("small-found", small, small, cam_map, 0, 0.9, 373.0, area_max),
+            binary_result("large", large, large, cam_map, 1, 0.9, 373.0, area_max),
+            binary_result("empty", empty, empty, cam_map, 0, 0.1, 373.0, area_max),
         ]
 
-    default, authors = rows(None), rows(0.01)
+    default_results, authors_results = rows(None), rows(0.01)
+    default = [r.as_row() for r in default_results]
+    authors = [r.as_row() for r in authors_results]
     assert [r["group"] for r in default] == ["abnormal", "abnormal", "abnormal", "normal"]
     assert [r["group"] for r in authors] == ["normal", "normal", "abnormal", "normal"]
     assert [r["dice"] for r in default] == [0.0, 1.0, 1.0, 1.0]
@@ -407,4 +409,4 @@ def test_normal_area_max_scores_small_tumours_as_normal_against_an_empty_mask():
     assert summary["normal"]["dice_mean"] == pytest.approx(2 / 3)
     assert summarize(default, ["dice"])["abnormal"]["dice_mean"] == pytest.approx(2 / 3)
     # The confusion counts follow the scored mask: the found small tumour is 4 false positives.
-    assert authors[1]["_confusion"].tolist() == [[396, 4], [0, 0]]
+    assert authors_results[1].confusion.matrix.tolist() == [[396, 4], [0, 0]]

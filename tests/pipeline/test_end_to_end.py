@@ -16,7 +16,7 @@ import pytest
 from omegaconf import DictConfig
 
 from src.data.generators.brats import generate_brats
-from src.evaluation.cam_module import to_uint8_rgb
+from src.evaluation.items import truncated_uint8_rgb
 from src.evaluation.map_store import read_maps
 from src.evaluation.masks import MaskMaker
 from src.evaluation.metrics import binary_metrics
@@ -176,7 +176,7 @@ def test_masks_recomputed_from_maps_match_the_csv(first_run):
     with MaskMaker(method="densecrf", workers=0) as maker:
         for image_id, row in rows.items():
             item = items[image_id]
-            image = to_uint8_rgb(item["image"][None])
+            image = truncated_uint8_rgb(item["image"][None])
             mask = maker(image, maps[image_id][None])[0]
             metrics = binary_metrics(mask, item["mask"].numpy().astype(bool))
             # Masks were made from the same float16 maps that were saved: exact.

@@ -1,0 +1,112 @@
+"""Everything an evaluation leaves behind: per_image.csv, summary.json, the figures, the W&B
+run's summary, table and files, and the table printed on the console.
+
+One place decides what is written for a task, so the CAM test loop, `stage=masks` and the
+supervised U-Net produce the same files.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from src.evaluation.figures import (
+    Panel,
+    overlay_strip,
+    pick_examples,
+    save_histogram,
+    save_overview,
+)
+from src.evaluation.image_result import ImageResult
+from src.evaluation.items import item_index, truncated_uint8_rgb
+from src.evaluation.map_store import load_map
+from src.evaluation.metrics import scored_ground_truth
+from src.evaluation.reports import format_headline, format_table, write_json, write_per_image_csv
+from src.evaluation.settings import EvalSettings, Method
+from src.evaluation.summary import LOCALISATION
+from src.evaluation.wandb_report import log_results
+
+log = logging.getLogger(__name__)
+
+
+def publish(
+    results: Sequence[ImageResult],
+    summary: dict[str, Any],
+    settings: EvalSettings,
+    method: Method,
+    dataset: Dataset,
+    maps_path: Path,
+    wandb_run: Any | None,
+) -> None:
+    """Write the result files into `settings.output_dir`, log them to `wandb_run` (if any)
+    and print the results table."""
+    output_dir = settings.output_dir
+    write_per_image_csv(results, output_dir / "per_image.csv")
+    write_json(summary, output_dir / "summary.json")
+    rows = [result.as_row() for result in results]
+    figure = output_dir / "overview.png"
+    histogram = output_dir / "dice_histogram.png"
+    panels: dict[str, Panel] = {}
+    if settings.binary:
+        panels = write_overview(rows, settings, method, dataset, maps_path, figure)
+        title = f"{method.name}: per-image Dice ({settings.split})"
+        save_histogram(rows, histogram, title=title)
+    if wandb_run is not None:
+        overlays = {image_id: overlay_strip(*panel) for image_id, panel in panels.items()}
+        log_results(
+            wandb_run,
+            summary,
+            rows,
+            overlays,
+            [figure, histogram],
+            files=[output_dir / "summary.json", output_dir / "per_image.csv"],
+        )
+    print_results(summary, settings, method)
+    log.info("Results written to %s", output_dir)
+
+
+def print_results(summary: dict[str, Any], settings: EvalSettings, method: Method) -> None:
+    """The group table (binary tasks) and the headline, on the console."""
+    if settings.binary:
+        title = f"{method.name} on the {settings.split} split ({settings.output_dir})"
+        columns = ("dice", "iou", "hd95", *LOCALISATION)
+        print("\n" + format_table(summary["groups"], columns, title=title))
+    print("\n" + format_headline(summary["headline"], summary["headline_metrics"]) + "\n")
+
+
+def write_overview(
+    rows: Sequence[dict[str, Any]],
+    settings: EvalSettings,
+    method: Method,
+    dataset: Dataset,
+    maps_path: Path,
+    path: Path,
+) -> dict[str, Panel]:
+    """The overview figure of `settings.figure_images` images from best to worst Dice;
+    returns the panels it shows, by image id (the W&B table shows them too)."""
+    ids = pick_examples(rows, settings.figure_images)
+    index = item_index(dataset)
+    mask_maker = method.mask_maker(workers=0)
+    panels: dict[str, Panel] = {}
+    for image_id in ids:
+        item = dataset[index[image_id]]
+        image = truncated_uint8_rgb(item["image"][None])[0]
+        cam_map = load_map(maps_path, image_id)
+        mask = np.asarray(mask_maker(image[None], cam_map[None])[0], dtype=bool)
+        # The ground truth the metrics in the titles were taken against.
+        gt = scored_ground_truth(item["mask"].numpy(), settings.normal_area_max)
+        panels[image_id] = (image, gt, cam_map, mask)
+    save_overview(
+        ids,
+        panels.__getitem__,
+        {r["id"]: r for r in rows},
+        path,
+        title=f"{method.name}: best to worst Dice on the {settings.split} split",
+        map_label=method.map_label,
+    )
+    return panels

@@ -1,0 +1,95 @@
+"""`summary.json` of an evaluation: group statistics, the split's confusion matrix, the
+conventions they follow and the headline numbers a paper's table reports."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from src.evaluation.image_result import ImageResult
+from src.evaluation.metrics import ConfusionMatrix, summarize
+from src.evaluation.reports import finite
+from src.evaluation.settings import EvalSettings, Method
+
+#: The mask metrics of a binary task, in summary and headline order.
+MASK_METRICS = ("dice", "iou", "hd95", "precision", "recall")
+#: Threshold-free: how well the map itself points at the ground truth (no mask involved).
+LOCALISATION = ("pointing", "mass_in_gt")
+#: What the VOC rule is called in `summary.json`'s `mask`.
+VOC_RULE = "voc (highest map above its own Otsu threshold)"
+
+
+def split_confusion(results: Sequence[ImageResult]) -> ConfusionMatrix:
+    """One confusion matrix over the split: the merge of the per-image ones (docs/metrics.md)."""
+    first = results[0].confusion
+    total = ConfusionMatrix(first.num_classes, first.ignore_index, first.background)
+    for result in results:
+        total.merge(result.confusion)
+    return total
+
+
+def summarized_metrics(settings: EvalSettings) -> list[str]:
+    """The per-image columns the groups summarise: mask and localisation metrics of a binary
+    task, pixel accuracy of a multi-label one."""
+    return [*MASK_METRICS, *LOCALISATION] if settings.binary else ["pixel_accuracy"]
+
+
+def headline_of(
+    groups: dict[str, Any], confusion: dict[str, Any], settings: EvalSettings
+) -> dict[str, dict[str, float | None]]:
+    """The numbers a paper's table reports: per-image mean ± std over the abnormal images
+    (Cfd-CAM, `metrics: per_image`) or split-level confusion-matrix values (LT-Grad-CAM's VOC
+    and KSDD2 columns, `metrics: confusion`; no std)."""
+    if settings.headline_metrics == "per_image":
+        return {
+            metric: {
+                "mean": groups["abnormal"][f"{metric}_mean"],
+                "std": groups["abnormal"][f"{metric}_std"],
+            }
+            for metric in (*MASK_METRICS, *LOCALISATION)
+        }
+    miou = "miou_foreground" if settings.miou == "foreground" else "miou"
+    return {
+        "miou": {"mean": confusion[miou], "std": None},
+        **{m: {"mean": confusion[m], "std": None} for m in ("precision", "recall", "f1")},
+    }
+
+
+def conventions(settings: EvalSettings) -> dict[str, str]:
+    """How the numbers were taken, in words, so a summary can be read on its own."""
+    empty_hd95 = settings.empty_hd95 if settings.empty_hd95 is not None else "image diagonal"
+    normal = "empty"
+    if settings.normal_area_max is not None:
+        normal = f"empty or tumour <= {settings.normal_area_max:g} of the image (scored as empty)"
+    return {
+        "groups": f"abnormal = ground truth non-empty; normal = {normal}; all = both",
+        "std": "population (ddof=0)",
+        "empty_cases": "both empty: Dice 1, IoU 1, HD95 0; one empty: Dice 0, IoU 0, "
+        f"HD95 {empty_hd95}",
+        "confusion": "one pixel confusion matrix over the split (255 ignored); precision, "
+        "recall and f1 micro-averaged over the foreground classes",
+    }
+
+
+def build_summary(
+    results: Sequence[ImageResult],
+    settings: EvalSettings,
+    method: Method,
+    info: dict[str, Any],
+) -> dict[str, Any]:
+    """The content of `summary.json`; `info` (what produced the maps: layers, options,
+    checkpoint) goes in as it is, after the method's name."""
+    rows = [result.as_row() for result in results]
+    groups = finite(summarize(rows, summarized_metrics(settings)))  # empty group: NaN -> None
+    confusion = finite(split_confusion(results).as_dict())
+    return {
+        "method": method.name,
+        **info,
+        "mask": method.describe() if settings.binary else VOC_RULE,
+        "split": settings.split,
+        "conventions": conventions(settings),
+        "groups": groups,
+        "confusion": confusion,
+        "headline_metrics": settings.headline_metrics,
+        "headline": headline_of(groups, confusion, settings),
+    }
