@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from hydra.utils import get_class
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, Subset
 
@@ -305,10 +306,10 @@ def write_results(
     """per_image.csv, summary.json, overview.png and the printed table."""
     output_dir = Path(cfg.paths.output_dir)
     per_image = "dice" in rows[0]
-    evaluation = dict(cfg.data.get("evaluation") or {})
-    evaluation.setdefault("metrics", "per_image" if per_image else "confusion")
+    data = get_class(cfg.data._target_)  # eval.metrics/miou: null = the dataset's convention
+    evaluation = {k: cfg.eval.get(k) or getattr(data, f"eval_{k}") for k in ("metrics", "miou")}
     if evaluation["metrics"] == "per_image" and not per_image:
-        raise ValueError("data.evaluation.metrics=per_image needs a binary (one-logit) task")
+        raise ValueError("eval.metrics=per_image needs a binary (one-logit) task")
     metrics = [*METRICS, *LOCALISATION] if per_image else ["pixel_accuracy"]
     groups = finite(summarize(rows, metrics))  # an empty group's NaN -> None
     confusion = finite(split_confusion(rows).as_dict())

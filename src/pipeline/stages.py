@@ -16,7 +16,6 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
-from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset, Subset
 
@@ -34,28 +33,41 @@ from src.pipeline.training import checkpoint_dir, fit
 log = logging.getLogger(__name__)
 
 
-def datamodule_arguments(data: DictConfig) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """The DataModule's arguments (with `_target_`) and the demo generator's, from `data`.
+def datamodule_arguments(data: DictConfig) -> dict[str, Any]:
+    """The DataModule's arguments, `_target_` included: the whole `data` node, resolved.
 
-    `demo` (generate the dataset first) and `evaluation` (how the evaluation scores it) are
-    read by the pipeline, not by the DataModule."""
+    Raises ConfigError for a `data` node of a run made before the node became a plain
+    DataModule config (`stage=masks` on an old run folder): its `evaluation` entry is now
+    `eval.metrics`/`eval.miou`, its `demo` entry belongs to `src.data.demo.DemoBraTSDataModule`.
+    """
     arguments = OmegaConf.to_container(data, resolve=True)
     assert isinstance(arguments, dict)
-    arguments.pop("evaluation", None)
-    return arguments, arguments.pop("demo", None)
+    demo_target = "src.data.demo.DemoBraTSDataModule"
+    if "evaluation" in arguments or ("demo" in arguments and arguments["_target_"] != demo_target):
+        raise ConfigError(
+            "data",
+            "a data config of an older run (with data.evaluation or data.demo on "
+            f"{arguments['_target_']}): set eval.metrics/eval.miou instead of data.evaluation, "
+            f"and _target_: {demo_target} for generated data, in that run's config.yaml",
+        )
+    return arguments
 
 
 def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
-    """Instantiate the `data` group; a `demo` entry first generates its dataset (once)."""
-    arguments, demo = datamodule_arguments(cfg.data)
-    if demo:
-        from src.data.demo import ensure_demo_brats
+    """Instantiate the `data` group, writing its split.json to the run folder, and prepare it.
 
-        ensure_demo_brats(arguments["root"], **demo)
-    return instantiate(arguments, output_dir=str(cfg.paths.output_dir), _convert_="all")
+    `prepare_data` runs here rather than inside the first fit (where Lightning would call it):
+    a generated dataset (data=demo) must exist before the model store fingerprints `data.root`
+    and before the eval stage reads it."""
+    datamodule = instantiate(
+        datamodule_arguments(cfg.data), output_dir=str(cfg.paths.output_dir), _convert_="all"
+    )
+    datamodule.prepare_data()
+    return datamodule
 
 
 def build_net(cfg: DictConfig, num_classes: int) -> torch.nn.Module:
+    """The `backbone.net` network with `num_classes` outputs (0: the encoder, no head)."""
     return instantiate(cfg.backbone.net, num_classes=num_classes)
 
 
@@ -72,6 +84,7 @@ def pretrain_stage(
 
 
 def _pretrain(cfg: DictConfig, datamodule: pl.LightningDataModule, store: ModelStore) -> Path:
+    """Train the SupCon encoder and store its weights; returns their path."""
     pl.seed_everything(cfg.seed, workers=True)
     encoder = build_net(cfg, datamodule.num_classes).remove_head()
     module = instantiate(cfg.pretrain.module, encoder=encoder)
@@ -87,6 +100,8 @@ def finetune_stage(cfg: DictConfig, datamodule: pl.LightningDataModule, store: M
 
 
 def _finetune(cfg: DictConfig, datamodule: pl.LightningDataModule, store: ModelStore) -> Path:
+    """Train the classifier (from the SupCon encoder, if enabled) and store the weights of its
+    best checkpoint (`callbacks.classifier_checkpoint`); returns their path."""
     encoder_path = (
         pretrain_stage(cfg, datamodule, store) if cfg.pretrain.get("enabled", True) else None
     )
@@ -100,11 +115,8 @@ def _finetune(cfg: DictConfig, datamodule: pl.LightningDataModule, store: ModelS
         cfg.finetune.module, net=net, task=datamodule.task, num_classes=datamodule.num_classes
     )
     datamodule.batch_size = cfg.finetune.batch_size
-    checkpoints = ModelCheckpoint(
-        dirpath=checkpoint_dir(cfg, "finetune"),
-        filename="best-{epoch}",
-        monitor=cfg.finetune.monitor,
-        mode=cfg.finetune.monitor_mode,
+    checkpoints = instantiate(
+        cfg.callbacks.classifier_checkpoint, dirpath=checkpoint_dir(cfg, "finetune")
     )
     trainer, last = fit(cfg, "finetune", module, datamodule, cfg.finetune.epochs, checkpoints)
     best = checkpoints.best_model_path or last.best_model_path

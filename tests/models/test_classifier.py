@@ -169,7 +169,9 @@ def test_finetune_config_instantiates():
     cfg = OmegaConf.load(CONF / "finetune" / "default.yaml")
     module = instantiate(cfg.module, net=build_backbone("resnet18", 1))
     assert isinstance(module, ClassifierModule)
-    assert (cfg.epochs, cfg.batch_size, cfg.monitor, cfg.monitor_mode) == (10, 64, "val/auc", "max")
+    assert (cfg.epochs, cfg.batch_size) == (10, 64)
+    best = OmegaConf.load(CONF / "callbacks" / "default.yaml").classifier_checkpoint
+    assert (best.monitor, best.mode) == ("val/auc", "max")
     hp = module.hparams
     assert (hp.lr, hp.weight_decay, hp.min_lr, hp.max_epochs) == (1e-4, 1e-5, 5e-6, 10)
 
