@@ -19,7 +19,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from src.pipeline.config import ConfigError, cam_options, check_paths, validate_config
+from src.pipeline.config import (
+    ConfigError,
+    cam_options,
+    cam_target_layers,
+    check_paths,
+    validate_config,
+)
 from src.pipeline.console import quiet_console
 from src.pipeline.store import ModelStore, load_state_dict, load_weights, save_from_rank_zero
 from src.pipeline.supervised import (
@@ -232,7 +238,7 @@ def eval_stage(
         )
     net = build_net(cfg, datamodule.num_classes)
     load_weights(net, ckpt)
-    target_layers = list(cfg.backbone.cam_stages)[-cfg.cam.layers :]
+    target_layers = cam_target_layers(net.cam_stages, cfg.cam.layers)
     modules = dict(net.named_modules())
     missing = [name for name in target_layers if name not in modules]
     if missing:

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 import src.pipeline.store as store
 from src.models.backbones import build_backbone
-from src.pipeline.config import ConfigError
+from src.pipeline.config import ConfigError, validate_config
 from src.pipeline.stages import build_datamodule
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -146,3 +146,19 @@ def test_a_data_config_of_an_older_run_is_reported(make_config, old):
         cfg.data = OmegaConf.merge(cfg.data, old)
     with pytest.raises(ConfigError, match="data config of an older run"):
         build_datamodule(cfg)
+
+
+def test_cam_layers_are_checked_against_the_networks_own_stages(make_config):
+    """`cam_stages` lives on the network only; `cam.layers` counts them or names them."""
+    ok = make_config(
+        "backbone=vgg16", "backbone.net.norm=batch", "cam=gradcam", "cam.layers=[features.6]"
+    )
+    validate_config(ok)  # VGG16-BN's first max-pool, whichever backbone file built it
+    for layers, message in (
+        ("[features.4]", "does not have"),
+        ("[]", "names no stage"),
+        ("6", "integer in"),
+    ):
+        cfg = make_config("backbone=vgg16_bn", "cam=gradcam", f"cam.layers={layers}")
+        with pytest.raises(ConfigError, match=message):
+            validate_config(cfg)
