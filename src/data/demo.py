@@ -100,6 +100,7 @@ class DemoBraTSDataModule(BraTSDataModule):
     def __init__(
         self, root: str | Path, demo: Mapping[str, Any] | None = None, **kwargs: Any
     ) -> None:
+        """A BraTS DataModule on `root` that `prepare_data` fills with `demo`'s generator."""
         super().__init__(root, **kwargs)
         # Plain values (a config node's lists are not JSON, which the marker file is).
         self.demo = OmegaConf.to_container(demo) if OmegaConf.is_config(demo) else demo
