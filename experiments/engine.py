@@ -54,10 +54,13 @@ def _generate_ksdd2(root: Path) -> None:
 @dataclass(frozen=True)
 class DemoData:
     """How `--demo` replaces one dataset: a generator writing it in the real on-disk format
-    (None: `data=demo` generates BraTS itself, docs/data.md) and the small-budget overrides."""
+    (None: `data=demo` generates BraTS itself, docs/data.md), the small-budget overrides and
+    the experiment configs applied before the recipe's (`experiment/demo.yaml`, the budgets
+    `data=demo` has when no recipe replaces them)."""
 
     generate: Callable[[Path], None] | None
     overrides: tuple[str, ...]
+    experiments: tuple[str, ...] = ()
 
 
 _DEMO_EVAL = (
@@ -77,7 +80,9 @@ _DEMO_SUPCON = ("pretrain.epochs=1", "pretrain.batch_size=16", "pretrain.module.
 _DEMO_VGG = ("backbone.net.weights=null",)
 
 DEMO_DATA: dict[str, DemoData] = {
-    "brats": DemoData(None, ("data=demo", "data.image_size=64", *_DEMO_SUPCON, *_DEMO_EVAL)),
+    "brats": DemoData(
+        None, ("data=demo", "data.image_size=64", *_DEMO_SUPCON, *_DEMO_EVAL), ("demo",)
+    ),
     "tcga_lgg": DemoData(_generate_tcga, ("data.image_size=64", *_DEMO_SUPCON, *_DEMO_EVAL)),
     "voc": DemoData(_generate_voc, ("data.image_size=64", *_DEMO_VGG, *_DEMO_EVAL)),
     "ksdd2": DemoData(
@@ -139,8 +144,13 @@ def job_overrides(recipe: Recipe, row: Row, settings: Settings) -> tuple[str, ..
     if row.dataset not in DATASETS:
         raise ValueError(f"recipe {recipe.name}, row {row.key}: unknown dataset {row.dataset!r}")
     overrides = [f"task_name={recipe.name}", *row.overrides]
-    if recipe.experiment is not None:
-        overrides.insert(0, f"experiment={recipe.experiment}")
+    experiments = [] if recipe.experiment is None else [recipe.experiment]
+    if settings.demo and not recipe.on_demo_config:
+        experiments[:0] = DEMO_DATA[row.dataset].experiments
+    if len(experiments) == 1:
+        overrides.insert(0, f"experiment={experiments[0]}")
+    elif experiments:  # in this order: the recipe's settings win over the demo's budgets
+        overrides.insert(0, f"experiment=[{','.join(experiments)}]")
     if recipe.on_demo_config:
         pass  # the default config generates and reads its own data
     elif settings.demo:

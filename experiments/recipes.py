@@ -204,8 +204,8 @@ def _cfdcam_table2() -> Recipe:
     )
 
 
-# VGG16's five max-pool outputs (conf/backbone/vgg16.yaml); one stage alone = a one-entry
-# cam_stages list with cam.layers=1 (cam_stages is not part of the classifier's cache key).
+# VGG16's five max-pool outputs (the network's cam_stages); one stage alone = cam.layers
+# naming it (the CAM options are not part of the classifier's cache key).
 _VGG16_STAGES = ("features.4", "features.9", "features.16", "features.23", "features.30")
 
 
@@ -214,7 +214,7 @@ def _ltgrad_table1() -> Recipe:
         Row(
             "",
             f"S{i + 1}",
-            ("cam=gradcam", f"backbone.cam_stages=[{stage}]", "cam.layers=1"),
+            ("cam=gradcam", f"cam.layers=[{stage}]"),
             "voc",
         )
         for i, stage in enumerate(_VGG16_STAGES)

@@ -12,9 +12,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
+from src.data.brats import BraTSDataModule
 from src.data.generators.anatomy import MODALITIES
 from src.data.generators.brats import generate_brats
 from src.data.lock import build_once
@@ -80,3 +84,28 @@ def ensure_demo_brats(
         return root
 
     return build_once(root, current, generate)
+
+
+class DemoBraTSDataModule(BraTSDataModule):
+    """The BraTS DataModule on a generated copy of BraTS in its real on-disk format.
+
+    ``demo``: the generator's arguments (:func:`ensure_demo_brats`: ``n_cases``, ``seed``,
+    ``normal_cases``, ``shape``, ``workers``, ...); None reads ``root`` as it is (the demo's
+    settings on another BraTS-format folder). Every other argument is the
+    :class:`~src.data.brats.BraTSDataModule`'s. ``prepare_data`` generates the copy into
+    ``root`` (once per parameter set, however many processes ask at once); the pipeline calls
+    it right after building the DataModule, before anything reads ``root``.
+    """
+
+    def __init__(
+        self, root: str | Path, demo: Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        """A BraTS DataModule on `root` that `prepare_data` fills with `demo`'s generator."""
+        super().__init__(root, **kwargs)
+        # Plain values (a config node's lists are not JSON, which the marker file is).
+        self.demo = OmegaConf.to_container(demo) if OmegaConf.is_config(demo) else demo
+
+    def prepare_data(self) -> None:
+        """Generate the demo copy into ``root`` unless it is already there (the marker matches)."""
+        if self.demo is not None:
+            ensure_demo_brats(self.root, **self.demo)

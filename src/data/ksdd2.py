@@ -36,6 +36,8 @@ class KSDD2DataModule(FileDataModule):
 
     num_classes = 1
     task = "binary"
+    eval_metrics = "confusion"  # the second paper's columns: mIoU, precision, recall, micro-F1
+    eval_miou = "foreground"  # the paper's KSDD2 mIoU is the defect-class IoU
     class_names = ["defect"]
     default_batch_size = 32
 

@@ -90,6 +90,7 @@ class VOCDataModule(FileDataModule):
 
     num_classes = len(VOC_CLASSES)
     task = "multilabel"
+    eval_metrics = "confusion"  # mIoU over background + 20 classes, precision, recall, micro-F1
     class_names = VOC_CLASSES
     default_batch_size = 32
 

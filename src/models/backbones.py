@@ -126,6 +126,22 @@ class CamVGG(_CamBackbone, VGG):
         return super().forward(self.input_norm(x))
 
 
+def stage_names(arch: str, norm: str = "instance") -> list[str]:
+    """The ``cam_stages`` of the network ``build_backbone(arch, ..., norm=norm)`` builds, from
+    the architecture's layout alone (no weights built): for the start-up checks."""
+    check_choice("backbone.arch", arch, ARCHS)
+    if arch == "resnet18":
+        return ["layer1", "layer2", "layer3", "layer4"]
+    names, index = [], 0
+    for entry in cfgs["D"]:  # conv (+ BatchNorm) + ReLU per number, one max-pool per "M"
+        if entry == "M":
+            names.append(f"features.{index}")
+            index += 1
+        else:
+            index += 3 if norm == "batch" else 2
+    return names
+
+
 def build_backbone(
     arch: str,
     num_classes: int,

@@ -10,7 +10,7 @@ instead of an hour of training.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from src.cams import check_options
 from src.cams.base import OptionError
 from src.evaluation.masks import METHODS as MASK_METHODS
+from src.models.backbones import stage_names
 from src.validation import check_choice
 
 STAGES = ("all", "pretrain", "finetune", "eval", "masks")
@@ -62,6 +63,14 @@ def _check_image_size(value: Any) -> None:
             f"must be a positive number of pixels, [height, width] or null (keep each "
             f"image's size), got {value!r}",
         )
+
+
+def cam_target_layers(stages: Sequence[str], layers: int | Sequence[str]) -> list[str]:
+    """The stages a CAM hooks: the last `layers` of the network's `stages` (shallow to deep), or
+    the stages `layers` names (`cam.layers=[features.4]`: one stage alone)."""
+    if isinstance(layers, int):
+        return list(stages)[-layers:]
+    return [str(name) for name in layers]
 
 
 def cam_options(cam_cfg: DictConfig) -> dict[str, Any]:
@@ -113,10 +122,23 @@ def validate_config(cfg: DictConfig) -> None:
             f"{cfg.backbone.net.arch} with norm=instance has none: use backbone=vgg16 or "
             "backbone.net.norm=batch",
         )
+    net = cfg.backbone.net
+    stages = stage_names(net.arch, net.get("norm", "instance"))
     layers = cam.get("layers", 1)
-    stages = list(cfg.backbone.cam_stages)
-    if not isinstance(layers, int) or not 1 <= layers <= len(stages):
-        raise ConfigError("cam.layers", f"must be an integer in [1, {len(stages)}], got {layers!r}")
+    if OmegaConf.is_list(layers) or isinstance(layers, list):
+        unknown = [name for name in layers if name not in stages]
+        if not layers or unknown:
+            raise ConfigError(
+                "cam.layers",
+                f"{list(layers)!r} names no stage or stages the {net.arch} network does not "
+                f"have ({unknown}); its stages are {stages}",
+            )
+    elif not isinstance(layers, int) or isinstance(layers, bool) or not 1 <= layers <= len(stages):
+        raise ConfigError(
+            "cam.layers",
+            f"must be an integer in [1, {len(stages)}] or a list of stage names {stages}, "
+            f"got {layers!r}",
+        )
 
     _check_choice("eval.split", cfg.eval.split, EVAL_SPLITS)
     limit = cfg.eval.get("limit")

@@ -16,12 +16,10 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
-from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from src.data.atomic import atomic_write_text
-from src.data.demo import ensure_demo_brats
 from src.evaluation.cam_module import CAMEvaluationModule
 from src.evaluation.evaluate import ModuleFactory, evaluate
 from src.evaluation.masks import MaskMaker
@@ -29,7 +27,13 @@ from src.evaluation.metrics import scored_as_normal
 from src.evaluation.remask import remask
 from src.evaluation.settings import EvalSettings, Method
 from src.models.classifier import load_encoder_weights
-from src.pipeline.config import ConfigError, cam_options, check_paths, validate_config
+from src.pipeline.config import (
+    ConfigError,
+    cam_options,
+    cam_target_layers,
+    check_paths,
+    validate_config,
+)
 from src.pipeline.console import quiet_console
 from src.pipeline.store import ModelStore, load_state_dict, load_weights, save_from_rank_zero
 from src.pipeline.supervised import (
@@ -42,28 +46,43 @@ from src.pipeline.training import checkpoint_dir, fit
 
 log = logging.getLogger(__name__)
 
+DEMO_TARGET = "src.data.demo.DemoBraTSDataModule"
 
-def datamodule_arguments(data: DictConfig) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """The DataModule's arguments (with `_target_`) and the demo generator's, from `data`.
 
-    `demo` (generate the dataset first) and `evaluation` (how the evaluation scores it) are
-    read by the pipeline, not by the DataModule."""
+def datamodule_arguments(data: DictConfig) -> dict[str, Any]:
+    """The DataModule's arguments, `_target_` included: the whole `data` node, resolved.
+
+    Raises ConfigError for a `data` node in the form of older runs (`upgrade_data_config`
+    converts those that stage=masks reads): its `evaluation` entry is now
+    `eval.metrics`/`eval.miou`, its `demo` entry belongs to `src.data.demo.DemoBraTSDataModule`.
+    """
     arguments = OmegaConf.to_container(data, resolve=True)
     assert isinstance(arguments, dict)
-    arguments.pop("evaluation", None)
-    return arguments, arguments.pop("demo", None)
+    if "evaluation" in arguments or ("demo" in arguments and arguments["_target_"] != DEMO_TARGET):
+        raise ConfigError(
+            "data",
+            "a data config of an older run (with data.evaluation or data.demo on "
+            f"{arguments['_target_']}): set eval.metrics/eval.miou instead of data.evaluation, "
+            f"and _target_: {DEMO_TARGET} for generated data, in that run's config.yaml",
+        )
+    return arguments
 
 
 def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
-    """Instantiate the `data` group; a `demo` entry first generates its dataset (once)."""
-    arguments, demo = datamodule_arguments(cfg.data)
-    if demo:
-        ensure_demo_brats(arguments["root"], **demo)
-    return instantiate(arguments, output_dir=str(cfg.paths.output_dir), _convert_="all")
+    """Instantiate the `data` group, writing its split.json to the run folder, and prepare it.
+
+    `prepare_data` runs here rather than inside the first fit (where Lightning would call it):
+    a generated dataset (data=demo) must exist before the model store fingerprints `data.root`
+    and before the eval stage reads it."""
+    datamodule = instantiate(
+        datamodule_arguments(cfg.data), output_dir=str(cfg.paths.output_dir), _convert_="all"
+    )
+    datamodule.prepare_data()
+    return datamodule
 
 
 def build_net(cfg: DictConfig, num_classes: int) -> torch.nn.Module:
-    """The configured classifier (`backbone.net`) with `num_classes` outputs."""
+    """The `backbone.net` network with `num_classes` outputs (0: the encoder, no head)."""
     return instantiate(cfg.backbone.net, num_classes=num_classes)
 
 
@@ -85,6 +104,7 @@ def pretrain_stage(
 def _pretrain(
     cfg: DictConfig, datamodule: pl.LightningDataModule, store: ModelStore, loggers: PipelineLoggers
 ) -> Path:
+    """Train the SupCon encoder and store its weights; returns their path."""
     pl.seed_everything(cfg.seed, workers=True)
     encoder = build_net(cfg, datamodule.num_classes).remove_head()
     module = instantiate(cfg.pretrain.module, encoder=encoder)
@@ -107,6 +127,8 @@ def finetune_stage(
 def _finetune(
     cfg: DictConfig, datamodule: pl.LightningDataModule, store: ModelStore, loggers: PipelineLoggers
 ) -> Path:
+    """Train the classifier (from the SupCon encoder, if enabled) and store the weights of its
+    best checkpoint (`callbacks.classifier_checkpoint`); returns their path."""
     encoder_path = (
         pretrain_stage(cfg, datamodule, store, loggers)
         if cfg.pretrain.get("enabled", True)
@@ -120,11 +142,8 @@ def _finetune(
         cfg.finetune.module, net=net, task=datamodule.task, num_classes=datamodule.num_classes
     )
     datamodule.batch_size = cfg.finetune.batch_size
-    checkpoints = ModelCheckpoint(
-        dirpath=checkpoint_dir(cfg, "finetune"),
-        filename="best-{epoch}",
-        monitor=cfg.finetune.monitor,
-        mode=cfg.finetune.monitor_mode,
+    checkpoints = instantiate(
+        cfg.callbacks.classifier_checkpoint, dirpath=checkpoint_dir(cfg, "finetune")
     )
     trainer, last = fit(
         cfg, "finetune", module, datamodule, cfg.finetune.epochs, checkpoints, loggers=loggers
@@ -228,8 +247,8 @@ def eval_loader(cfg: DictConfig, datamodule: pl.LightningDataModule) -> DataLoad
 
 def evaluation_settings(cfg: DictConfig, datamodule: pl.LightningDataModule) -> EvalSettings:
     """Everything the evaluation reads from the config, in one place: the `eval` group, the
-    dataset's headline convention (`data.evaluation`) and the DataModule's task."""
-    evaluation = cfg.data.get("evaluation") or {}
+    headline convention (`eval.metrics`/`eval.miou`, null = the DataModule's own) and the
+    DataModule's task."""
     return EvalSettings(
         output_dir=Path(cfg.paths.output_dir),
         split=cfg.eval.split,
@@ -238,8 +257,8 @@ def evaluation_settings(cfg: DictConfig, datamodule: pl.LightningDataModule) -> 
         normal_area_max=cfg.eval.get("normal_area_max"),
         mask_workers=cfg.eval.mask_workers,
         figure_images=cfg.eval.figure_images,
-        metrics=evaluation.get("metrics"),
-        miou=evaluation.get("miou"),
+        metrics=cfg.eval.get("metrics") or datamodule.eval_metrics,
+        miou=cfg.eval.get("miou") or datamodule.eval_miou,
     )
 
 
@@ -288,7 +307,7 @@ def eval_stage(
         )
     net = build_net(cfg, datamodule.num_classes)
     load_weights(net, ckpt)
-    target_layers = list(cfg.backbone.cam_stages)[-cfg.cam.layers :]
+    target_layers = cam_target_layers(net.cam_stages, cfg.cam.layers)
     modules = dict(net.named_modules())
     missing = [name for name in target_layers if name not in modules]
     if missing:
@@ -323,10 +342,28 @@ def with_source_run(cfg: DictConfig) -> DictConfig:
         )
     cfg = cfg.copy()
     with open_dict(cfg):
-        cfg.data = source.data
+        cfg.data = upgrade_data_config(source.data, cfg.eval)
         cfg.eval.split = source.eval.split
         cfg.cam.name = source.cam.name
     return cfg
+
+
+def upgrade_data_config(data: DictConfig, evaluation: DictConfig) -> DictConfig:
+    """The `data` node of a run saved before the data nodes became plain DataModule calls,
+    in today's form (newer nodes come back unchanged).
+
+    Then, `data.evaluation` held the headline convention (now `eval.metrics`/`eval.miou`,
+    filled into `evaluation` where this run leaves them null) and the demo was a
+    BraTSDataModule node with a `demo` entry (now `src.data.demo.DemoBraTSDataModule`)."""
+    data = data.copy()
+    with open_dict(data), open_dict(evaluation):
+        for key, value in (data.pop("evaluation", None) or {}).items():
+            if evaluation.get(key) is None:
+                evaluation[key] = value
+        if data.get("demo") and data.get("_target_") == "src.data.brats.BraTSDataModule":
+            data._target_ = DEMO_TARGET
+        data.pop("output_dir", None)  # the pipeline passes it
+    return data
 
 
 def masks_stage(cfg: DictConfig, datamodule: pl.LightningDataModule) -> dict[str, Any]:

@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 KEY_SCHEME = 2
 # Data-config fields that do not change what a network learns.
 _RUNTIME_DATA_KEYS = ("num_workers", "cache_dir", "output_dir", "on_error", "evaluation")
+# The demo DataModule generates the data the BraTS one reads; both enter the key as the latter.
+_DEMO_TARGET = "src.data.demo.DemoBraTSDataModule"
+_BRATS_TARGET = "src.data.brats.BraTSDataModule"
+_FORMER_TASK = {"task": "binary", "num_classes": 1}
 # Path-valued fields that enter the key as the content fingerprint of what they name.
 _PATH_DATA_KEYS = ("root", "split_file")
 
@@ -56,13 +60,17 @@ def training_key(cfg: DictConfig, stage: str) -> dict[str, Any]:
     for the classifier, segmenter for the supervised U-Net).
 
     The data root, a split file and a backbone's initial weights are named by the content
-    fingerprint of their files (per-file hashes remembered in `<paths.cache_dir>/fingerprints`)."""
+    fingerprint of their files (per-file hashes remembered in `<paths.cache_dir>/fingerprints`).
+    Settings that moved out of the hashed nodes enter the key as they were before they moved
+    (the best-checkpoint rule, the classifier's former task keys, the demo's BraTS reader), so the networks stored before the move are still found."""
     memo = Path(cfg.paths.cache_dir) / "fingerprints"
 
     def content(path: Any) -> str | None:
         return None if path in (None, "") else content_fingerprint(path, memo)
 
     data = {k: v for k, v in _plain(cfg.data).items() if k not in _RUNTIME_DATA_KEYS}
+    if data.get("_target_") == _DEMO_TARGET:  # the BraTS reader; `demo` names the data made
+        data["_target_"] = _BRATS_TARGET
     for name in _PATH_DATA_KEYS:
         if name in data:
             data[name] = content(data[name])
@@ -73,7 +81,7 @@ def training_key(cfg: DictConfig, stage: str) -> dict[str, Any]:
         "precision": cfg.trainer.get("precision"),
     }
     if stage == "segmenter":
-        key["segmenter"] = _plain(cfg.segmenter)
+        key["segmenter"] = _with_checkpoint_rule(cfg.segmenter, cfg.callbacks.segmenter_checkpoint)
         return key
     backbone = dict(_plain(cfg.backbone.net))
     if "weights" in backbone:
@@ -82,10 +90,22 @@ def training_key(cfg: DictConfig, stage: str) -> dict[str, Any]:
     pretrain = _plain(cfg.pretrain)
     key["pretrain"] = pretrain if pretrain.get("enabled", True) else {"enabled": False}
     if stage == "finetune":
-        key["finetune"] = _plain(cfg.finetune)
+        finetune = _with_checkpoint_rule(cfg.finetune, cfg.callbacks.classifier_checkpoint)
+        # The task the finetune config used to name (always replaced by the DataModule's,
+        # which the data `_target_` of the key determines).
+        finetune["module"].update(_FORMER_TASK)
+        key["finetune"] = finetune
     elif stage != "pretrain":
         raise ValueError(f"unknown training stage {stage!r}")
     return key
+
+
+def _with_checkpoint_rule(node: DictConfig, checkpoint: DictConfig) -> dict[str, Any]:
+    """A training node with its best-checkpoint rule (`callbacks.*_checkpoint`) under the keys
+    it had inside the node (`monitor`, `monitor_mode`) when the first networks were stored."""
+    plain = dict(_plain(node))
+    plain.update(monitor=checkpoint.monitor, monitor_mode=checkpoint.mode)
+    return plain
 
 
 def fingerprint(key: dict[str, Any]) -> str:

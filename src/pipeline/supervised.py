@@ -16,7 +16,6 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 
 from src.data.errors import DataFormatError
@@ -115,11 +114,8 @@ def _train_segmenter(
     net = build_segmenter(cfg, patch_size(datamodule, "train"))
     module = instantiate(cfg.segmenter.module, net=net)
     datamodule.batch_size = cfg.segmenter.batch_size
-    checkpoints = ModelCheckpoint(
-        dirpath=checkpoint_dir(cfg, STAGE),
-        filename="best-{epoch}",
-        monitor=cfg.segmenter.monitor,
-        mode=cfg.segmenter.monitor_mode,
+    checkpoints = instantiate(
+        cfg.callbacks.segmenter_checkpoint, dirpath=checkpoint_dir(cfg, STAGE)
     )
     trainer, last = fit(
         cfg, STAGE, module, datamodule, cfg.segmenter.epochs, checkpoints, loggers=loggers

@@ -84,10 +84,11 @@ def _wandb_names(logger_cfg: DictConfig) -> dict[str, str]:
 def build_trainer(
     cfg: DictConfig, stage: str, loggers: PipelineLoggers, **overrides: Any
 ) -> pl.Trainer:
-    """A Trainer with the `trainer` group's settings, this stage's `loggers` and `overrides`."""
-    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
-    assert isinstance(kwargs, dict)
-    kwargs.update(overrides)
-    kwargs.setdefault("logger", loggers.for_stage(stage) or False)
-    kwargs.setdefault("default_root_dir", str(Path(cfg.paths.output_dir) / stage))
-    return pl.Trainer(**kwargs)
+    """The `trainer` group's Trainer with this stage's arguments: its `loggers`, its folder
+    `<run>/<stage>` and `overrides` (max_epochs, callbacks, ...), which win.
+
+    The per-stage arguments are passed to a partial of the node rather than merged into the
+    config, so the callback and logger objects reach the Trainer themselves, not copies."""
+    overrides.setdefault("logger", loggers.for_stage(stage) or False)
+    overrides.setdefault("default_root_dir", str(Path(cfg.paths.output_dir) / stage))
+    return instantiate(cfg.trainer, _partial_=True, _convert_="all")(**overrides)

@@ -9,7 +9,7 @@ import pytest
 from hydra.utils import instantiate
 
 from src.data.brats import BraTSDataModule
-from src.data.demo import MARKER, ensure_demo_brats
+from src.data.demo import MARKER, DemoBraTSDataModule, ensure_demo_brats
 from src.pipeline.stages import datamodule_arguments
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "data"
@@ -69,20 +69,38 @@ def _compose(tmp_path: Path, data: str, *overrides: str):
 
 def test_demo_config_instantiates_brats_module(tmp_path):
     cfg = _compose(tmp_path, "demo")
-    data, demo = datamodule_arguments(cfg.data)
-    assert {"n_cases", "seed"} <= set(demo)
+    data = datamodule_arguments(cfg.data)
+    assert {"n_cases", "seed"} <= set(data["demo"])
     assert data["root"] == str(tmp_path / "cache" / "demo" / "brats2021")
     assert data["cache_dir"] == str(tmp_path / "cache" / "slices")
-    dm = instantiate(data)
-    assert isinstance(dm, BraTSDataModule)
+    dm = instantiate(cfg.data)
+    assert isinstance(dm, DemoBraTSDataModule) and isinstance(dm, BraTSDataModule)
+    assert {"n_cases", "seed"} <= set(dm.demo)
     assert dm.modalities == ["t2"] and dm.image_size == (112, 112) and dm.slice_range == (40, 120)
     assert dm.crop_foreground and dm.slice_step == 2
+
+
+def test_demo_datamodule_generates_its_data_in_prepare_data(tmp_path):
+    cfg = _compose(
+        tmp_path,
+        "demo",
+        "data.demo.n_cases=2",
+        "data.demo.normal_cases=1",
+        "+data.demo.shape=[24,24,10]",
+    )
+    dm = instantiate(cfg.data)
+    assert not dm.root.exists()  # building the DataModule generates nothing
+    dm.prepare_data()
+    assert json.loads((dm.root / MARKER).read_text())["params"]["n_cases"] == 2
+    first = _mtimes(dm.root)
+    instantiate(cfg.data).prepare_data()
+    assert _mtimes(dm.root) == first  # once per parameter set
 
 
 @pytest.mark.parametrize("name", ["brats", "tcga_lgg", "ksdd2", "voc"])
 def test_dataset_configs_instantiate(name, tmp_path):
     cfg = _compose(tmp_path, name, f"data.root={tmp_path}")
-    dm = instantiate(datamodule_arguments(cfg.data)[0])
+    dm = instantiate(cfg.data)  # the node alone, nothing popped
     assert dm.root == tmp_path and dm.num_classes in (1, 20) and dm.batch_size > 0
     if name == "brats":
         assert dm.modalities == ["t2"] and dm.tumour_area_fraction == 0.01

@@ -16,7 +16,9 @@ from experiments.engine import (
     validate_jobs,
 )
 from experiments.recipes import RECIPES
+from src.models.backbones import stage_names
 from src.pipeline.compose import compose_config
+from src.pipeline.config import cam_target_layers
 from src.pipeline.store import training_key
 
 
@@ -49,10 +51,10 @@ def test_cfdcam_rows_use_the_authors_settings(settings, fake_roots):
 
 def test_ltgrad_rows_select_the_paper_stages_and_methods(settings, fake_roots):
     s1 = _config(settings, "ltgrad_table1", "s1")
-    stages = list(s1.backbone.cam_stages)[-s1.cam.layers :]
+    stages = cam_target_layers(stage_names("vgg16", "none"), s1.cam.layers)
     assert stages == ["features.4"] and s1.cam.name == "gradcam"
     fused = _config(settings, "ltgrad_table1", "s3ps4ps5")
-    assert list(fused.backbone.cam_stages)[-fused.cam.layers :] == [
+    assert cam_target_layers(stage_names("vgg16", "none"), fused.cam.layers) == [
         "features.16",
         "features.23",
         "features.30",

@@ -91,4 +91,4 @@ def test_dry_run_prints_commands_and_runs_nothing(settings, fake_pipeline, capsy
     assert not fake_pipeline and not written
     printed = capsys.readouterr().out
     assert printed.count("python -m src.run experiment=ltgrad_table1") == 7
-    assert "'backbone.cam_stages=[features.4]'" in printed
+    assert "'cam.layers=[features.4]'" in printed

@@ -11,7 +11,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from src.models.backbones import build_backbone
+from src.models.backbones import build_backbone, stage_names
 from src.models.checkpoints import CheckpointError
 from src.models.classifier import ClassifierModule, load_encoder_weights
 from src.models.supcon import SupConModule
@@ -170,13 +170,16 @@ def test_finetune_config_instantiates():
     cfg = OmegaConf.load(CONF / "finetune" / "default.yaml")
     module = instantiate(cfg.module, net=build_backbone("resnet18", 1))
     assert isinstance(module, ClassifierModule)
-    assert (cfg.epochs, cfg.batch_size, cfg.monitor, cfg.monitor_mode) == (10, 64, "val/auc", "max")
+    assert (cfg.epochs, cfg.batch_size) == (10, 64)
+    best = OmegaConf.load(CONF / "callbacks" / "default.yaml").classifier_checkpoint
+    assert (best.monitor, best.mode) == ("val/auc", "max")
     hp = module.hparams
     assert (hp.lr, hp.weight_decay, hp.min_lr, hp.max_epochs) == (1e-4, 1e-5, 5e-6, 10)
 
 
 @pytest.mark.parametrize("name", ["resnet18", "vgg16", "vgg16_bn"])
-def test_backbone_configs_name_the_stages_of_the_net_they_build(name):
+def test_stage_names_are_those_of_the_net_the_config_builds(name):
     cfg = OmegaConf.load(CONF / "backbone" / f"{name}.yaml")
     net = instantiate(cfg.net, num_classes=1)
-    assert list(cfg.cam_stages) == net.cam_stages
+    assert stage_names(cfg.net.arch, cfg.net.norm) == net.cam_stages
+    assert "cam_stages" not in cfg  # one place: the network

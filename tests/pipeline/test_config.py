@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from src.cams import CAM_METHODS
 from src.data.datasets import TensorSliceDataset
+from src.models.backbones import stage_names
 from src.pipeline.config import ConfigError, cam_options, check_paths, validate_config
 from src.pipeline.stages import eval_indices, eval_subset, positive_share
 
@@ -33,7 +34,7 @@ def test_every_combination_composes_and_validates(make_config, data, backbone):
             continue
         validate_config(cfg)
         assert cfg.cam.name == cam
-        assert cfg.cam.layers <= len(cfg.backbone.cam_stages)
+        assert cfg.cam.layers <= len(stage_names(cfg.backbone.net.arch, cfg.backbone.net.norm))
         assert {"name", "layers", "mask"}.isdisjoint(cam_options(cfg.cam))
 
 

@@ -17,7 +17,7 @@ from src.data.generators.voc import generate_voc
 from src.evaluation.map_store import MapWriter, read_maps
 from src.evaluation.masks import otsu_mask, voc_mask
 from src.evaluation.metrics import ConfusionMatrix
-from src.pipeline.stages import datamodule_arguments, run_pipeline
+from src.pipeline.stages import run_pipeline
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +41,7 @@ def _rows(out: Path) -> list[dict[str, str]]:
 
 
 def _test_items(cfg) -> dict[str, dict]:
-    datamodule = instantiate(datamodule_arguments(cfg.data)[0])
+    datamodule = instantiate(cfg.data)
     datamodule.setup("test")
     dataset = datamodule.dataset("test")
     return {dataset[i]["id"]: dataset[i] for i in range(len(dataset))}

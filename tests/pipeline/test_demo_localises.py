@@ -17,7 +17,7 @@ import torch
 from src.cams import build_cam
 from src.evaluation.metrics import localisation_metrics
 from src.pipeline.compose import compose_config
-from src.pipeline.config import cam_options
+from src.pipeline.config import cam_options, cam_target_layers
 from src.pipeline.stages import build_datamodule, build_net, eval_indices, run_pipeline
 from src.pipeline.store import ModelStore, load_weights
 
@@ -84,7 +84,7 @@ def test_cfdcam_points_at_the_tumour(demo):
     cfg, net, items = demo
     images = torch.stack([item["image"] for item in items])
     options = cam_options(cfg.cam)
-    layers = list(cfg.backbone.cam_stages)[-cfg.cam.layers :]
+    layers = cam_target_layers(net.cam_stages, cfg.cam.layers)
     with torch.enable_grad(), build_cam(cfg.cam.name, net, target_layers=layers, **options) as cam:
         maps = cam(images).detach().numpy()
     found = [

@@ -287,7 +287,7 @@ def test_missing_cam_layer_and_empty_split_fail_clearly_and_keep_results(
 ):
     out = first_run["out"]
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
-    cfg = config(out, "stage=eval", "backbone.cam_stages=[layer1,layer2,layer3,layer9]")
+    cfg = config(out, "stage=eval", "cam.layers=[layer3,layer9]")
     with pytest.raises(ConfigError, match="layer9"):
         run_pipeline(cfg)
     cases = sorted(p.name for p in workspace["data"].iterdir() if p.is_dir())

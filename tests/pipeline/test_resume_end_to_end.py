@@ -46,8 +46,8 @@ def _command(root: Path, name: str) -> list[str]:
         "finetune.module.augment.crop_scale=[0.6,1.0]",
         # The highest validation loss is the untrained first epoch's: the best checkpoint is
         # one that only the interrupted process saw.
-        "finetune.monitor=val/loss",
-        "finetune.monitor_mode=max",
+        "callbacks.classifier_checkpoint.monitor=val/loss",
+        "callbacks.classifier_checkpoint.mode=max",
         "reuse_classifier=false",
         "cam=gradcam",
         "cam.mask=otsu",
