@@ -79,6 +79,10 @@ class BatchAugmentation:
             from monai.transforms import RandBiasField
 
             field = RandBiasField(coeff_range=self.bias_field, prob=self.bias_field_p)
+            # MONAI's transforms share one class-level generator unless given their own, so the
+            # field would depend on every MONAI transform run before; seeding it from torch's
+            # generator makes it follow the run's seed (seed_everything) instead.
+            field.set_random_state(seed=int(torch.randint(2**31 - 1, ())))
             steps.append(lambda image: field(image).as_tensor().to(image.dtype))
         self._steps = v2.Compose(steps) if steps else None
 

@@ -66,6 +66,21 @@ def test_bias_field_is_smooth_multiplicative_and_grey():
     assert ratio.diff(dim=-1).abs().max() < 0.1 * (ratio.max() - ratio.min())
 
 
+def test_bias_field_follows_the_torch_seed_not_monai_state():
+    """MONAI's shared class-level generator must not leak in: the same torch seed gives the
+    same field whatever other MONAI transforms drew before."""
+    from monai.transforms import RandBiasField
+
+    images = torch.full((2, 3, 32, 32), 0.4)
+    fields = []
+    for draws_before in (0, 3):
+        for _ in range(draws_before):
+            RandBiasField(prob=1.0)(torch.rand(1, 8, 8))  # advances MONAI's shared state
+        torch.manual_seed(0)
+        fields.append(BatchAugmentation(bias_field=[-0.3, 0.3], bias_field_p=1.0)(images))
+    assert torch.equal(fields[0], fields[1])
+
+
 @pytest.mark.parametrize(
     "options, field",
     [
