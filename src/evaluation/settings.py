@@ -44,7 +44,7 @@ class EvalSettings:
         if self.metrics is not None and self.metrics not in HEADLINES:
             raise ValueError(f"headline metrics must be one of {HEADLINES}, got {self.metrics!r}")
         if self.metrics == "per_image" and not self.binary:
-            raise ValueError("data.evaluation.metrics=per_image needs a binary (one-logit) task")
+            raise ValueError("eval.metrics=per_image needs a binary (one-logit) task")
 
     @property
     def binary(self) -> bool:
