@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from src.validation import check_choice
+
 METHODS = ("densecrf", "otsu", "threshold")
 
 
@@ -266,8 +268,7 @@ class MaskMaker:
         start_method: str = "forkserver",
     ):
         """Check the options and start the worker pool (see the class docstring)."""
-        if method not in METHODS:
-            raise ValueError(f"MaskMaker: unknown method {method!r}; expected one of {METHODS}")
+        check_choice("mask method", method, METHODS)
         if workers < 0:
             raise ValueError(f"MaskMaker: workers must be >= 0, got {workers}")
         self.method = method

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from src.evaluation.masks import MaskMaker
+from src.validation import check_choice
 
 #: The DataModule tasks evaluation knows: one logit (object vs background) or one per class.
 TASKS = ("binary", "multilabel")
@@ -39,10 +40,9 @@ class EvalSettings:
 
     def __post_init__(self) -> None:
         """Refuse a task or headline this evaluation does not know, before any image runs."""
-        if self.task not in TASKS:
-            raise ValueError(f"evaluation task must be one of {TASKS}, got {self.task!r}")
-        if self.metrics is not None and self.metrics not in HEADLINES:
-            raise ValueError(f"headline metrics must be one of {HEADLINES}, got {self.metrics!r}")
+        check_choice("task", self.task, TASKS)
+        if self.metrics is not None:
+            check_choice("eval.metrics", self.metrics, HEADLINES)
         if self.metrics == "per_image" and not self.binary:
             raise ValueError("eval.metrics=per_image needs a binary (one-logit) task")
 
