@@ -155,7 +155,7 @@ def test_bad_checkpoint_fails_clearly_and_keeps_results(first_run, tmp_path, con
 
 def test_bad_value_stops_before_any_work(tmp_path, config):
     cfg = config(tmp_path / "bad", "cam=ltgradcam", "cam.options.delta=100")
-    with pytest.raises(ConfigError, match=r"cam\.delta"):
+    with pytest.raises(ConfigError, match=r"cam\.options\.delta"):
         run_pipeline(cfg)
     assert not (tmp_path / "bad").exists()
 
