@@ -189,7 +189,7 @@ def _demo_table1() -> Recipe:
 
 def _cfdcam_table2() -> Recipe:
     rows = [
-        _cfd_row(dataset, label, ("cam=cfdcam", f"cam.scales={scales}"))
+        _cfd_row(dataset, label, ("cam=cfdcam", f"cam.options.scales={scales}"))
         for dataset in CFD_DATASETS
         for label, scales in (("Cfd-CAM (ss)", "[1]"), ("Cfd-CAM (ms)", "[1,2]"))
     ]
@@ -198,7 +198,7 @@ def _cfdcam_table2() -> Recipe:
         "single-scale (ss) vs multi-scale (ms) Cfd-CAM",
         rows,
         notes=(
-            "ss = cam.scales=[1], ms = cam.scales=[1,2] (docs/cfdcam.md); mean ± std over tumour slices",
+            "ss = cam.options.scales=[1], ms = cam.options.scales=[1,2] (docs/cfdcam.md); mean ± std over tumour slices",
             "the paper's ms rows for T2 and T2-FLAIR differ from its Table 1 Cfd-CAM rows",
         ),
     )
@@ -233,7 +233,7 @@ def _ltgrad_table1() -> Recipe:
         imagenet_weights=True,
         notes=(
             "mIoU in %, one confusion matrix over the VOC val split (21 classes, 255 ignored)",
-            "fused stages: sum of the upsampled per-stage maps (Eq. 8, cam.fusion=sum), no truncation",
+            "fused stages: sum of the upsampled per-stage maps (Eq. 8, cam.options.fusion=sum), no truncation",
             "single stages use the plain VGG16 max-pool indices (backbone=vgg16, not vgg16_bn)",
         ),
     )
@@ -243,13 +243,13 @@ def _lt_rows(dataset: str, labels: tuple[str, ...]) -> tuple[Row, ...]:
     overrides = {
         "Grad-CAM++": ("cam=gradcampp", "cam.layers=1"),
         "Grad-CAM": ("cam=gradcam", "cam.layers=1"),
-        "LTGrad-CAM(l=1, δ=0)": ("cam=ltgradcam", "cam.layers=1", "cam.delta=0"),
+        "LTGrad-CAM(l=1, δ=0)": ("cam=ltgradcam", "cam.layers=1", "cam.options.delta=0"),
         "FullGrad": ("cam=fullgrad",),
-        "LTFullGrad(δ=0)": ("cam=ltfullgrad", "cam.delta=0"),
-        "Layer-CAM(l=1, δ=0)": ("cam=ltlayercam", "cam.layers=1", "cam.delta=0"),
-        "Layer-CAM(l=5, δ=0)": ("cam=ltlayercam", "cam.layers=5", "cam.delta=0"),
-        "LTGrad-CAM(l=5, δ=0)": ("cam=ltgradcam", "cam.layers=5", "cam.delta=0"),
-        "LTGrad-CAM(l=5, δ=20)": ("cam=ltgradcam", "cam.layers=5", "cam.delta=20"),
+        "LTFullGrad(δ=0)": ("cam=ltfullgrad", "cam.options.delta=0"),
+        "Layer-CAM(l=1, δ=0)": ("cam=ltlayercam", "cam.layers=1", "cam.options.delta=0"),
+        "Layer-CAM(l=5, δ=0)": ("cam=ltlayercam", "cam.layers=5", "cam.options.delta=0"),
+        "LTGrad-CAM(l=5, δ=0)": ("cam=ltgradcam", "cam.layers=5", "cam.options.delta=0"),
+        "LTGrad-CAM(l=5, δ=20)": ("cam=ltgradcam", "cam.layers=5", "cam.options.delta=20"),
     }
     return tuple(Row("", label, overrides[label], dataset) for label in labels)
 
@@ -297,7 +297,7 @@ def _ltgrad_fig(number: int, split: str) -> Recipe:
         Row(
             label,
             f"δ={delta}",
-            (f"cam={cam}", f"cam.delta={delta}"),
+            (f"cam={cam}", f"cam.options.delta={delta}"),
             "ksdd2",
             demo=delta in DEMO_DELTAS,
         )

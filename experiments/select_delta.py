@@ -35,11 +35,11 @@ TEST_METRICS = (("miou", "mIoU"), ("precision", "Precision"), ("recall", "Recall
 
 
 def row_delta(row: Row) -> int:
-    """The δ of a sweep row (its `cam.delta=` override)."""
+    """The δ of a sweep row (its `cam.options.delta=` override)."""
     for override in row.overrides:
-        if override.startswith("cam.delta="):
+        if override.startswith("cam.options.delta="):
             return int(override.split("=", 1)[1])
-    raise ValueError(f"row {row.key} has no cam.delta override")
+    raise ValueError(f"row {row.key} has no cam.options.delta override")
 
 
 def best_deltas(recipe: Recipe, outcomes: dict[str, Outcome]) -> dict[str, tuple[Row, float]]:

@@ -65,8 +65,8 @@ def main(cfg: DictConfig) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    sys.argv[1:] = cam_options_as_upserts(sys.argv[1:])
     try:
+        sys.argv[1:] = cam_options_as_upserts(sys.argv[1:])
         # `resume=<run>`: that run's own overrides and folder, before Hydra composes.
         sys.argv[1:] = resumed_arguments(sys.argv[1:])
     except ConfigError as err:

@@ -27,6 +27,14 @@ from src.data.atomic import atomic_write_text  # noqa: E402
 from src.evaluation.figures import save_figure  # noqa: E402
 
 
+def run_delta(cam: dict[str, Any]) -> Any:
+    """The truncation `delta` of a run's saved `cam` node: `cam.options.delta`, or the flat
+    `cam.delta` of a run folder written before the build_cam options moved under
+    `cam.options`; None when neither is there."""
+    options = cam.get("options") or {}
+    return options["delta"] if "delta" in options else cam.get("delta")
+
+
 def collect(sweep_dir: str | os.PathLike) -> list[dict[str, Any]]:
     """One dict per finished job below `sweep_dir`, sorted by method then delta."""
     rows = []
@@ -43,7 +51,7 @@ def collect(sweep_dir: str | os.PathLike) -> list[dict[str, Any]]:
         row: dict[str, Any] = {
             "job": str(job.relative_to(sweep_dir)),
             "method": cam["name"],
-            "delta": cam.get("delta"),
+            "delta": run_delta(cam),
             "data": Path(str(data.get("root", ""))).name,
             "modality": data.get("modality"),
             "split": summary.get("split"),

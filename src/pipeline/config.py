@@ -1,8 +1,9 @@
 """Start-up checks of a composed config.
 
 Hydra already rejects unknown config-group options and misspelt keys (the config is in struct
-mode), except under `cam.`: options differ per method, so the entry point lets any
-`cam.<key>` through and the CAM engine's own validator judges them here. What Hydra cannot
+mode), except under `cam.options.`: the build_cam options differ per method, so the entry
+point lets any `cam.options.<key>` through and the CAM engine's own validator judges them
+here. What Hydra cannot
 know either are value ranges, choices inside a group and whether the named files exist; they
 are checked here, before any data is read or anything trained, so a typo costs seconds
 instead of an hour of training.
@@ -11,12 +12,13 @@ instead of an hour of training.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from src.cams import check_options
+from src.cams import CAM_METHODS, check_options
 from src.cams.base import OptionError
 from src.evaluation.masks import METHODS as MASK_METHODS
 from src.models.backbones import stage_names
@@ -26,8 +28,6 @@ STAGES = ("all", "pretrain", "finetune", "eval", "masks")
 METHODS = ("cam", "supervised")
 MODALITIES = ("t1", "t1ce", "t2", "flair")
 EVAL_SPLITS = ("train", "val", "test")
-# Keys of a `cam` config read by the evaluation; every other key is a build_cam option.
-CAM_EVAL_KEYS = ("name", "layers", "mask", "threshold")
 FULLGRAD_METHODS = ("fullgrad", "ltfullgrad")
 
 
@@ -74,21 +74,38 @@ def cam_target_layers(stages: Sequence[str], layers: int | Sequence[str]) -> lis
 
 
 def cam_options(cam_cfg: DictConfig) -> dict[str, Any]:
-    """The build_cam keyword options of a `cam` config (everything but the evaluation keys)."""
-    options = OmegaConf.to_container(cam_cfg, resolve=True)
-    assert isinstance(options, dict)
-    return {key: value for key, value in options.items() if key not in CAM_EVAL_KEYS}
+    """The build_cam keyword options of a `cam` config: its `options` node as a plain dict
+    (empty when the config has none)."""
+    node = cam_cfg.get("options")
+    if node is None:
+        return {}
+    options = OmegaConf.to_container(node, resolve=True)
+    if not isinstance(options, dict):
+        raise ConfigError("cam.options", f"must be a mapping of build_cam options, got {node!r}")
+    return {str(key): value for key, value in options.items()}
+
+
+@cache
+def build_cam_option_names() -> frozenset[str]:
+    """Every option name some CAM method's build_cam accepts (`delta`, `scales`, `preset`...):
+    a `cam.<name>` outside `cam.options` is one of these misplaced."""
+    return frozenset().union(*(check_options(name) for name in CAM_METHODS))
 
 
 def _check_cam_options(cam: DictConfig) -> None:
     """The CAM engine's own validator, before any training (the evaluation would reach it
     only after the classifier is trained)."""
+    misplaced = sorted(key for key in cam if key in build_cam_option_names())
+    if misplaced:
+        key = misplaced[0]
+        raise ConfigError(
+            f"cam.{key}",
+            f"build_cam options live under cam.options: set cam.options.{key}, not cam.{key}",
+        )
     try:
         check_options(cam.name, **cam_options(cam))
     except OptionError as err:
-        unknown = str(err).startswith("unknown")
-        hint = f" (and the evaluation keys {', '.join(CAM_EVAL_KEYS)})" if unknown else ""
-        raise ConfigError(f"cam.{err.option}", f"{err}{hint}") from err
+        raise ConfigError(f"cam.options.{err.option}", str(err)) from err
     except ValueError as err:  # an unknown method name
         raise ConfigError("cam.name", str(err)) from err
 

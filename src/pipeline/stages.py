@@ -311,10 +311,12 @@ def eval_stage(
     modules = dict(net.named_modules())
     missing = [name for name in target_layers if name not in modules]
     if missing:
+        # The start-up check tests `cam.layers` against the architecture's stage names; this
+        # guards a built network whose modules differ from them.
         raise ConfigError(
-            "backbone.cam_stages",
+            "cam.layers",
             f"the {cfg.backbone.net.arch} network has no module named {missing}; "
-            f"stage-like modules are e.g. {[n for n in modules if n.count('.') == 0][:8]}",
+            f"its CAM stages are {list(net.cam_stages)}",
         )
     datamodule.setup("test")
     loader = eval_loader(cfg, datamodule)

@@ -1,4 +1,4 @@
-"""conf/cam/<name>.yaml: one per method, evaluation keys + options build_cam accepts."""
+"""conf/cam/<name>.yaml: one per method, evaluation keys + `options` that build_cam accepts."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from src.cams import CAM_METHODS, build_cam
 from tests.helpers.networks import images, tiny_net
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "cam"
-EVAL_KEYS = ("name", "layers", "mask", "threshold")
+TOP_KEYS = {"name", "layers", "mask", "threshold", "options"}
 
 
 def load(name: str) -> dict:
@@ -29,10 +29,10 @@ def test_one_config_per_method():
 def test_config_builds_its_method(name):
     config = load(name)
     assert config["name"] == name
-    assert set(EVAL_KEYS) <= set(config)
+    assert set(config) == TOP_KEYS
     assert config["mask"] in ("densecrf", "otsu", "threshold")
     assert isinstance(config["layers"], int) and config["layers"] >= 1
-    options = {k: v for k, v in config.items() if k not in EVAL_KEYS}
+    options = config["options"]
     model = tiny_net()
     with build_cam(name, model, ["bn1", "act"][-config["layers"] :], **options) as cam:
         maps = cam(images(1, 16), torch.tensor([1]))
@@ -41,10 +41,14 @@ def test_config_builds_its_method(name):
 
 def test_documented_defaults():
     cfd = load("cfdcam")
-    assert (cfd["scales"], cfd["preset"], cfd["mask"]) == ([1, 2], "faithful", "densecrf")
-    assert load("scorecam")["preset"] == "pgc"
+    assert (cfd["options"]["scales"], cfd["options"]["preset"], cfd["mask"]) == (
+        [1, 2],
+        "faithful",
+        "densecrf",
+    )
+    assert load("scorecam")["options"]["preset"] == "pgc"
     for name in ("cfdcam", "scorecam"):  # speed options exist and are off by default
-        speed = load(name)
+        speed = load(name)["options"]
         assert (speed["autocast_dtype"], speed["channels_last"], speed["compile"]) == (
             None,
             False,
@@ -52,7 +56,9 @@ def test_documented_defaults():
         )
     for name in ("ltgradcam", "ltlayercam", "ltfullgrad"):
         lt = load(name)
-        assert (lt["layers"], lt["fusion"], lt["delta"], lt["mask"]) == (4, "sum", 0, "otsu")
+        opts = lt["options"]
+        assert (lt["layers"], opts["fusion"], opts["delta"], lt["mask"]) == (4, "sum", 0, "otsu")
     for name in ("cam", "gradcam", "gradcampp", "xgradcam", "layercam", "fullgrad"):
         plain = load(name)
-        assert (plain["layers"], plain["delta"], plain["fusion"]) == (1, None, "sum")
+        opts = plain["options"]
+        assert (plain["layers"], opts["delta"], opts["fusion"]) == (1, None, "sum")

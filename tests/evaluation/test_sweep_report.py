@@ -30,11 +30,13 @@ def test_markdown_renders_metrics_without_std():
     assert table[2] == "| ltgradcam | 0 | 0.3537 | 0.500 ± 0.250 | 0_delta=0 |"
 
 
-def _job(folder, delta, dice, hd95, n=12):
-    """A finished job folder as src.run writes it (only what the report reads)."""
+def _job(folder, delta, dice, hd95, n=12, old_format=False):
+    """A finished job folder as src.run writes it (only what the report reads); `old_format`:
+    as written before the build_cam options moved under `cam.options` (flat `cam.delta`)."""
     folder.mkdir(parents=True)
+    cam = f"delta: {delta}" if old_format else f"options: {{delta: {delta}, scales: [1]}}"
     (folder / "config.yaml").write_text(
-        f"cam: {{name: ltgradcam, delta: {delta}}}\ndata: {{root: /d/BraTS2021, modality: flair}}\n"
+        f"cam: {{name: ltgradcam, {cam}}}\ndata: {{root: /d/BraTS2021, modality: flair}}\n"
     )
     summary = {
         "split": "test",
@@ -69,3 +71,13 @@ def test_split_level_headlines_are_over_all_images(tmp_path):
     (tmp_path / "0" / "summary.json").write_text(json.dumps(summary))
     (row,) = collect(tmp_path)
     assert (row["group"], row["images"]) == ("all", 15)
+
+
+def test_delta_is_read_from_cam_options_and_from_old_flat_configs(tmp_path):
+    """Run folders written before `cam.options` keep `delta` at the top of `cam`."""
+    _job(tmp_path / "new", 20, dice=0.5, hd95=1.0)
+    _job(tmp_path / "old", 40, dice=0.5, hd95=1.0, old_format=True)
+    (tmp_path / "off").mkdir()
+    _job(tmp_path / "off" / "job", "null", dice=0.5, hd95=1.0)
+    by_job = {row["job"]: row["delta"] for row in collect(tmp_path)}
+    assert by_job == {"new": 20, "old": 40, "off/job": None}

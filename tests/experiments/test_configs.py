@@ -43,10 +43,10 @@ def test_cfdcam_rows_use_the_authors_settings(settings, fake_roots):
     tcga = _config(settings, "cfdcam_table1", "tcga-lgg-cfd-cam-ours")
     assert tcga.data._target_.endswith("TCGALGGDataModule")
     assert tcga.data.root == fake_roots["tcga_lgg"]
-    assert list(tcga.cam.scales) == [1, 2] and tcga.cam.mask == "densecrf"
+    assert list(tcga.cam.options.scales) == [1, 2] and tcga.cam.mask == "densecrf"
 
     ss = _config(settings, "cfdcam_table2", "brats-t2-flair-cfd-cam-ss")
-    assert list(ss.cam.scales) == [1] and ss.modality == "flair"
+    assert list(ss.cam.options.scales) == [1] and ss.modality == "flair"
 
 
 def test_ltgrad_rows_select_the_paper_stages_and_methods(settings, fake_roots):
@@ -59,10 +59,15 @@ def test_ltgrad_rows_select_the_paper_stages_and_methods(settings, fake_roots):
         "features.23",
         "features.30",
     ]
-    assert fused.cam.fusion == "sum" and fused.cam.delta is None
+    assert fused.cam.options.fusion == "sum" and fused.cam.options.delta is None
 
     lt = _config(settings, "ltgrad_table3", "ltgrad-cam-l-5-delta-20")
-    assert (lt.cam.name, lt.cam.layers, lt.cam.delta, lt.cam.mask) == ("ltgradcam", 5, 20, "otsu")
+    assert (lt.cam.name, lt.cam.layers, lt.cam.options.delta, lt.cam.mask) == (
+        "ltgradcam",
+        5,
+        20,
+        "otsu",
+    )
     assert lt.backbone.net.arch == "vgg16" and lt.backbone.net.input_norm == "imagenet"
     assert lt.backbone.net.weights == settings.vgg_weights
     assert lt.pretrain.enabled is False
@@ -73,7 +78,7 @@ def test_ltgrad_rows_select_the_paper_stages_and_methods(settings, fake_roots):
     assert gradcam.data._target_.endswith("KSDD2DataModule")
 
     fig5 = _config(settings, "ltgrad_fig5", "ltlayer-cam-delta-30")
-    assert (fig5.eval.split, fig5.cam.name, fig5.cam.delta, fig5.cam.layers) == (
+    assert (fig5.eval.split, fig5.cam.name, fig5.cam.options.delta, fig5.cam.layers) == (
         "train",
         "ltlayercam",
         30,
@@ -100,9 +105,9 @@ def test_missing_roots_and_weights_are_reported(settings):
     no_weights = dataclasses.replace(settings, vgg_weights=None)
     with pytest.raises(RecipeConfigError, match="--vgg-weights"):
         plan(RECIPES["ltgrad_table2"], no_weights)
-    bad = dataclasses.replace(settings, extra=(*settings.extra, "cam.delta=120"))
+    bad = dataclasses.replace(settings, extra=(*settings.extra, "cam.options.delta=120"))
     jobs, _ = plan(RECIPES["ltgrad_table2"], bad)
-    with pytest.raises(RecipeConfigError, match="grad-campp.*cam.delta"):
+    with pytest.raises(RecipeConfigError, match="grad-campp.*cam.options.delta"):
         validate_jobs(jobs[:1], bad)
 
 

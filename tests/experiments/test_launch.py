@@ -22,10 +22,10 @@ def fake_pipeline(monkeypatch):
     calls: list[str] = []
 
     def run(cfg):
-        calls.append(f"{cfg.cam.name}@{cfg.cam.delta}")
-        if cfg.cam.delta == 90:
+        calls.append(f"{cfg.cam.name}@{cfg.cam.options.delta}")
+        if cfg.cam.options.delta == 90:
             raise RuntimeError("simulated crash")
-        value = (100 - cfg.cam.delta) / 200
+        value = (100 - cfg.cam.options.delta) / 200
         return finished_run(cfg, value)
 
     monkeypatch.setattr(stages, "run_pipeline", run)

@@ -95,7 +95,7 @@ def test_sweeps_cover_delta_0_to_90_for_three_methods():
         assert split in recipe.title
         cams = {(r.overrides[0], r.overrides[1]) for r in recipe.rows}
         assert cams == {
-            (f"cam={cam}", f"cam.delta={d}")
+            (f"cam={cam}", f"cam.options.delta={d}")
             for cam in ("ltgradcam", "ltlayercam", "ltfullgrad")
             for d in range(0, 100, 10)
         }

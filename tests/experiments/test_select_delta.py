@@ -19,8 +19,8 @@ def fake_pipeline(monkeypatch):
     calls: list[tuple[str, int]] = []
 
     def run(cfg):
-        calls.append((cfg.eval.split, cfg.cam.delta))
-        peak = 1 - abs(cfg.cam.delta - 30) / 100  # train: best at delta 30
+        calls.append((cfg.eval.split, cfg.cam.options.delta))
+        peak = 1 - abs(cfg.cam.options.delta - 30) / 100  # train: best at delta 30
         value = peak if cfg.eval.split == "train" else 0.123
         return finished_run(cfg, value)
 

@@ -43,7 +43,7 @@ def test_readme_command_composes(make_config):
     assert cfg.data.modality == "flair"
     cfg = make_config("cam=cfdcam", "data=brats", "modality=t1ce", "data.root=/data/brats")
     assert cfg.data.modality == "t1ce"
-    assert cfg.cam.scales == [1, 2] and cfg.cam.mask == "densecrf"
+    assert cfg.cam.options.scales == [1, 2] and cfg.cam.mask == "densecrf"
 
 
 def test_defaults_are_demo_cfdcam(make_config):
@@ -66,8 +66,8 @@ def test_misspelt_key_names_the_key(make_config):
 
 @pytest.mark.parametrize("delta", [100, -1, 150.5])
 def test_delta_out_of_range_names_the_field(make_config, delta):
-    cfg = make_config("cam=ltgradcam", f"cam.delta={delta}")
-    with pytest.raises(ConfigError, match=r"cam\.delta"):
+    cfg = make_config("cam=ltgradcam", f"cam.options.delta={delta}")
+    with pytest.raises(ConfigError, match=r"'cam\.options\.delta'"):
         validate_config(cfg)
 
 
@@ -80,9 +80,9 @@ def test_delta_out_of_range_names_the_field(make_config, delta):
         ("cam.mask=crf", "cam.mask"),
         ("cam.layers=9", "cam.layers"),
         ("eval.limit=0", "eval.limit"),
-        ("cam.scales=[0]", "cam.scales"),
-        ("cam.batch_size=0", "cam.batch_size"),
-        ("cam.preset=pgc", "cam.preset"),
+        ("cam.options.scales=[0]", "cam.options.scales"),
+        ("cam.options.batch_size=0", "cam.options.batch_size"),
+        ("cam.options.preset=pgc", "cam.options.preset"),
         ("data.image_size=-5", "data.image_size"),
         ("data.image_size=[96,0]", "data.image_size"),
         ("data.image_size=[96,96,96]", "data.image_size"),
@@ -97,12 +97,13 @@ def test_bad_values_name_their_field(make_config, override, field):
 
 
 def test_an_option_the_method_lacks_names_its_valid_options(make_config):
-    """`+cam.delta=30` on the default cfdcam: the CAM engine's message, at start-up."""
-    cfg = make_config("+cam.delta=30")
-    with pytest.raises(ConfigError, match=r"'cam\.delta'.*'cfdcam'") as info:
+    """`cam.options.delta=30` on the default cfdcam (the entry point makes it an upsert): the
+    CAM engine's message, at start-up."""
+    cfg = make_config("++cam.options.delta=30")
+    with pytest.raises(ConfigError, match=r"'cam\.options\.delta'.*'cfdcam'") as info:
         validate_config(cfg)
-    assert "'scales'" in str(info.value) and "mask" in str(info.value)
-    validate_config(make_config("cam=ltgradcam", "cam.fold_batchnorm=false"))
+    assert "'scales'" in str(info.value)
+    validate_config(make_config("cam=ltgradcam", "cam.options.fold_batchnorm=false"))
 
 
 @pytest.mark.parametrize("size", ["112", "[96,128]", "null"])
@@ -189,4 +190,19 @@ def test_eval_indices_draw_normal_images_by_the_scoring_rule():
 def test_normal_area_max_out_of_range_names_the_field(make_config, value):
     cfg = make_config(f"eval.normal_area_max={value}")
     with pytest.raises(ConfigError, match=r"eval\.normal_area_max"):
+        validate_config(cfg)
+
+
+def test_cam_options_is_the_options_node_as_a_plain_dict(make_config):
+    cfg = make_config("cam=ltgradcam", "cam.options.delta=20")
+    options = cam_options(cfg.cam)
+    assert type(options) is dict and options["delta"] == 20 and options["scales"] == [1]
+    assert not {"name", "layers", "mask", "threshold"} & set(options)
+
+
+def test_an_option_outside_cam_options_names_its_new_place(make_config):
+    """A build_cam option at the top of `cam` (the layout before `cam.options`) would not reach
+    the CAM: the start-up check stops it."""
+    cfg = make_config("cam=ltgradcam", "++cam.delta=20")
+    with pytest.raises(ConfigError, match=r"'cam\.delta'.*cam\.options\.delta"):
         validate_config(cfg)

@@ -146,7 +146,7 @@ def test_ksdd2_reports_the_defect_class_iou(tmp_path, composer):
             "data.image_size=[128,64]",
             "data.batch_size=8",
             "cam=ltgradcam",
-            "cam.delta=20",
+            "cam.options.delta=20",
             *_common(tmp_path),
         ],
         out,

@@ -130,7 +130,7 @@ def test_second_run_reuses_the_classifier(workspace, first_run, config):
     store = workspace["cache"] / "classifiers"
     before = {p: p.stat().st_mtime_ns for p in store.rglob("*") if p.is_file()}
     out = workspace["root"] / "run2"
-    cfg = config(out, "cam=cfdcam", "cam.scales=[1]", "cam.batch_size=128")
+    cfg = config(out, "cam=cfdcam", "cam.options.scales=[1]", "cam.options.batch_size=128")
     summary = run_pipeline(cfg)
     assert not (out / "checkpoints").exists(), "the second run trained again"
     after = {p: p.stat().st_mtime_ns for p in store.rglob("*") if p.is_file()}
@@ -154,8 +154,8 @@ def test_bad_checkpoint_fails_clearly_and_keeps_results(first_run, tmp_path, con
 
 
 def test_bad_value_stops_before_any_work(tmp_path, config):
-    cfg = config(tmp_path / "bad", "cam=ltgradcam", "cam.delta=100")
-    with pytest.raises(ConfigError, match=r"cam\.delta"):
+    cfg = config(tmp_path / "bad", "cam=ltgradcam", "cam.options.delta=100")
+    with pytest.raises(ConfigError, match=r"cam\.options\.delta"):
         run_pipeline(cfg)
     assert not (tmp_path / "bad").exists()
 
@@ -267,7 +267,7 @@ def test_delta_sweep_multirun_reuses_the_classifier_and_reports(workspace, first
     _run_module(
         "src.run",
         "-m",
-        *overrides("cam=ltgradcam", "cam.delta=0,20,40"),
+        *overrides("cam=ltgradcam", "cam.options.delta=0,20,40"),
         f"hydra.sweep.dir={sweep}",
     )
     jobs = sorted(p.parent for p in sweep.rglob("summary.json"))

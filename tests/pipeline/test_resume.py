@@ -29,7 +29,7 @@ def run(tmp_path: Path) -> Path:
 
 
 def test_without_resume_the_command_line_is_unchanged():
-    arguments = ["--multirun", "cam=gradcam", "cam.delta=0,10", "resume=null"]
+    arguments = ["--multirun", "cam=gradcam", "cam.options.delta=0,10", "resume=null"]
     assert resumed_arguments(arguments) == arguments
 
 
@@ -157,3 +157,14 @@ def test_a_resume_must_write_into_the_resumed_folder(make_config, stage_folder, 
     )
     with pytest.raises(ConfigError, match="its own folder"):
         resume_checkpoint(cfg, "finetune", stage_folder["checkpoints"])
+
+
+def test_a_run_from_before_cam_options_is_not_resumed(tmp_path):
+    """Its saved `++cam.delta=20` would no longer reach the CAM: say so, naming the new key."""
+    folder = tmp_path / "old"
+    (folder / ".hydra").mkdir(parents=True)
+    saved = OmegaConf.create(["cam=ltgradcam", "++cam.delta=20"])
+    OmegaConf.save(saved, folder / ".hydra" / "overrides.yaml")
+    with pytest.raises(ConfigError, match=r"predates cam\.options.*cam\.options\.delta") as info:
+        resumed_arguments([f"resume={folder}"])
+    assert info.value.field == "resume" and "++cam.delta=20" in str(info.value)

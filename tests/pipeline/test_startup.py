@@ -18,6 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from src.cams import check_options
 from src.cams.base import OptionError
 from src.models.checkpoints import CheckpointError
+from src.pipeline.config import ConfigError
 from src.pipeline.console import quiet_console
 from src.pipeline.overrides import cam_options_as_upserts
 from src.pipeline.resolvers import MAX_NAME, launch_dir, path_safe
@@ -32,14 +33,17 @@ from tests.helpers.processes import REPO
 
 
 def test_cam_options_become_upserts_and_nothing_else_changes():
-    given = ["cam=gradcam", "cam.delta=20", "+cam.x=1", "data.root=/d", "-m", "cam.scales=[1,2]"]
+    given = [
+        *("cam=gradcam", "cam.options.delta=20", "+cam.x=1", "data.root=/d", "-m"),
+        "cam.options.scales=[1,2]",
+    ]
     assert cam_options_as_upserts(given) == [
         "cam=gradcam",
-        "++cam.delta=20",
+        "++cam.options.delta=20",
         "+cam.x=1",
         "data.root=/d",
         "-m",
-        "++cam.scales=[1,2]",
+        "++cam.options.scales=[1,2]",
     ]
 
 
@@ -56,8 +60,8 @@ def test_engine_validator_names_the_option():
 
 
 def test_job_folder_names_need_no_quoting():
-    name = path_safe("++cam.delta-10_cam-ltgradcam_cam.scales-[1,2]_data.root-/a b/c")
-    assert name == "cam.delta-10_cam-ltgradcam_cam.scales-_1_2__data.root-_a_b_c"
+    name = path_safe("++cam.options.delta-10_cam-ltgradcam_cam.scales-[1,2]_data.root-/a b/c")
+    assert name == "cam.options.delta-10_cam-ltgradcam_cam.scales-_1_2__data.root-_a_b_c"
     assert len(path_safe("x" * 500)) == MAX_NAME
     assert path_safe("") == ""
 
@@ -159,8 +163,8 @@ def _run(*overrides: str, full_error: bool = False) -> subprocess.CompletedProce
     ("overrides", "message"),
     [
         (
-            ["cam.delta=120"],
-            r"'cam.delta': unknown option\(s\) \['delta'\] for CAM method 'cfdcam'",
+            ["cam.options.delta=120"],
+            r"'cam.options.delta': unknown option\(s\) \['delta'\] for CAM method 'cfdcam'",
         ),
         (["data=brats", "data.root=/nonexistent"], "'data.root': /nonexistent is not a folder"),
     ],
@@ -177,7 +181,7 @@ def test_user_error_is_one_line_exit_2_and_leaves_no_run_folder(tmp_path, overri
 
 
 def test_full_error_keeps_the_traceback(tmp_path):
-    result = _run("cam.delta=120", f"hydra.run.dir={tmp_path / 'run'}", full_error=True)
+    result = _run("cam.options.delta=120", f"hydra.run.dir={tmp_path / 'run'}", full_error=True)
     assert result.returncode != 0
     assert "Traceback" in result.stderr and "ConfigError" in result.stderr
 
@@ -186,4 +190,24 @@ def test_a_key_hydra_rejects_is_a_user_error_too(tmp_path):
     result = _run("data.image_sze=64", f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode == 2
     assert "image_sze" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "argument", ["cam.delta=20", "++cam.scales=[1,2]", "cam.autocast_dtype=null"]
+)
+def test_an_option_outside_cam_options_is_refused_with_its_new_key(argument):
+    key, value = argument.lstrip("+").split("=", 1)
+    name = key.removeprefix("cam.")
+    with pytest.raises(ConfigError, match=rf"'{key}'.*use cam\.options\.{name}={re.escape(value)}"):
+        cam_options_as_upserts(["cam=ltgradcam", argument])
+
+
+def test_an_old_flat_cam_option_on_the_command_line_is_one_line_exit_2(tmp_path):
+    result = _run("cam=ltgradcam", "cam.delta=20", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines() == [
+        "Error: Invalid config value for 'cam.delta': build_cam options live under "
+        "cam.options: use cam.options.delta=20"
+    ]
     assert not (tmp_path / "run").exists()
