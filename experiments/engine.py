@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.recipes import DATASETS, Recipe, Row
 from experiments.tables import DONE, FAILED, NOT_RUN, Outcome, render_csv, render_markdown
-from src.evaluation.reports import atomic_write_text
+from src.data.atomic import atomic_write_text
 from src.pipeline.compose import compose_config
 
 log = logging.getLogger(__name__)

@@ -31,7 +31,7 @@ from omegaconf import DictConfig
 
 from experiments.engine import Job, cached_outcome, record_job
 from experiments.tables import FAILED, NOT_RUN, Outcome
-from src.evaluation.reports import atomic_write_text
+from src.data.atomic import atomic_write_text
 from src.pipeline.compose import CONF_DIR
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from pathlib import Path
 from experiments.engine import Settings, collect_recipe, results_paths, run_recipe
 from experiments.recipes import RECIPES, Recipe, Row
 from experiments.tables import DONE, Outcome, ours_cell
-from src.evaluation.reports import atomic_write_text
+from src.data.atomic import atomic_write_text
 
 NAME = "ltgrad_delta_select"
 TITLE = "LT-Grad-CAM: δ chosen on the KSDD2 train split (max mIoU), reported on the test split"
