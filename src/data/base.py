@@ -74,9 +74,10 @@ class SplitDataModule(pl.LightningDataModule, ABC):
     class_names: list[str]
     default_batch_size: int = 64
     # How the evaluation scores this dataset unless eval.metrics / eval.miou say otherwise:
-    # per_image (Dice/IoU/HD95 per image; binary tasks) | confusion (one matrix over the split),
-    # and the mIoU over all classes or the object classes only (foreground).
-    eval_metrics: str = "per_image"
+    # per_image (Dice/IoU/HD95 per image; binary tasks) | confusion (one matrix over the split)
+    # | None (the task's default: EvalSettings.headline_metrics), and the mIoU over all
+    # classes or the object classes only (foreground).
+    eval_metrics: str | None = None
     eval_miou: str = "all"
 
     def __init__(
