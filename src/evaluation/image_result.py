@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from src.data.voc import VOID
+from src.data.voc import VOC_CLASSES, VOID
 from src.evaluation.metrics import (
     ConfusionMatrix,
     binary_metrics,
@@ -21,7 +21,7 @@ from src.evaluation.metrics import (
     scored_ground_truth,
 )
 
-NUM_VOC_LABELS = 21  # background + 20 classes
+NUM_VOC_LABELS = len(VOC_CLASSES) + 1  # background + the 20 classes
 #: The identity columns every row starts with, in `per_image.csv` order.
 IDENTITY = ("id", "group", "label", "score", "gt_area", "pred_area")
 
