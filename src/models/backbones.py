@@ -32,6 +32,7 @@ from src.models.layers import FastInstanceNorm2d
 from src.validation import check_choice
 
 ARCHS = ("resnet18", "vgg16")
+HEADS = ("fc", "gap")
 NORMS = {"resnet18": ("instance", "batch"), "vgg16": ("none", "batch")}
 INPUT_NORMS = {
     "identity": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
@@ -106,12 +107,13 @@ class CamVGG(_CamBackbone, VGG):
     """torchvision VGG that normalises its input first (names unchanged).
 
     The CAM stages are the outputs of the five max-pools, found by type so the indices are
-    right for plain VGG16 (4, 9, 16, 23, 30) and VGG16-BN (6, 13, 23, 33, 43) alike.
+    right for plain VGG16 (4, 9, 16, 23, 30) and VGG16-BN (6, 13, 23, 33, 43) alike, at any
+    width. ``head="gap"`` replaces torchvision's 7x7 pooling and three fully connected layers
+    (120 M parameters at full width) by global average pooling and one linear layer: the
+    same five stages with a head small enough to train from scratch on a CPU.
     """
 
-    head_name = "classifier.6"
-
-    def __init__(self, *args, input_norm: InputNormalization, **kwargs) -> None:
+    def __init__(self, *args, input_norm: InputNormalization, head: str = "fc", **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.input_norm = input_norm
         self.cam_stages = [
@@ -119,11 +121,27 @@ class CamVGG(_CamBackbone, VGG):
             for name, module in self.features.named_children()
             if isinstance(module, nn.MaxPool2d)
         ]
-        self.feature_dim = self.classifier[6].in_features
+        channels = [m for m in self.features.modules() if isinstance(m, nn.Conv2d)][-1].out_channels
+        if head == "gap":
+            self.avgpool = nn.AdaptiveAvgPool2d(1)
+            self.classifier = nn.Sequential(nn.Linear(channels, self.classifier[6].out_features))
+        elif channels != 512:  # a narrower VGG16: torchvision's first layer expects 512 x 7 x 7
+            self.classifier[0] = nn.Linear(channels * 49, self.classifier[0].out_features)
+        for layer in self.classifier:
+            if isinstance(layer, nn.Linear) and (head == "gap" or channels != 512):
+                nn.init.normal_(layer.weight, 0, 0.01)  # torchvision's rule for linear layers
+                nn.init.constant_(layer.bias, 0)
+        self.head_name = f"classifier.{len(self.classifier) - 1}"
+        self.feature_dim = self.classifier[-1].in_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (or encoder features without a head) of images in [0, 1]."""
         return super().forward(self.input_norm(x))
+
+
+def _vgg_layout(width: float) -> list[int | str]:
+    """VGG16's layer list ("D") with every convolution's channels scaled by ``width``."""
+    return [v if v == "M" else max(8, round(int(v) * width)) for v in cfgs["D"]]
 
 
 def stage_names(arch: str, norm: str = "instance") -> list[str]:
@@ -148,6 +166,8 @@ def build_backbone(
     norm: str = "instance",
     weights: str | None = None,
     input_norm: str = "identity",
+    width: float = 1.0,
+    head: str = "fc",
     **kw,
 ) -> nn.Module:
     """Build a classifier (``num_classes >= 1``) or a SupCon encoder (``num_classes = 0``).
@@ -157,11 +177,19 @@ def build_backbone(
     VGG16-BN). ``input_norm``: ``identity`` (MRI default, docs/cfdcam.md) or ``imagenet``.
     ``weights``: path of a local torchvision state_dict (e.g. ImageNet); its final linear layer
     is skipped (other class count), every other parameter must match by name and shape.
+    VGG16 only: ``width`` scales every convolution's channels (1 = torchvision's 64..512;
+    ImageNet weights need 1); ``head``: ``fc`` (torchvision's three fully connected layers) or
+    ``gap`` (global average pooling and one linear layer, see :class:`CamVGG`).
     Extra keyword arguments go to the torchvision constructor (e.g. ``dropout`` for VGG).
     """
     check_choice("backbone.arch", arch, ARCHS)
     check_choice("backbone.norm", norm, NORMS[arch])
     check_choice("backbone.input_norm", input_norm, INPUT_NORMS)
+    if arch != "vgg16" and (width != 1.0 or head != "fc"):
+        raise ValueError(f"backbone.width and backbone.head are VGG16 options, not {arch}'s")
+    check_choice("backbone.head", head, HEADS)
+    if not width > 0:
+        raise ValueError(f"backbone.width must be > 0, got {width}")
     if num_classes < 0:
         raise ValueError(f"backbone num_classes must be >= 0 (0 = encoder), got {num_classes}")
     normaliser = InputNormalization(*INPUT_NORMS[input_norm])
@@ -177,8 +205,8 @@ def build_backbone(
             **kw,
         )
     else:
-        features = make_layers(cfgs["D"], batch_norm=norm == "batch")
-        net = CamVGG(features, num_classes=out, input_norm=normaliser, **kw)
+        features = make_layers(_vgg_layout(width), batch_norm=norm == "batch")
+        net = CamVGG(features, num_classes=out, input_norm=normaliser, head=head, **kw)
     if num_classes == 0:
         net.remove_head()
     if weights is not None:

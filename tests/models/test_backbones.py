@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from src.models.backbones import INPUT_NORMS, build_backbone
+from src.models.backbones import INPUT_NORMS, build_backbone, stage_names
 from src.models.checkpoints import CheckpointError
 
 X = torch.rand(2, 3, 64, 64)
@@ -129,3 +129,36 @@ def test_missing_or_corrupt_weights_file(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match=r"bad\.pth: not a PyTorch checkpoint"):
         build_backbone("resnet18", 1, weights=str(bad))
+
+
+@pytest.mark.parametrize("norm", ["none", "batch"])
+def test_slim_vgg16_keeps_the_five_stages_and_scales_every_convolution(norm):
+    net = build_backbone("vgg16", num_classes=1, norm=norm, width=0.25, head="gap")
+    assert net.cam_stages == stage_names("vgg16", norm)
+    convs = [m.out_channels for m in net.features if isinstance(m, torch.nn.Conv2d)]
+    assert convs == [16, 16, 32, 32, 64, 64, 64, 128, 128, 128, 128, 128, 128]
+    assert net.head_name == "classifier.0" and net.feature_dim == 128
+    assert net(torch.rand(2, 3, 64, 32)).shape == (2, 1)
+    # The encoder is the classifier without its one linear layer, as for the fc head.
+    encoder = build_backbone("vgg16", num_classes=0, norm=norm, width=0.25, head="gap")
+    assert encoder(torch.rand(2, 3, 64, 32)).shape == (2, 128)
+    assert set(net.state_dict()) - set(encoder.state_dict()) == net.head_state_keys()
+
+
+def test_narrow_vgg16_with_the_fc_head_fits_its_first_linear_layer():
+    net = build_backbone("vgg16", num_classes=3, norm="none", width=0.125)
+    assert net.classifier[0].in_features == 64 * 7 * 7
+    assert net(torch.rand(1, 3, 32, 32)).shape == (1, 3)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"arch": "resnet18", "width": 0.5}, "VGG16 options"),
+        ({"arch": "vgg16", "head": "mlp"}, "backbone.head"),
+        ({"arch": "vgg16", "width": 0}, "backbone.width"),
+    ],
+)
+def test_bad_width_or_head_is_refused_by_name(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        build_backbone(num_classes=1, **{"norm": "batch", **kwargs})
