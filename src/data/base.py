@@ -79,6 +79,8 @@ class SplitDataModule(pl.LightningDataModule, ABC):
     # classes or the object classes only (foreground).
     eval_metrics: str | None = None
     eval_miou: str = "all"
+    # Score images labelled negative with an empty mask (src.evaluation.image_result.gated_mask)
+    eval_label_gate: bool = False
 
     def __init__(
         self,

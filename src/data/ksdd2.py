@@ -38,6 +38,7 @@ class KSDD2DataModule(FileDataModule):
     task = "binary"
     eval_metrics = "confusion"  # the second paper's columns: mIoU, precision, recall, micro-F1
     eval_miou = "foreground"  # the paper's KSDD2 mIoU is the defect-class IoU
+    eval_label_gate = True  # Otsu masks of the defect map only on images labelled defective
     class_names = ["defect"]
     default_batch_size = 32
 

@@ -48,9 +48,10 @@ class CAMEvaluationModule(pl.LightningModule):
         task: str,
         empty_hd95: float | None = 373.12866,
         normal_area_max: float | None = None,
+        label_gate: bool = False,
     ) -> None:
-        """`task` is the DataModule's (`binary` | `multilabel`); `empty_hd95` and
-        `normal_area_max` are the scoring options of `binary_result`."""
+        """`task` is the DataModule's (`binary` | `multilabel`); `empty_hd95`,
+        `normal_area_max` and `label_gate` are the scoring options of `binary_result`."""
         super().__init__()
         if task not in ("binary", "multilabel"):
             raise ValueError(f"task must be 'binary' or 'multilabel', got {task!r}")
@@ -63,6 +64,7 @@ class CAMEvaluationModule(pl.LightningModule):
         self.maps_path = Path(maps_path)
         self.empty_hd95 = empty_hd95
         self.normal_area_max = normal_area_max
+        self.label_gate = label_gate
         self.results: list[ImageResult] = []
         self._writer: MapWriter | None = None
         self._pending: list[dict[str, Any]] = []
@@ -176,6 +178,7 @@ class CAMEvaluationModule(pl.LightningModule):
                         info["scores"][i],
                         self.empty_hd95,
                         self.normal_area_max,
+                        self.label_gate,
                     )
                 )
         self._pending = []

@@ -55,6 +55,17 @@ class ImageResult:
         return {k: f"{v:.6g}" if isinstance(v, float) else v for k, v in self.as_row().items()}
 
 
+def gated_mask(mask: np.ndarray, label: int, label_gate: bool) -> np.ndarray:
+    """The mask an image is scored with. With `label_gate`, an image whose image-level label
+    is negative gets an empty mask: in weakly-supervised segmentation the label is given, and
+    a class's map is only read where the label names the class (VOC's rule, docs/masks.md).
+    Otsu always splits a map in two, so without the gate every clean KSDD2 surface would be
+    scored with a mask covering a large share of it."""
+    if label_gate and not label:
+        return np.zeros_like(mask, dtype=bool)
+    return mask
+
+
 def binary_result(
     image_id: str,
     gt: np.ndarray,
@@ -64,12 +75,15 @@ def binary_result(
     score: float,
     empty_hd95: float | None,
     normal_area_max: float | None = None,
+    label_gate: bool = False,
 ) -> ImageResult:
     """The result of one image of a binary task: the mask's metrics and the map's
     threshold-free localisation (pointing game, mass in the GT).
 
     Metrics and group are taken against `scored_ground_truth(gt, normal_area_max)`;
-    `gt_area` stays the true tumour area, so a small tumour scored as normal can be seen."""
+    `gt_area` stays the true tumour area, so a small tumour scored as normal can be seen.
+    `label_gate`: the mask passes through `gated_mask` (empty where the label is negative)."""
+    mask = gated_mask(mask, label, label_gate)
     scored = scored_ground_truth(gt, normal_area_max)
     return ImageResult(
         id=image_id,

@@ -22,7 +22,7 @@ from src.evaluation.figures import (
     save_histogram,
     save_overview,
 )
-from src.evaluation.image_result import ImageResult
+from src.evaluation.image_result import ImageResult, gated_mask
 from src.evaluation.items import item_index, truncated_uint8_rgb
 from src.evaluation.map_store import load_map
 from src.evaluation.metrics import scored_ground_truth
@@ -98,6 +98,8 @@ def write_overview(
         image = truncated_uint8_rgb(item["image"][None])[0]
         cam_map = load_map(maps_path, image_id)
         mask = np.asarray(mask_maker(image[None], cam_map[None])[0], dtype=bool)
+        label = int(np.asarray(item["label"]).max() > 0.5)
+        mask = gated_mask(mask, label, settings.label_gate)
         # The ground truth the metrics in the titles were taken against.
         gt = scored_ground_truth(item["mask"].numpy(), settings.normal_area_max)
         panels[image_id] = (image, gt, cam_map, mask)

@@ -111,6 +111,7 @@ def remask_binary(
                     float(old["score"]),
                     settings.empty_hd95,
                     settings.normal_area_max,
+                    settings.label_gate,
                 )
             )
     return results

@@ -25,7 +25,8 @@ class EvalSettings:
     binary metrics and the VOC rule with split-level confusion metrics. `metrics` is the
     headline convention (`per_image` mean ± std over the abnormal images, or `confusion`
     split-level values), None for the task's default; `miou` = `foreground` makes the
-    confusion headline's mIoU the foreground classes' (KSDD2).
+    confusion headline's mIoU the foreground classes' (KSDD2). `label_gate`: binary images
+    labelled negative are scored with an empty mask (`gated_mask`; KSDD2's convention).
     """
 
     output_dir: Path
@@ -37,6 +38,7 @@ class EvalSettings:
     figure_images: int
     metrics: str | None = None
     miou: str | None = None
+    label_gate: bool = False
 
     def __post_init__(self) -> None:
         """Refuse a task or headline this evaluation does not know, before any image runs."""

@@ -61,8 +61,9 @@ def conventions(settings: EvalSettings) -> dict[str, str]:
     normal = "empty"
     if settings.normal_area_max is not None:
         normal = f"empty or tumour <= {settings.normal_area_max:g} of the image (scored as empty)"
+    gate = "; images labelled negative are scored with an empty mask" if settings.label_gate else ""
     return {
-        "groups": f"abnormal = ground truth non-empty; normal = {normal}; all = both",
+        "groups": f"abnormal = ground truth non-empty; normal = {normal}; all = both{gate}",
         "std": "population (ddof=0)",
         "empty_cases": "both empty: Dice 1, IoU 1, HD95 0; one empty: Dice 0, IoU 0, "
         f"HD95 {empty_hd95}",

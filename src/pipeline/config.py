@@ -169,6 +169,9 @@ def validate_config(cfg: DictConfig) -> None:
         isinstance(area, int | float) and not isinstance(area, bool) and 0 <= area < 1
     ):
         raise ConfigError("eval.normal_area_max", f"must be in [0, 1) or null, got {area!r}")
+    gate = cfg.eval.get("label_gate")
+    if gate is not None and not isinstance(gate, bool):
+        raise ConfigError("eval.label_gate", f"must be true, false or null, got {gate!r}")
 
 
 def check_paths(cfg: DictConfig) -> None:

@@ -58,7 +58,8 @@ def datamodule_arguments(data: DictConfig) -> dict[str, Any]:
     """
     arguments = OmegaConf.to_container(data, resolve=True)
     assert isinstance(arguments, dict)
-    if "evaluation" in arguments or ("demo" in arguments and arguments["_target_"] != DEMO_TARGET):
+    generated = str(arguments["_target_"]).startswith("src.data.demo.")
+    if "evaluation" in arguments or ("demo" in arguments and not generated):
         raise ConfigError(
             "data",
             "a data config of an older run (with data.evaluation or data.demo on "
@@ -259,7 +260,13 @@ def evaluation_settings(cfg: DictConfig, datamodule: pl.LightningDataModule) -> 
         figure_images=cfg.eval.figure_images,
         metrics=cfg.eval.get("metrics") or datamodule.eval_metrics,
         miou=cfg.eval.get("miou") or datamodule.eval_miou,
+        label_gate=_or_default(cfg.eval.get("label_gate"), datamodule.eval_label_gate),
     )
+
+
+def _or_default(value: Any, default: Any) -> Any:
+    """A config value, or the DataModule's convention where the config says null."""
+    return default if value is None else value
 
 
 def cam_method(cfg: DictConfig) -> Method:
@@ -287,6 +294,7 @@ def cam_module_factory(
             task=settings.task,
             empty_hd95=settings.empty_hd95,
             normal_area_max=settings.normal_area_max,
+            label_gate=settings.label_gate,
         )
 
     return build

@@ -103,3 +103,37 @@ def test_logits_that_disagree_with_the_datamodule_task_are_an_error(task, shape)
     module = CAMEvaluationModule(net, "gradcam", [], {}, None, "x.npz", task=task)
     with pytest.raises(ValueError, match=f"do not fit the DataModule's {task} task"):
         module.test_step({"image": images, "id": ["x"]}, 0)
+
+
+def test_label_gate_empties_the_mask_of_negative_images_only():
+    gt = np.zeros((8, 8), bool)
+    mask = np.zeros((8, 8), bool)
+    mask[1:7, 1:7] = True  # Otsu splits even a clean surface's map in two
+    cam_map = mask.astype(np.float32)
+    plain = binary_result("n", gt, mask, cam_map, 0, 0.1, 373.12866)
+    gated = binary_result("n", gt, mask, cam_map, 0, 0.1, 373.12866, label_gate=True)
+    assert plain.pred_area == 36 and plain.metrics["dice"] == 0.0
+    assert gated.pred_area == 0 and gated.metrics["dice"] == 1.0
+    assert gated.confusion.matrix[0, 1] == 0 and plain.confusion.matrix[0, 1] == 36
+    # A positive label keeps its mask, gate or not.
+    gt[2:4, 2:4] = True
+    positive = binary_result("p", gt, mask, cam_map, 1, 0.9, 373.12866, label_gate=True)
+    assert positive.pred_area == 36
+
+
+def test_label_gate_leaves_the_foreground_iou_of_a_split_as_over_its_positives():
+    rng = np.random.default_rng(0)
+    results, positives = [], []
+    for i in range(6):
+        gt = np.zeros((16, 16), bool)
+        if i % 2:
+            gt[4:9, 3:10] = True
+        mask = rng.random((16, 16)) > 0.6
+        result = binary_result(str(i), gt, mask, mask * 1.0, i % 2, 0.5, None, label_gate=True)
+        results.append(result)
+        if i % 2:
+            positives.append(result)
+    everything = split_confusion(results).as_dict()
+    only_positive = split_confusion(positives).as_dict()
+    for column in ("miou_foreground", "precision", "recall", "f1"):
+        assert everything[column] == pytest.approx(only_positive[column])
