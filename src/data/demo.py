@@ -1,10 +1,12 @@
-"""Demo data: the generated BraTS copy the pipeline runs on when no real data is given.
+"""Demo data: generated copies in the real on-disk formats, which the real readers then read.
 
-Generated once per parameter set: a marker file inside the generated folder records the
-generator parameters and version, and the folder is rebuilt only when they differ or the
-folder is incomplete (a missing case file). Runs started together on one checkout generate it
-once: the first takes the folder's lock (`src.data.lock`, a hidden sibling), the others wait
-and read what it wrote.
+Each demo DataModule is its dataset's DataModule plus ``prepare_data``, which generates the
+copy into ``root`` on first use. A copy is generated once per parameter set: a marker file
+inside the generated folder records the generator parameters and version (and the files it
+wrote), and the folder is rebuilt only when they differ or a file is missing. Runs started
+together on one checkout generate it once: the first takes the folder's lock
+(`src.data.lock`, a hidden sibling), the others wait and read what it wrote. A folder without
+a marker is never replaced: it is somebody's data.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,27 +23,51 @@ from omegaconf import OmegaConf
 from src.data.brats import BraTSDataModule
 from src.data.generators.anatomy import MODALITIES
 from src.data.generators.brats import generate_brats
+from src.data.generators.ksdd2 import generate_ksdd2
+from src.data.ksdd2 import KSDD2DataModule
 from src.data.lock import build_once
 
 log = logging.getLogger(__name__)
 
-#: Bump when the generator's output changes, so cached demo copies are rebuilt.
+#: Bump when a generator's output changes, so cached demo copies are rebuilt.
 DEMO_VERSION = 3
+KSDD2_DEMO_VERSION = 2
 MARKER = ".wsss_demo.json"
 
+#: (root, overwrite, marker) -> None: writes the copy, marker included, atomically.
+Generate = Callable[[Path, bool, tuple[str, dict]], None]
+#: The marker's content -> the files a complete copy holds (relative to its root).
+ExpectedFiles = Callable[[dict], list[str]]
 
-def _complete(root: Path, cases: list[str]) -> bool:
-    names = [*MODALITIES, "seg"]
-    return all((root / c / f"{c}_{m}.nii.gz").is_file() for c in cases for m in names)
 
+def ensure_generated(
+    root: str | Path, params: dict[str, Any], generate: Generate, expected: ExpectedFiles
+) -> Path:
+    """Return ``root`` holding a complete copy that ``generate`` made with ``params``."""
+    root = Path(root).expanduser()
+    params = json.loads(json.dumps(params))  # tuples -> lists, as stored in the marker
+    marker = root / MARKER
 
-def _is_current(root: Path, params: dict) -> bool:
-    """True if ``root`` holds a complete copy generated with exactly ``params``."""
-    try:
-        stored = json.loads((root / MARKER).read_text())
-    except (OSError, ValueError):
-        return False
-    return stored.get("params") == params and _complete(root, stored.get("cases", []))
+    def current() -> Path | None:
+        try:
+            stored = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            return None
+        if stored.get("params") != params:
+            return None
+        return root if all((root / f).is_file() for f in expected(stored)) else None
+
+    def build() -> Path:
+        log.info("generating demo data in %s (%s)", root, params)
+        exists = root.exists()
+        if exists and not marker.is_file() and any(root.iterdir()):
+            raise FileExistsError(
+                f"{root}: not a generated demo folder (no {MARKER}); refusing to replace it"
+            )
+        generate(root, exists, (MARKER, {"params": params}))
+        return root
+
+    return build_once(root, current, build)
 
 
 def ensure_demo_brats(
@@ -56,34 +82,41 @@ def ensure_demo_brats(
     """
     if workers is None:
         workers = min(os.cpu_count() or 1, 4)
-    root = Path(root).expanduser()
     params = {"version": DEMO_VERSION, "n_cases": n_cases, "seed": seed, **kw}
-    params = json.loads(json.dumps(params))  # tuples -> lists, as stored in the marker
-    marker = root / MARKER
 
-    def current() -> Path | None:
-        return root if _is_current(root, params) else None
-
-    def generate() -> Path:
-        log.info("generating demo BraTS data in %s (%s)", root, params)
-        exists = root.exists()
-        if exists and not marker.is_file() and any(root.iterdir()):
-            raise FileExistsError(
-                f"{root}: not a generated demo folder (no {MARKER}); refusing to replace it"
-            )
-        # generate_brats builds a temporary sibling and swaps it in, marker included.
+    def generate(target: Path, overwrite: bool, marker: tuple[str, dict]) -> None:
         generate_brats(
-            root,
-            n_cases=n_cases,
-            seed=seed,
-            overwrite=exists,
-            marker=(MARKER, {"params": params}),
-            workers=workers,
-            **kw,
-        )
-        return root
+            target, n_cases=n_cases, seed=seed, overwrite=overwrite, marker=marker,
+            workers=workers, **kw,
+        )  # fmt: skip
 
-    return build_once(root, current, generate)
+    def expected(stored: dict) -> list[str]:
+        names = [*MODALITIES, "seg"]
+        return [f"{c}/{c}_{m}.nii.gz" for c in stored.get("cases", []) for m in names] or [""]
+
+    return ensure_generated(root, params, generate, expected)
+
+
+def ensure_demo_ksdd2(root: str | Path, seed: int = 0, **kw: Any) -> Path:
+    """Return ``root`` holding a generated KSDD2 copy made with these parameters.
+
+    ``kw`` goes to :func:`src.data.generators.ksdd2.generate_ksdd2` (``n_train``, ``n_test``,
+    ``defect_fraction``, ``size``).
+    """
+    params = {"version": KSDD2_DEMO_VERSION, "seed": seed, **kw}
+
+    def generate(target: Path, overwrite: bool, marker: tuple[str, dict]) -> None:
+        generate_ksdd2(target, seed=seed, overwrite=overwrite, marker=marker, **kw)
+
+    def expected(stored: dict) -> list[str]:
+        return stored.get("files") or [""]
+
+    return ensure_generated(root, params, generate, expected)
+
+
+def _plain(demo: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A config node's values as plain containers (the marker file is JSON)."""
+    return OmegaConf.to_container(demo) if OmegaConf.is_config(demo) else demo  # type: ignore[return-value]
 
 
 class DemoBraTSDataModule(BraTSDataModule):
@@ -102,10 +135,31 @@ class DemoBraTSDataModule(BraTSDataModule):
     ) -> None:
         """A BraTS DataModule on `root` that `prepare_data` fills with `demo`'s generator."""
         super().__init__(root, **kwargs)
-        # Plain values (a config node's lists are not JSON, which the marker file is).
-        self.demo = OmegaConf.to_container(demo) if OmegaConf.is_config(demo) else demo
+        self.demo = _plain(demo)
 
     def prepare_data(self) -> None:
         """Generate the demo copy into ``root`` unless it is already there (the marker matches)."""
         if self.demo is not None:
             ensure_demo_brats(self.root, **self.demo)
+
+
+class DemoKSDD2DataModule(KSDD2DataModule):
+    """The KSDD2 DataModule on a generated copy of KolektorSDD2 in its real on-disk format.
+
+    ``demo``: the generator's arguments (:func:`ensure_demo_ksdd2`: ``n_train``, ``n_test``,
+    ``seed``, ``defect_fraction``, ``size``); None reads ``root`` as it is (a real KSDD2
+    folder, or one made by other code). Every other argument is the
+    :class:`~src.data.ksdd2.KSDD2DataModule`'s.
+    """
+
+    def __init__(
+        self, root: str | Path, demo: Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        """A KSDD2 DataModule on `root` that `prepare_data` fills with `demo`'s generator."""
+        super().__init__(root, **kwargs)
+        self.demo = _plain(demo)
+
+    def prepare_data(self) -> None:
+        """Generate the demo copy into ``root`` unless it is already there (the marker matches)."""
+        if self.demo is not None:
+            ensure_demo_ksdd2(self.root, **self.demo)

@@ -9,7 +9,13 @@ import pytest
 from hydra.utils import instantiate
 
 from src.data.brats import BraTSDataModule
-from src.data.demo import MARKER, DemoBraTSDataModule, ensure_demo_brats
+from src.data.demo import (
+    MARKER,
+    DemoBraTSDataModule,
+    DemoKSDD2DataModule,
+    ensure_demo_brats,
+    ensure_demo_ksdd2,
+)
 from src.pipeline.stages import datamodule_arguments
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "data"
@@ -49,6 +55,38 @@ def test_demo_refuses_to_replace_foreign_folder(tmp_path):
     (tmp_path / "mine" / "precious.txt").write_text("x")
     with pytest.raises(FileExistsError, match="not a generated demo folder"):
         ensure_demo_brats(tmp_path / "mine", n_cases=2, **TINY)
+
+
+KSDD2_TINY = {"n_train": 6, "n_test": 4, "defect_fraction": 0.5, "size": [126, 46]}
+
+
+def test_ksdd2_demo_is_generated_once_rebuilt_on_change_and_read_by_the_reader(tmp_path):
+    root = tmp_path / "ksdd2"
+    dm = DemoKSDD2DataModule(root, demo=KSDD2_TINY, image_size=None, batch_size=2)
+    dm.prepare_data()
+    marker = json.loads((root / MARKER).read_text())
+    assert len(marker["files"]) == 2 * (6 + 4)
+    first = _mtimes(root)
+    ensure_demo_ksdd2(root, **KSDD2_TINY)
+    assert _mtimes(root) == first  # cached: nothing rewritten
+
+    (root / marker["files"][0]).unlink()  # incomplete: rebuilt
+    ensure_demo_ksdd2(root, **KSDD2_TINY)
+    assert (root / marker["files"][0]).is_file()
+
+    dm.setup()
+    assert len(dm.split["test"]) == 4 and len(dm.split["train"]) + len(dm.split["val"]) == 6
+    labels = [dm.dataset("test")[i]["label"].item() for i in range(4)]
+    assert set(labels) <= {0.0, 1.0}
+
+    ensure_demo_ksdd2(root, **{**KSDD2_TINY, "n_test": 5})
+    assert len(list((root / "test").glob("*_GT.png"))) == 5
+
+
+def test_ksdd2_demo_refuses_to_replace_a_real_folder(tmp_path):
+    (tmp_path / "KSDD2" / "train").mkdir(parents=True)
+    with pytest.raises(FileExistsError, match="not a generated demo folder"):
+        ensure_demo_ksdd2(tmp_path / "KSDD2", **KSDD2_TINY)
 
 
 def _compose(tmp_path: Path, data: str, *overrides: str):

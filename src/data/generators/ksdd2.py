@@ -1,57 +1,136 @@
 """Synthetic KSDD2 in its real layout (docs/data.md).
 
 ``<root>/{train,test}/NNNNN.png`` (RGB, about 230x630, sizes vary) with ``NNNNN_GT.png``
-(0/255, all zero for defect-free images). Surfaces are low-contrast crops of scikit-image's
-bundled textures with brushing streaks and uneven lighting; defects are thin scratches or
-small pits, darker or brighter than the surface.
+(0/255, all zero for defect-free images).
+
+What makes the task learnable and not trivial, as on the real surfaces:
+- **Surfaces** differ from image to image: a tinted base tone, a bundled scikit-image
+  texture at low contrast, brushing streaks along one axis, uneven lighting and sensor noise.
+- **Nuisances that are not defects** occur on defect-free and defective images alike, so
+  "something differs" is not the label: broad smooth stains (larger and softer than any
+  defect), faint machining lines that run the full length of the part, and dust specks
+  smaller than the smallest defect.
+- **Defects** are sharp-edged and local: bent scratches a few pixels wide, pits and spots,
+  irregular dents; darker or brighter than the surface; one to three per defective image.
+  The ground truth is the defect's own footprint.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage
-from skimage.draw import disk, line
+from skimage.draw import ellipse, line
 
 from src.data.atomic import atomic_directory
 from src.data.generators.textures import TEXTURES, bundled_image, random_crop
 
+#: The two files of one image: the picture and its ground truth.
+GT_PAIR = (".png", "_GT.png")
+#: Base tones of the surfaces (RGB in [0, 1]): grey steel, a greenish and a brownish coating.
+TONES = np.array([[0.55, 0.56, 0.57], [0.45, 0.52, 0.46], [0.55, 0.5, 0.44], [0.4, 0.42, 0.45]])
+
 
 def metal_surface(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
-    """(H, W) float32 in [0, 1]: a brushed-metal-like surface."""
+    """(H, W) float32 grey level around 0.5: texture, brushing streaks and uneven lighting."""
     texture = random_crop(bundled_image(TEXTURES[rng.integers(len(TEXTURES))]), shape, rng)
     t = texture[..., 0].astype(np.float32) / 255
-    surface = 0.5 + 0.25 * (t - t.mean()) * rng.uniform(0.5, 1.0)
-    surface += 0.04 * rng.standard_normal(shape[1]).astype(np.float32)[None, :]  # streaks
-    ramp = np.linspace(-1, 1, shape[0], dtype=np.float32)[:, None]
-    surface += rng.uniform(-0.1, 0.1) * ramp + rng.uniform(-0.08, 0.08)
-    return np.clip(surface, 0, 1)
+    surface = 0.5 + rng.uniform(0.05, 0.2) * (t - t.mean())
+    along = int(rng.integers(2))  # brushing runs along the part's length or across it
+    streaks = rng.standard_normal(shape[1 - along]).astype(np.float32)
+    streaks = ndimage.gaussian_filter1d(streaks, rng.uniform(0.5, 2.0))
+    surface += rng.uniform(0.01, 0.05) * (streaks[None, :] if along == 0 else streaks[:, None])
+    yy, xx = np.mgrid[-1 : 1 : shape[0] * 1j, -1 : 1 : shape[1] * 1j].astype(np.float32)
+    surface += rng.uniform(-0.12, 0.12) * yy + rng.uniform(-0.06, 0.06) * xx
+    surface -= rng.uniform(0.0, 0.15) * (xx**2)  # darker towards the part's edges
+    return surface
+
+
+def add_nuisances(surface: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Stains, full-length machining lines and dust specks: visible, but not defects."""
+    h, w = surface.shape
+    out = surface.copy()
+    for _ in range(int(rng.poisson(0.8))):  # broad soft stains
+        blob = np.zeros((h, w), np.float32)
+        rr, cc = ellipse(
+            rng.uniform(0, h),
+            rng.uniform(0, w),
+            rng.uniform(25, 80),
+            rng.uniform(15, 50),
+            shape=(h, w),
+            rotation=rng.uniform(0, np.pi),
+        )
+        blob[rr, cc] = 1.0
+        blob = ndimage.gaussian_filter(blob, rng.uniform(8, 16))
+        out += rng.choice([-1, 1]) * rng.uniform(0.05, 0.12) * blob / max(blob.max(), 1e-6)
+    for _ in range(int(rng.poisson(0.7))):  # machining lines: the whole length, faint
+        x = int(rng.integers(0, w))
+        out[:, x : x + int(rng.integers(1, 3))] += rng.choice([-1, 1]) * rng.uniform(0.03, 0.07)
+    specks = rng.random((h, w)) < rng.uniform(0.0, 3e-4)  # single-pixel dust
+    out[specks] += rng.choice([-1, 1]) * rng.uniform(0.1, 0.2)
+    return out
 
 
 def draw_defect(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
-    """Boolean mask of one defect: a thin bent scratch (70 %) or a small pit."""
-    mask = np.zeros(shape, bool)
+    """Boolean footprint of one defect: a bent scratch, a pit or an irregular dent."""
     h, w = shape
-    if rng.random() < 0.7:
-        y, x = rng.uniform(0.1, 0.9) * h, rng.uniform(0.15, 0.85) * w
+    mask = np.zeros(shape, bool)
+    y, x = rng.uniform(0.08, 0.92) * h, rng.uniform(0.12, 0.88) * w
+    kind = rng.choice(["scratch", "pit", "dent"], p=[0.45, 0.3, 0.25])
+    if kind == "scratch":
         angle = rng.uniform(0, np.pi)
         for _ in range(int(rng.integers(2, 5))):
-            step = rng.uniform(10, 40)
-            angle += rng.uniform(-0.5, 0.5)
+            step = rng.uniform(15, 45)
+            angle += rng.uniform(-0.6, 0.6)
             y2 = float(np.clip(y + step * np.sin(angle), 0, h - 1))
             x2 = float(np.clip(x + step * np.cos(angle), 0, w - 1))
             rr, cc = line(int(y), int(x), int(y2), int(x2))
             mask[rr, cc] = True
             y, x = y2, x2
-        width = int(rng.integers(0, 2))
-        return ndimage.binary_dilation(mask, iterations=width) if width else mask
-    rr, cc = disk(
-        (rng.uniform(0.1, 0.9) * h, rng.uniform(0.15, 0.85) * w), rng.uniform(3, 9), shape=shape
-    )
-    mask[rr, cc] = True
+        return ndimage.binary_dilation(mask, iterations=int(rng.integers(2, 6)))
+    if kind == "pit":
+        rr, cc = ellipse(
+            y,
+            x,
+            rng.uniform(5, 16),
+            rng.uniform(5, 16),
+            shape=shape,
+            rotation=rng.uniform(0, np.pi),
+        )
+        mask[rr, cc] = True
+        return mask
+    # dent: a thresholded patch of smoothed noise, irregular but compact
+    size = int(rng.integers(20, 50))
+    noise = ndimage.gaussian_filter(rng.standard_normal((size, size)), size / 6)
+    yy, xx = np.mgrid[:size, :size]
+    falloff = 1 - np.hypot(yy - size / 2, xx - size / 2) / (size / 2)
+    patch = (noise / noise.std() + 2.5 * falloff) > 1.8
+    top, left = int(np.clip(y - size / 2, 0, h - size)), int(np.clip(x - size / 2, 0, w - size))
+    mask[top : top + size, left : left + size] = patch
     return mask
+
+
+def defective(surface: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The surface with one to three defects, and their joint footprint."""
+    gt = np.zeros(surface.shape, bool)
+    out = surface.copy()
+    for _ in range(int(rng.choice([1, 1, 1, 2, 3]))):
+        footprint = draw_defect(surface.shape, rng)
+        edge = ndimage.gaussian_filter(footprint.astype(np.float32), rng.uniform(0.3, 0.9))
+        out += rng.choice([-1, 1], p=[0.65, 0.35]) * rng.uniform(0.15, 0.35) * edge
+        gt |= footprint
+    return out, gt
+
+
+def to_rgb(surface: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """uint8 RGB: the grey level times a tinted base tone, plus sensor noise."""
+    tone = TONES[rng.integers(len(TONES))] * rng.uniform(0.9, 1.1, 3)
+    rgb = surface[..., None] * tone / 0.5
+    rgb += rng.uniform(0.005, 0.02) * rng.standard_normal(rgb.shape)
+    return np.clip(rgb * 255, 0, 255).round().astype(np.uint8)
 
 
 def generate_ksdd2(
@@ -62,9 +141,12 @@ def generate_ksdd2(
     defect_fraction: float = 0.3,
     size: tuple[int, int] = (630, 230),
     overwrite: bool = False,
+    marker: tuple[str, dict] | None = None,
 ) -> dict[str, list[str]]:
     """Write the two folders; ``size`` = nominal (height, width), each image varies by a few
-    pixels. Returns the image stems per folder; images at ``defect_fraction`` have a defect."""
+    pixels. Returns the image stems per folder; images at ``defect_fraction`` have a defect.
+    ``marker`` = (file name, content): a JSON provenance file written at the root with the
+    data, plus a ``files`` list, inside the same atomic rename."""
     rng = np.random.default_rng(seed)
     written: dict[str, list[str]] = {}
     with atomic_directory(root, overwrite=overwrite) as tmp:
@@ -73,18 +155,16 @@ def generate_ksdd2(
             written[folder] = []
             for i in range(count):
                 shape = (size[0] + int(rng.integers(-6, 7)), size[1] + int(rng.integers(-4, 5)))
-                surface = metal_surface(shape, rng)
+                surface = add_nuisances(metal_surface(shape, rng), rng)
                 gt = np.zeros(shape, bool)
                 if rng.random() < defect_fraction:
-                    gt = draw_defect(shape, rng)
-                    soft = ndimage.gaussian_filter(gt.astype(np.float32), 0.7)
-                    surface = np.clip(
-                        surface + rng.choice([-1, 1]) * rng.uniform(0.2, 0.35) * soft, 0, 1
-                    )
-                tint = np.array([1.0, 1.0, 1.0]) + rng.uniform(-0.03, 0.03, 3)
-                rgb = np.clip(surface[..., None] * tint * 255, 0, 255).round().astype(np.uint8)
+                    surface, gt = defective(surface, rng)
                 stem = f"{first + i:05d}"
-                Image.fromarray(rgb).save(tmp / folder / f"{stem}.png")
+                Image.fromarray(to_rgb(surface, rng)).save(tmp / folder / f"{stem}.png")
                 Image.fromarray((gt * 255).astype(np.uint8)).save(tmp / folder / f"{stem}_GT.png")
                 written[folder].append(stem)
+        if marker is not None:
+            name, content = marker
+            files = [f"{d}/{s}{end}" for d, ss in written.items() for s in ss for end in GT_PAIR]
+            (tmp / name).write_text(json.dumps({**content, "files": files}, indent=1))
     return written
