@@ -405,6 +405,8 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     # (Hydra keeps its own copy of every attempt in .hydra/).
     if rank_zero_only.rank == 0:
         atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        if summary:
+            log.info("Results written to %s", output_dir)
     return summary
 
 
