@@ -57,7 +57,8 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         hydra_cfg = HydraConfig.get()
         run_dir = Path(hydra_cfg.runtime.output_dir)
         multirun = hydra_cfg.mode == RunMode.MULTIRUN
-        clean_up_failed_start(run_dir, run_dir.parent if multirun else None)
+        resumed = bool(cfg.get("resume"))
+        clean_up_failed_start(run_dir, run_dir.parent if multirun else None, resumed)
         sys.exit(EXIT_STATUS)
     if summary and cfg.data.get("demo") and cfg.method == "cam" and cfg.stage in ("all", "eval"):
         print(DEMO_NEXT)

@@ -301,9 +301,11 @@ def eval_stage(
     """CAMs of the evaluation split -> masks -> metrics, result files and figure."""
     ckpt = cfg.get("ckpt") or store.lookup(cfg, "finetune")
     if ckpt is None:
-        raise FileNotFoundError(
-            "No trained classifier for this data/backbone/training config: run with stage=all "
-            "(or stage=finetune) first, or give one with ckpt=/path/to/weights"
+        raise ConfigError(
+            "ckpt",
+            f"no trained classifier in {store.root} for this data/backbone/training config "
+            f"({cfg.backbone.net.arch}, norm={cfg.backbone.net.get('norm')}): run with "
+            "stage=all (or stage=finetune) first, or give one with ckpt=/path/to/weights",
         )
     net = build_net(cfg, datamodule.num_classes)
     load_weights(net, ckpt)

@@ -17,6 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 
 from src.cams import check_options
 from src.cams.base import OptionError
+from src.data.generators.brats import generate_brats
 from src.models.checkpoints import CheckpointError
 from src.pipeline.config import ConfigError
 from src.pipeline.console import quiet_console
@@ -80,6 +81,8 @@ def test_only_a_failed_starts_leftovers_are_removed(tmp_path):
     (job / ".hydra").mkdir(parents=True)
     (job / "run.log").write_text("")
     (job / "split.json").write_text("{}")
+    (job / "checkpoints" / "pretrain").mkdir(parents=True)  # a stage started, read bad data
+    (job / "checkpoints" / "pretrain" / "key.json").write_text("{}")
     (sweep / "multirun.yaml").write_text("")
     kept = sweep / "1_cam-cam"
     (kept / ".hydra").mkdir(parents=True)
@@ -91,6 +94,14 @@ def test_only_a_failed_starts_leftovers_are_removed(tmp_path):
     clean_up_failed_start(kept, sweep)
     assert not sweep.exists()
     assert not remove_if_disposable(tmp_path / "missing")
+    trained = tmp_path / "trained"
+    (trained / "checkpoints" / "finetune").mkdir(parents=True)
+    (trained / "checkpoints" / "finetune" / "last.ckpt").write_text("")
+    assert not remove_if_disposable(trained)
+    resumed = tmp_path / "resumed"
+    (resumed / ".hydra").mkdir(parents=True)
+    clean_up_failed_start(resumed, None, resumed=True)
+    assert resumed.exists(), "a resumed run's folder existed before the failed start"
 
 
 def test_a_text_file_is_not_a_checkpoint(tmp_path):
@@ -167,6 +178,9 @@ def _run(*overrides: str, full_error: bool = False) -> subprocess.CompletedProce
             r"'cam.options.delta': unknown option\(s\) \['delta'\] for CAM method 'cfdcam'",
         ),
         (["data=brats", "data.root=/nonexistent"], "'data.root': /nonexistent is not a folder"),
+        (["data.image_size=7"], "'data.image_size': 7 is too small .* at least 33 px"),
+        (["threads=0"], "'threads': must be a number of CPU threads >= 1"),
+        (["threads=-1"], "'threads': must be a number of CPU threads >= 1"),
     ],
 )
 def test_user_error_is_one_line_exit_2_and_leaves_no_run_folder(tmp_path, overrides, message):
@@ -211,3 +225,24 @@ def test_an_old_flat_cam_option_on_the_command_line_is_one_line_exit_2(tmp_path)
         "cam.options: use cam.options.delta=20"
     ]
     assert not (tmp_path / "run").exists()
+
+
+def test_eval_without_a_stored_classifier_is_one_line_exit_2(tmp_path):
+    data = tmp_path / "BraTS2021"
+    generate_brats(data, n_cases=4, seed=1, shape=(48, 48, 8), normal_cases=0)
+    run_dir = tmp_path / "run"
+    result = _run(
+        "stage=eval",
+        "backbone=vgg16_bn",
+        "data=brats",
+        f"data.root={data}",
+        f"data.cache_dir={tmp_path / 'slices'}",
+        f"paths.model_store={tmp_path / 'classifiers'}",
+        "data.image_size=null",
+        f"hydra.run.dir={run_dir}",
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "'ckpt': no trained classifier" in lines[0], result.stderr
+    assert "vgg16" in lines[0]
+    assert not run_dir.exists()
