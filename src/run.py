@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from src.pipeline.config import ConfigError
 from src.pipeline.overrides import cam_options_as_upserts
 from src.pipeline.resolvers import register_resolvers
-from src.pipeline.resume import resumed_arguments
+from src.pipeline.resume import RunComplete, resumed_arguments
 from src.pipeline.stages import run_pipeline
 from src.pipeline.user_errors import (
     EXIT_STATUS,
@@ -73,6 +73,9 @@ if __name__ == "__main__":
     except ConfigError as err:
         print(f"Error: {err}", file=sys.stderr)
         sys.exit(EXIT_STATUS)
+    except RunComplete as done:
+        print(done)
+        sys.exit(0)
     try:
         main()
     except SystemExit as end:

@@ -35,6 +35,7 @@ from src.pipeline.config import (
     validate_config,
 )
 from src.pipeline.console import quiet_console
+from src.pipeline.resume import FINISHED_MARKER
 from src.pipeline.store import ModelStore, load_state_dict, load_weights, save_from_rank_zero
 from src.pipeline.supervised import (
     check_supervised_config,
@@ -406,7 +407,7 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     # Written last, so a failed run never replaces the config of results already in the folder
     # (Hydra keeps its own copy of every attempt in .hydra/).
     if rank_zero_only.rank == 0:
-        atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        atomic_write_text(output_dir / FINISHED_MARKER, OmegaConf.to_yaml(cfg, resolve=True))
         if summary:
             log.info("Results written to %s", output_dir)
     return summary
