@@ -14,6 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from src.pipeline import interrupts
 from src.pipeline.config import ConfigError
 from src.pipeline.overrides import cam_options_as_upserts
 from src.pipeline.resolvers import register_resolvers
@@ -48,8 +49,14 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     on stderr, exit status 2 and no run folder left behind (``src.pipeline.user_errors``)."""
     global _composed
     _composed = True
+    interrupts.install()
     try:
         summary = run_pipeline(cfg)
+    except (KeyboardInterrupt, SystemExit):
+        if not interrupts.stopped_by_signal():
+            raise
+        print(interrupts.resume_hint(Path(HydraConfig.get().runtime.output_dir)), file=sys.stderr)
+        sys.exit(interrupts.exit_status())
     except USER_ERRORS as err:
         if full_error_wanted():
             raise
