@@ -70,7 +70,10 @@ def publish(
 def print_results(summary: dict[str, Any], settings: EvalSettings, method: Method) -> None:
     """The group table (binary tasks) and the headline, on the console."""
     if settings.binary:
-        title = f"{method.name} on the {settings.split} split ({settings.output_dir})"
+        title = (
+            f"{method.name}, {method.describe()} masks, on the {settings.split} split "
+            f"({settings.output_dir})"
+        )
         columns = ("dice", "iou", "hd95", *LOCALISATION)
         print("\n" + format_table(summary["groups"], columns, title=title))
     print("\n" + format_headline(summary["headline"], summary["headline_metrics"]) + "\n")

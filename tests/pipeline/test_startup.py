@@ -9,20 +9,25 @@ import re
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 
 from src.cams import check_options
 from src.cams.base import OptionError
 from src.data.generators.brats import generate_brats
+from src.evaluation.publish import print_results
+from src.evaluation.settings import EvalSettings, Method
 from src.models.checkpoints import CheckpointError
+from src.pipeline.compose import CONF_DIR
 from src.pipeline.config import ConfigError
 from src.pipeline.console import quiet_console
 from src.pipeline.overrides import cam_options_as_upserts
-from src.pipeline.resolvers import MAX_NAME, launch_dir, path_safe
+from src.pipeline.resolvers import MAX_NAME, launch_dir, path_safe, register_resolvers
 from src.pipeline.store import load_state_dict, load_weights
 from src.pipeline.user_errors import (
     USER_ERRORS,
@@ -246,3 +251,24 @@ def test_eval_without_a_stored_classifier_is_one_line_exit_2(tmp_path):
     assert len(lines) == 1 and "'ckpt': no trained classifier" in lines[0], result.stderr
     assert "vgg16" in lines[0]
     assert not run_dir.exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "ending"),
+    [(["stage=masks", "maps_from=/r", "cam.mask=otsu"], "_masks-otsu"), ([], "")],
+)
+def test_a_mask_only_run_names_its_mask_rule_in_its_folder(tmp_path, overrides, ending):
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    name = Path(cfg.hydra.run.dir).name
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d" + ending, name), name
+    GlobalHydra.instance().clear()
+
+
+def test_the_results_heading_names_the_mask_rule(capsys, tmp_path):
+    settings = EvalSettings(tmp_path, "test", "binary", None, None, 0, 0)
+    summary = {"groups": {}, "headline": {}, "headline_metrics": "per_image"}
+    print_results(summary, settings, Method("gradcam", "otsu"))
+    assert "gradcam, otsu masks, on the test split" in capsys.readouterr().out
