@@ -272,3 +272,27 @@ def test_the_results_heading_names_the_mask_rule(capsys, tmp_path):
     summary = {"groups": {}, "headline": {}, "headline_metrics": "per_image"}
     print_results(summary, settings, Method("gradcam", "otsu"))
     assert "gradcam, otsu masks, on the test split" in capsys.readouterr().out
+
+
+def test_help_names_the_main_keys_and_every_group_option():
+    result = subprocess.run(
+        [sys.executable, "-m", "src.run", "--help"],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    assert len(text.splitlines()) < 50, "the help is a page, not the config dump"
+    for key in ("data=", "modality=", "backbone=", "cam=", "cam.options.", "stage=", "method="):
+        assert key in text, key
+    for key in ("seed=", "threads=", "resume=", "eval.", "README.md"):
+        assert key in text, key
+    for group in ("data", "backbone", "cam"):
+        options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+        listed = re.search(rf"\b{group}=([\w|]+)", re.sub(r"\|\n\s*", "|", text))
+        assert listed, group
+        named = sorted(listed.group(1).split("|"))
+        assert named == options, (group, named)
