@@ -141,6 +141,11 @@ def validate_config(cfg: DictConfig) -> None:
     net = cfg.backbone.net
     _check_image_size(cfg.data.get("image_size"), net.arch, net.get("norm", "instance"))
     _check_threads(cfg.get("threads"))
+    if not isinstance(cfg.get("keep_last_checkpoint"), bool):
+        raise ConfigError(
+            "keep_last_checkpoint",
+            f"must be true or false, got {cfg.get('keep_last_checkpoint')!r}",
+        )
 
     cam = cfg.cam
     _check_cam_options(cam)

@@ -103,7 +103,10 @@ def test_run_writes_every_output(first_run):
         "split.json",
     ):
         assert (out / name).is_file(), name
-    assert list((out / "checkpoints" / "finetune").glob("*.ckpt"))
+    # The best checkpoint (named in the store's info.json) stays; last.ckpt, which only a
+    # resume reads, is gone once the run is complete (keep_last_checkpoint=false).
+    kept = sorted(p.name for p in (out / "checkpoints" / "finetune").glob("*.ckpt"))
+    assert len(kept) == 1 and kept[0].startswith("best-epoch="), kept
     rows = _rows(out)
     assert len(rows) == EVAL_IMAGES
     assert len({r["id"] for r in rows}) == EVAL_IMAGES
