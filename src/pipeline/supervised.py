@@ -155,7 +155,9 @@ def supervised_eval_stage(
     threshold = float(cfg.segmenter.module.threshold)
 
     def build(mask_maker: MaskMaker, maps_path: Path) -> SegmenterEvaluationModule:
-        return SegmenterEvaluationModule(net, mask_maker, maps_path, settings.empty_hd95)
+        return SegmenterEvaluationModule(
+            net, mask_maker, maps_path, settings.empty_hd95, settings.normal_area_max
+        )
 
     info = {"network": type(net.unet).__name__, "checkpoint": str(ckpt)}
     loader = loader_of(cfg, datamodule)
