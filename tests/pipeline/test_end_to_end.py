@@ -51,7 +51,6 @@ def overrides(workspace) -> Callable[..., list[str]]:
         f"data.cache_dir={cache / 'slices'}",
         f"paths.model_store={cache / 'classifiers'}",
         "data.image_size=null",
-        "data.batch_size=16",
         "pretrain.epochs=1",
         "pretrain.batch_size=16",
         "finetune.epochs=1",
