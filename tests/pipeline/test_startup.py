@@ -296,3 +296,25 @@ def test_help_names_the_main_keys_and_every_group_option():
         assert listed, group
         named = sorted(listed.group(1).split("|"))
         assert named == options, (group, named)
+
+
+def test_a_truncated_volume_found_in_training_leaves_no_run_folder(tmp_path):
+    """The data are read once the first stage has recorded its training key: that
+    key.json alone must not keep the failed run's folder."""
+    data = tmp_path / "BraTS2021"
+    generate_brats(data, n_cases=4, seed=1, shape=(48, 48, 8), normal_cases=0)
+    flair = sorted(data.glob("*/*_flair.nii.gz"))[0]
+    flair.write_bytes(flair.read_bytes()[:300])
+    run_dir = tmp_path / "run"
+    result = _run(
+        "data=brats",
+        f"data.root={data}",
+        f"data.cache_dir={tmp_path / 'slices'}",
+        f"paths.model_store={tmp_path / 'classifiers'}",
+        "data.image_size=null",
+        *("pretrain.epochs=1", "pretrain.batch_size=8", "finetune.epochs=1", "threads=1"),
+        f"hydra.run.dir={run_dir}",
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Error (data)" in result.stderr and flair.name in result.stderr
+    assert not run_dir.exists()
