@@ -85,9 +85,7 @@ DEMO_DATA: dict[str, DemoData] = {
     ),
     "tcga_lgg": DemoData(_generate_tcga, ("data.image_size=64", *_DEMO_SUPCON, *_DEMO_EVAL)),
     "voc": DemoData(_generate_voc, ("data.image_size=64", *_DEMO_VGG, *_DEMO_EVAL)),
-    "ksdd2": DemoData(
-        _generate_ksdd2, ("data.image_size=[128,64]", "data.batch_size=8", *_DEMO_VGG, *_DEMO_EVAL)
-    ),
+    "ksdd2": DemoData(_generate_ksdd2, ("data.image_size=[128,64]", *_DEMO_VGG, *_DEMO_EVAL)),
 }
 DEMO_NOTE = (
     "DEMO run on generated data in the real formats with tiny budgets (1 epoch, 64 px, "

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 
 from experiments.paper_numbers import BRATS_FLAIR, CFD_DATASETS, TCGA
+from src.evaluation.metrics import AUTHORS_EMPTY_HD95
 
 DATASETS = ("brats", "tcga_lgg", "voc", "ksdd2")
 LAYOUTS = ("mean_std", "percent", "stages", "sweep")
@@ -141,7 +142,7 @@ def _cfdcam_table1() -> Recipe:
         rows,
         notes=(
             "mean ± std over the tumour slices of the test split (docs/metrics.md); HD95 in pixels, "
-            "373.12866 when exactly one mask is empty",
+            f"{AUTHORS_EMPTY_HD95} when exactly one mask is empty",
             "Swin-MIL and the C&F rows: not reproduced, paper numbers only",
             "Opt. U-net: our supervised ceiling (method=supervised), MONAI's DynUNet trained "
             "on the training masks and scored on the same slices (docs/supervised.md)",
@@ -175,7 +176,7 @@ def _demo_table1() -> Recipe:
             "stored classifier), the same evaluated slices for every method; paper: BraTS "
             "T2-FLAIR at 240 px on the real data",
             "mean ± std over the tumour slices; HD95 in pixels of the demo's image size, "
-            "373.12866 when exactly one mask is empty",
+            f"{AUTHORS_EMPTY_HD95} when exactly one mask is empty",
             "Pointing: share of tumour slices whose map maximum lies in the tumour; Mass in GT: "
             "mean share of the map's mass inside the tumour (threshold-free, no paper value)",
             "Grad-CAM and LayerCAM use layer4 (cam.layers=1); ScoreCAM preset pgc; all four "

@@ -14,10 +14,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from src.pipeline import interrupts
 from src.pipeline.config import ConfigError
 from src.pipeline.overrides import cam_options_as_upserts
 from src.pipeline.resolvers import register_resolvers
-from src.pipeline.resume import resumed_arguments
+from src.pipeline.resume import RunComplete, resumed_arguments
 from src.pipeline.stages import run_pipeline
 from src.pipeline.user_errors import (
     EXIT_STATUS,
@@ -48,8 +49,14 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     on stderr, exit status 2 and no run folder left behind (``src.pipeline.user_errors``)."""
     global _composed
     _composed = True
+    interrupts.install()
     try:
         summary = run_pipeline(cfg)
+    except (KeyboardInterrupt, SystemExit):
+        if not interrupts.stopped_by_signal():
+            raise
+        print(interrupts.resume_hint(Path(HydraConfig.get().runtime.output_dir)), file=sys.stderr)
+        sys.exit(interrupts.exit_status())
     except USER_ERRORS as err:
         if full_error_wanted():
             raise
@@ -57,7 +64,8 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         hydra_cfg = HydraConfig.get()
         run_dir = Path(hydra_cfg.runtime.output_dir)
         multirun = hydra_cfg.mode == RunMode.MULTIRUN
-        clean_up_failed_start(run_dir, run_dir.parent if multirun else None)
+        resumed = bool(cfg.get("resume"))
+        clean_up_failed_start(run_dir, run_dir.parent if multirun else None, resumed)
         sys.exit(EXIT_STATUS)
     if summary and cfg.data.get("demo") and cfg.method == "cam" and cfg.stage in ("all", "eval"):
         print(DEMO_NEXT)
@@ -72,6 +80,9 @@ if __name__ == "__main__":
     except ConfigError as err:
         print(f"Error: {err}", file=sys.stderr)
         sys.exit(EXIT_STATUS)
+    except RunComplete as done:
+        print(done)
+        sys.exit(0)
     try:
         main()
     except SystemExit as end:

@@ -57,9 +57,17 @@ def gradcampp_rule(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
 
 
 def xgradcam_rule(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """XGrad-CAM: ``w_k = sum_ij (g A) / (sum_ij A + 1e-7)``."""
-    weights = (g * a).sum(dim=(2, 3)) / (a.sum(dim=(2, 3)) + XGRADCAM_EPS)
-    return _weighted_sum(weights, a)
+    """XGrad-CAM: ``w_k = sum_ij (g A) / (sum_ij A + 1e-7)``, grad-cam's rule and epsilon.
+
+    On a layer whose activations take both signs (a raw convolution) ``sum_ij A`` can cancel
+    to near 0 and the quotient multiplies any error in it. The two sums are therefore taken
+    in float64: a float32 sum of cancelling terms is off by ~1e-7 of their magnitude, and by
+    a different amount for each summation order a CPU's vector units choose, which a channel
+    summing to 1e-4 of its magnitude turned into per-mille differences of the map. What
+    remains is the rounding of the activations themselves, which no rule can undo."""
+    a64 = a.double()
+    weights = (g.double() * a64).sum(dim=(2, 3)) / (a64.sum(dim=(2, 3)) + XGRADCAM_EPS)
+    return _weighted_sum(weights.to(a.dtype), a)
 
 
 def layercam_rule(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ The arguments every reader shares are declared once, in :class:`DataModuleArgume
 reader's signature lists only its own options and passes the rest on with
 ``**shared: Unpack[DataModuleArguments]`` (``typing_extensions.Unpack``, imported under
 ``TYPE_CHECKING``: ``typing.Unpack`` needs Python 3.11). The ``data`` configs keep every name
-flat (``data.batch_size``); the defaults and checks stay in :class:`SplitDataModule`.
+flat (``data.image_size``); the defaults and checks stay in :class:`SplitDataModule`.
 """
 
 from __future__ import annotations

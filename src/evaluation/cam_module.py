@@ -24,6 +24,7 @@ from src.evaluation.image_result import (
 from src.evaluation.items import truncated_uint8_rgb
 from src.evaluation.map_store import MapWriter, shard_path
 from src.evaluation.masks import MaskMaker, voc_mask
+from src.evaluation.metrics import AUTHORS_EMPTY_HD95
 
 
 class CAMEvaluationModule(pl.LightningModule):
@@ -46,7 +47,7 @@ class CAMEvaluationModule(pl.LightningModule):
         maps_path: str | Path,
         *,
         task: str,
-        empty_hd95: float | None = 373.12866,
+        empty_hd95: float | None = AUTHORS_EMPTY_HD95,
         normal_area_max: float | None = None,
         label_gate: bool = False,
     ) -> None:

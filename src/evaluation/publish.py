@@ -7,7 +7,6 @@ supervised U-Net produce the same files.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,8 +30,6 @@ from src.evaluation.settings import EvalSettings, Method
 from src.evaluation.summary import LOCALISATION
 from src.evaluation.wandb_report import log_results
 
-log = logging.getLogger(__name__)
-
 
 def publish(
     results: Sequence[ImageResult],
@@ -44,7 +41,8 @@ def publish(
     wandb_run: Any | None,
 ) -> None:
     """Write the result files into `settings.output_dir`, log them to `wandb_run` (if any)
-    and print the results table."""
+    and print the results table. The run pipeline says the results are written once it has
+    also finished the W&B run (`PipelineLoggers.finish`) and written the run's config."""
     output_dir = settings.output_dir
     write_per_image_csv(results, output_dir / "per_image.csv")
     write_json(summary, output_dir / "summary.json")
@@ -67,13 +65,15 @@ def publish(
             files=[output_dir / "summary.json", output_dir / "per_image.csv"],
         )
     print_results(summary, settings, method)
-    log.info("Results written to %s", output_dir)
 
 
 def print_results(summary: dict[str, Any], settings: EvalSettings, method: Method) -> None:
     """The group table (binary tasks) and the headline, on the console."""
     if settings.binary:
-        title = f"{method.name} on the {settings.split} split ({settings.output_dir})"
+        title = (
+            f"{method.name}, {method.describe()} masks, on the {settings.split} split "
+            f"({settings.output_dir})"
+        )
         columns = ("dice", "iou", "hd95", *LOCALISATION)
         print("\n" + format_table(summary["groups"], columns, title=title))
     print("\n" + format_headline(summary["headline"], summary["headline_metrics"]) + "\n")

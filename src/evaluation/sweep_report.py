@@ -11,8 +11,10 @@ import argparse
 import csv
 import io
 import json
+import logging
 import math
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,8 @@ import yaml  # noqa: E402
 from src.data.atomic import atomic_write_text  # noqa: E402
 from src.evaluation.figures import save_figure  # noqa: E402
 
+log = logging.getLogger(__name__)
+
 
 def run_delta(cam: dict[str, Any]) -> Any:
     """The truncation `delta` of a run's saved `cam` node: `cam.options.delta`, or the flat
@@ -35,22 +39,48 @@ def run_delta(cam: dict[str, Any]) -> Any:
     return options["delta"] if "delta" in options else cam.get("delta")
 
 
+class NotARun(ValueError):
+    """A folder holding a summary.json and config.yaml that src.run did not write."""
+
+
+def _load_job(summary_path: Path, config_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The run's saved config and summary; NotARun (saying why) for files of another kind."""
+    try:
+        # The run's saved (resolved) config: plain YAML, read as data, not as a Hydra config.
+        cfg = yaml.safe_load(config_path.read_text())
+        summary = json.loads(summary_path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, json.JSONDecodeError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise NotARun(f"unreadable: {reason}") from err
+    if not isinstance(cfg, dict) or not isinstance((cfg.get("cam") or {}).get("name"), str):
+        raise NotARun(f"{config_path.name} has no cam.name")
+    if not isinstance(summary, dict) or not isinstance(summary.get("headline"), dict):
+        raise NotARun(f"{summary_path.name} has no headline metrics")
+    return cfg, summary
+
+
 def collect(sweep_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """One dict per finished job below `sweep_dir`, sorted by method then delta."""
+    """One dict per finished job below `sweep_dir`, sorted by method then delta. A folder
+    whose summary.json and config.yaml are not a run's (any folder can be given, /tmp
+    included) is named on stderr and skipped."""
     rows = []
     for summary_path in sorted(Path(sweep_dir).rglob("summary.json")):
         job = summary_path.parent
         config_path = job / "config.yaml"
         if not config_path.is_file():
             continue
-        # The run's saved (resolved) config: plain YAML, read as data, not as a Hydra config.
-        cfg = yaml.safe_load(config_path.read_text())
-        cam, data = cfg.get("cam") or {}, cfg.get("data") or {}
-        summary = json.loads(summary_path.read_text())
+        try:
+            cfg, summary = _load_job(summary_path, config_path)
+        except NotARun as err:
+            log.warning("Skipped %s: not a run folder (%s)", job, err)
+            continue
+        cam, data = cfg["cam"], cfg.get("data") or {}
         group = HEADLINE_GROUP.get(summary.get("headline_metrics"))
         row: dict[str, Any] = {
             "job": str(job.relative_to(sweep_dir)),
             "method": cam["name"],
+            "stage": cfg.get("stage"),
+            "mask": cam.get("mask"),
             "delta": run_delta(cam),
             "data": Path(str(data.get("root", ""))).name,
             "modality": data.get("modality"),
@@ -58,18 +88,22 @@ def collect(sweep_dir: str | os.PathLike) -> list[dict[str, Any]]:
             "group": group,
             "images": summary.get("groups", {}).get(group, {}).get("n"),
         }
-        for metric, stats in summary.get("headline", {}).items():
+        for metric, stats in summary["headline"].items():
             row[f"{metric}_mean"] = stats["mean"]
             row[f"{metric}_std"] = stats["std"]
         rows.append(row)
     if not rows:
-        raise FileNotFoundError(f"No finished jobs (summary.json + config.yaml) under {sweep_dir}")
+        raise NoRuns(f"no finished runs (summary.json + config.yaml of src.run) under {sweep_dir}")
 
     def order(row: dict[str, Any]) -> tuple:
         delta = row["delta"]
         return (row["method"], -1.0 if delta is None else float(delta), row["job"])
 
     return sorted(rows, key=order)
+
+
+class NoRuns(FileNotFoundError):
+    """The folder given to the report holds no finished run."""
 
 
 #: The images a headline is taken over (summary.json "headline_metrics" -> "groups" entry).
@@ -91,6 +125,14 @@ def _cell(mean: Any, std: Any) -> str:
     return f"{mean:.3f} ± {std:.3f}"
 
 
+def method_label(row: dict[str, Any]) -> str:
+    """The method cell of a row: a `stage=masks` run names the mask rule it re-masked with,
+    which is all that sets it apart from the run whose maps it read."""
+    if row.get("stage") == "masks":
+        return f"{row['method']} (re-masked: {row['mask']})"
+    return row["method"]
+
+
 def to_markdown(rows: Sequence[dict[str, Any]]) -> str:
     """The sweep table in Markdown, one row per job, headline metrics as mean ± std."""
     metrics = metric_names(rows)
@@ -99,7 +141,7 @@ def to_markdown(rows: Sequence[dict[str, Any]]) -> str:
     for row in rows:
         delta = "off" if row["delta"] is None else f"{row['delta']:g}"
         cells = [
-            row["method"],
+            method_label(row),
             delta,
             *(_cell(row[f"{m}_mean"], row[f"{m}_std"]) for m in metrics),
             row["job"],
@@ -202,9 +244,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("sweep_dir", help="a multirun folder (or any folder of finished runs)")
     parser.add_argument("--out", help="where to write the report (default: sweep_dir)")
     args = parser.parse_args(argv)
-    for path in write_report(args.sweep_dir, args.out):
+    try:
+        written = write_report(args.sweep_dir, args.out)
+    except NoRuns as err:
+        print(f"Error: {err}", file=sys.stderr)
+        sys.exit(2)
+    for path in written:
         print(path)
-    print(to_markdown(collect(args.sweep_dir)))
+    print(written[0].read_text())
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ WANDB_MODE=online, so nothing leaves the machine by default.
 from __future__ import annotations
 
 import io
+import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -88,3 +89,17 @@ def log_results(
         run.save(str(Path(run.dir) / name), base_path=run.dir, policy="now")
     for path in files:  # e.g. summary.json and per_image.csv, readable without a W&B server
         run.save(str(path), base_path=str(path.parent), policy="now")
+        relative_link(Path(run.dir) / path.name, path)
+
+
+def relative_link(link: Path, target: Path) -> None:
+    """Point the symlink `link` (W&B's link to a saved file, absolute) at `target` by a
+    relative path, so the link still resolves when the run folder is moved or copied to
+    another machine with its W&B runs."""
+    if not link.is_symlink():
+        return  # W&B copied the file (or will upload it) rather than linking it
+    relative = os.path.relpath(target.resolve(), link.parent.resolve())
+    spare = link.with_name(f".{link.name}.tmp")
+    spare.unlink(missing_ok=True)
+    spare.symlink_to(relative)
+    os.replace(spare, link)  # atomic: the link is never missing

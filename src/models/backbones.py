@@ -160,6 +160,30 @@ def stage_names(arch: str, norm: str = "instance") -> list[str]:
     return names
 
 
+def _deepest_stage_side(arch: str, side: int) -> int:
+    """The side of the deepest CAM stage's output for an input side of `side` pixels."""
+    if arch == "resnet18":
+        side = (side - 1) // 2 + 1  # the 7x7 stride-2 stem conv (padding 3)
+        for _ in range(4):  # its 3x3 stride-2 max-pool and layer2-4, all with padding 1
+            side = (side - 1) // 2 + 1
+        return side
+    for _ in range(cfgs["D"].count("M")):  # VGG16's five 2x2 max-pools
+        side //= 2
+    return side
+
+
+def min_image_size(arch: str, norm: str) -> int:
+    """The smallest image side the network takes: at least its total downsampling (32 for
+    ResNet-18 and VGG16), below which the deepest CAM stage has less than a pixel's worth of
+    the image (VGG's pooling fails outright); with InstanceNorm the deepest stage must also
+    keep more than one pixel, which the norm needs in training (33 px for ResNet-18)."""
+    check_choice("backbone.arch", arch, ARCHS)
+    side = 2**5
+    while _deepest_stage_side(arch, side) < (2 if norm == "instance" else 1):
+        side += 1
+    return side
+
+
 def build_backbone(
     arch: str,
     num_classes: int,

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from src.cams import CAM_METHODS, check_options
 from src.cams.base import OptionError
 from src.evaluation.masks import METHODS as MASK_METHODS
-from src.models.backbones import stage_names
+from src.models.backbones import min_image_size, stage_names
 from src.validation import check_choice
 
 STAGES = ("all", "pretrain", "finetune", "eval", "masks")
@@ -51,7 +51,7 @@ def _check_modality(field: str, value: Any) -> None:
         _check_choice(field, item, MODALITIES)
 
 
-def _check_image_size(value: Any) -> None:
+def _check_image_size(value: Any, arch: str, norm: str) -> None:
     sizes = list(value) if OmegaConf.is_list(value) or isinstance(value, list) else [value]
     if value is None:
         return
@@ -62,6 +62,21 @@ def _check_image_size(value: Any) -> None:
             "data.image_size",
             f"must be a positive number of pixels, [height, width] or null (keep each "
             f"image's size), got {value!r}",
+        )
+    smallest = min_image_size(arch, norm)
+    if min(sizes) < smallest:
+        raise ConfigError(
+            "data.image_size",
+            f"{value!r} is too small for the {arch} network (norm={norm}), which downsamples "
+            f"by 32: give at least {smallest} px",
+        )
+
+
+def _check_threads(value: Any) -> None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise ConfigError(
+            "threads",
+            f"must be a number of CPU threads >= 1, or null (PyTorch's default), got {value!r}",
         )
 
 
@@ -123,7 +138,14 @@ def validate_config(cfg: DictConfig) -> None:
 
     if cfg.data.get("root") is None:
         raise ConfigError("data.root", "no dataset folder given; set data.root=/path/to/dataset")
-    _check_image_size(cfg.data.get("image_size"))
+    net = cfg.backbone.net
+    _check_image_size(cfg.data.get("image_size"), net.arch, net.get("norm", "instance"))
+    _check_threads(cfg.get("threads"))
+    if not isinstance(cfg.get("keep_last_checkpoint"), bool):
+        raise ConfigError(
+            "keep_last_checkpoint",
+            f"must be true or false, got {cfg.get('keep_last_checkpoint')!r}",
+        )
 
     cam = cfg.cam
     _check_cam_options(cam)
@@ -139,7 +161,6 @@ def validate_config(cfg: DictConfig) -> None:
             f"{cfg.backbone.net.arch} with norm=instance has none: use backbone=vgg16 or "
             "backbone.net.norm=batch",
         )
-    net = cfg.backbone.net
     stages = stage_names(net.arch, net.get("norm", "instance"))
     layers = cam.get("layers", 1)
     if OmegaConf.is_list(layers) or isinstance(layers, list):

@@ -33,7 +33,13 @@ def path_safe(text: str) -> str:
     return name[:MAX_NAME]
 
 
-RESOLVERS = {"launch_dir": launch_dir, "path_safe": path_safe}
+def masks_suffix(stage: str, mask: str) -> str:
+    """The end of a run folder's name: `_masks-<mask rule>` for a `stage=masks` run, whose
+    maps are another run's and whose mask rule is the one thing it chose; else nothing."""
+    return f"_masks-{path_safe(str(mask))}" if stage == "masks" else ""
+
+
+RESOLVERS = {"launch_dir": launch_dir, "path_safe": path_safe, "masks_suffix": masks_suffix}
 
 
 def register_resolvers() -> None:

@@ -32,6 +32,20 @@ RUN_DIR_KEY = "hydra.run.dir"
 LAST_CHECKPOINT = "last"
 #: Written beside a stage's checkpoints when it starts training: what its weights depend on.
 KEY_FILE = "key.json"
+#: Written into the run folder last, once every stage of the run has finished.
+FINISHED_MARKER = "config.yaml"
+
+
+class RunComplete(Exception):
+    """`resume=` names a run that finished: there is nothing to do, and redoing its last
+    stage would overwrite its results."""
+
+    def __init__(self, run: Path) -> None:
+        super().__init__(
+            f"{run} is complete (its config.yaml is written when a run finishes): nothing "
+            "to resume, nothing changed. Start a new run (without resume=) to run it again."
+        )
+        self.run = run
 
 
 def _parse(overrides: Sequence[str], source: str) -> list[Override]:
@@ -84,7 +98,7 @@ def resumed_arguments(arguments: Sequence[str]) -> list[str]:
     The run's saved overrides come first, then the new command's other overrides: a key the
     run set may be repeated with the same value but not changed (ConfigError naming it), a
     key it did not set is added. `hydra.run.dir` becomes the run's folder. Without `resume`
-    the arguments are returned unchanged."""
+    the arguments are returned unchanged; RunComplete if the run has finished."""
     arguments = list(arguments)
     overrides = [a for a in arguments if "=" in a and not a.startswith("-")]
     parsed = dict(zip(overrides, _parse(overrides, "the command line"), strict=True))
@@ -95,6 +109,8 @@ def resumed_arguments(arguments: Sequence[str]) -> list[str]:
         raise ConfigError(RESUME_KEY, "resumes one run; it cannot be combined with --multirun")
     run = Path(str(resume[-1].value())).expanduser().resolve()
     saved = saved_overrides(run)
+    if (run / FINISHED_MARKER).is_file():
+        raise RunComplete(run)
     saved_parsed = list(zip(saved, _parse(saved, f"{run}/.hydra/overrides.yaml"), strict=True))
     _check_not_before_cam_options(run, saved_parsed)
     before = {_key(o): (text, o) for text, o in saved_parsed}  # the last one of a key wins

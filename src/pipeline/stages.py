@@ -35,6 +35,7 @@ from src.pipeline.config import (
     validate_config,
 )
 from src.pipeline.console import quiet_console
+from src.pipeline.resume import FINISHED_MARKER, LAST_CHECKPOINT
 from src.pipeline.store import ModelStore, load_state_dict, load_weights, save_from_rank_zero
 from src.pipeline.supervised import (
     check_supervised_config,
@@ -309,9 +310,11 @@ def eval_stage(
     """CAMs of the evaluation split -> masks -> metrics, result files and figure."""
     ckpt = cfg.get("ckpt") or store.lookup(cfg, "finetune")
     if ckpt is None:
-        raise FileNotFoundError(
-            "No trained classifier for this data/backbone/training config: run with stage=all "
-            "(or stage=finetune) first, or give one with ckpt=/path/to/weights"
+        raise ConfigError(
+            "ckpt",
+            f"no trained classifier in {store.root} for this data/backbone/training config "
+            f"({cfg.backbone.net.arch}, norm={cfg.backbone.net.get('norm')}): run with "
+            "stage=all (or stage=finetune) first, or give one with ckpt=/path/to/weights",
         )
     net = build_net(cfg, datamodule.num_classes)
     load_weights(net, ckpt)
@@ -412,8 +415,22 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     # Written last, so a failed run never replaces the config of results already in the folder
     # (Hydra keeps its own copy of every attempt in .hydra/).
     if rank_zero_only.rank == 0:
-        atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        atomic_write_text(output_dir / FINISHED_MARKER, OmegaConf.to_yaml(cfg, resolve=True))
+        if not cfg.keep_last_checkpoint:
+            drop_last_checkpoints(output_dir)
+        if summary:
+            log.info("Results written to %s", output_dir)
     return summary
+
+
+def drop_last_checkpoints(output_dir: Path) -> None:
+    """Delete the `last.ckpt` of every stage of a completed run: only `resume=` reads it,
+    and a complete run is not resumed (the stored weights and the best checkpoint stay).
+    Deleted after `config.yaml` is written, so a run stopped in between still counts as
+    complete rather than as one whose training must start over."""
+    for path in sorted((output_dir / "checkpoints").glob(f"*/{LAST_CHECKPOINT}.ckpt")):
+        path.unlink()
+        log.info("Deleted %s (keep_last_checkpoint=false)", path)
 
 
 def _run_weakly_supervised(

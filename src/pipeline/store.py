@@ -25,6 +25,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
@@ -62,7 +63,9 @@ def training_key(cfg: DictConfig, stage: str) -> dict[str, Any]:
     The data root, a split file and a backbone's initial weights are named by the content
     fingerprint of their files (per-file hashes remembered in `<paths.cache_dir>/fingerprints`).
     Settings that moved out of the hashed nodes enter the key as they were before they moved
-    (the best-checkpoint rule, the classifier's former task keys, the demo's BraTS reader), so the networks stored before the move are still found."""
+    (the best-checkpoint rule, the classifier's former task keys, the demo's BraTS reader, the
+    `data.batch_size` the data configs set to the reader's default although every stage
+    trains with its own), so the networks stored before the move are still found."""
     memo = Path(cfg.paths.cache_dir) / "fingerprints"
 
     def content(path: Any) -> str | None:
@@ -71,6 +74,8 @@ def training_key(cfg: DictConfig, stage: str) -> dict[str, Any]:
     data = {k: v for k, v in _plain(cfg.data).items() if k not in _RUNTIME_DATA_KEYS}
     if data.get("_target_") == _DEMO_TARGET:  # the BraTS reader; `demo` names the data made
         data["_target_"] = _BRATS_TARGET
+    if "batch_size" not in data:  # the data configs named it, always the reader's default
+        data["batch_size"] = get_class(data["_target_"]).default_batch_size
     for name in _PATH_DATA_KEYS:
         if name in data:
             data[name] = content(data[name])

@@ -143,9 +143,11 @@ def supervised_eval_stage(
     methods score the same slices; `settings` are the evaluation's (`evaluation_settings`)."""
     ckpt = cfg.get("ckpt") or store.lookup(cfg, STAGE)
     if ckpt is None:
-        raise FileNotFoundError(
-            "No trained U-Net for this data/segmenter config: run method=supervised with "
-            "stage=all (or stage=finetune) first, or give its weights with ckpt=/path"
+        raise ConfigError(
+            "ckpt",
+            f"no trained U-Net in {store.root} for this data/segmenter config: run "
+            "method=supervised with stage=all (or stage=finetune) first, or give its weights "
+            "with ckpt=/path",
         )
     require_binary_task(datamodule)
     net = build_segmenter(cfg, patch_size(datamodule, cfg.eval.split))
@@ -153,7 +155,9 @@ def supervised_eval_stage(
     threshold = float(cfg.segmenter.module.threshold)
 
     def build(mask_maker: MaskMaker, maps_path: Path) -> SegmenterEvaluationModule:
-        return SegmenterEvaluationModule(net, mask_maker, maps_path, settings.empty_hd95)
+        return SegmenterEvaluationModule(
+            net, mask_maker, maps_path, settings.empty_hd95, settings.normal_area_max
+        )
 
     info = {"network": type(net.unet).__name__, "checkpoint": str(ckpt)}
     loader = loader_of(cfg, datamodule)

@@ -12,6 +12,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import Logger
+from pytorch_lightning.loggers.logger import DummyExperiment
 
 
 class PipelineLoggers:
@@ -60,10 +61,23 @@ class PipelineLoggers:
         return None if self._wandb is None else self._wandb.experiment
 
     def finish(self) -> None:
-        """Close the run-wide W&B run (each process at the end of a pipeline)."""
-        if self._wandb is not None:
-            self._wandb.experiment.finish()
-            self._wandb = None
+        """Close the run-wide W&B run and wait until its files are complete (each process at
+        the end of a pipeline, before it reports its results as written).
+
+        `run.finish()` returns once the W&B service has the run's last record, but the
+        service writes the run log (`run-*.wandb`) on its own: read right after, an offline
+        run's log held only its 7-byte header. `wandb.teardown()` waits for the service to
+        exit, which closes the file; the next run in this process starts a new service."""
+        if self._wandb is None:
+            return
+        experiment = self._wandb.experiment
+        self._wandb = None
+        if isinstance(experiment, DummyExperiment):  # DDP ranks other than 0 have no run
+            return
+        import wandb  # only pipelines with a W&B logger get here
+
+        experiment.finish()
+        wandb.teardown()
 
 
 def _wandb_names(logger_cfg: DictConfig) -> dict[str, str]:

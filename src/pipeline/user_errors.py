@@ -14,13 +14,17 @@ from pathlib import Path
 from src.data.errors import DataFormatError
 from src.models.checkpoints import CheckpointError
 from src.pipeline.config import ConfigError
+from src.pipeline.resume import KEY_FILE
 
 USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, DataFormatError, CheckpointError)
 EXIT_STATUS = 2
 HINT = "(HYDRA_FULL_ERROR=1 shows the traceback)"
 # What a failed start leaves in a run folder: Hydra's config copies and log, the split,
-# empty logger folders. Anything else (results, checkpoints) keeps the folder.
+# empty logger folders, and `checkpoints/` while it holds only the training keys a stage
+# writes before it reads its first batch (`src.pipeline.resume.KEY_FILE`). Anything else
+# (results, checkpoints) keeps the folder.
 DISPOSABLE = frozenset({".hydra", "csv", "split.json", "multirun.yaml"})
+CHECKPOINTS = "checkpoints"
 
 
 def full_error_wanted() -> bool:
@@ -41,13 +45,25 @@ def remove_if_disposable(folder: Path) -> bool:
     if not folder.is_dir():
         return False
     for entry in folder.iterdir():
-        if entry.name not in DISPOSABLE and not (entry.is_file() and entry.suffix == ".log"):
-            return False
+        if entry.name in DISPOSABLE or (entry.is_file() and entry.suffix == ".log"):
+            continue
+        if entry.name == CHECKPOINTS and entry.is_dir() and _only_training_keys(entry):
+            continue
+        return False
     shutil.rmtree(folder, ignore_errors=True)
     return True
 
 
-def clean_up_failed_start(run_dir: Path, sweep_dir: Path | None) -> None:
-    """Remove the run folder of a failed start and, once empty of jobs, its sweep folder."""
+def _only_training_keys(checkpoints: Path) -> bool:
+    """Whether `checkpoints` holds no file but the stages' training keys (no checkpoint)."""
+    return all(p.is_dir() or p.name == KEY_FILE for p in checkpoints.rglob("*"))
+
+
+def clean_up_failed_start(run_dir: Path, sweep_dir: Path | None, resumed: bool = False) -> None:
+    """Remove the run folder of a failed start and, once empty of jobs, its sweep folder.
+
+    A `resumed` run's folder existed before this start and is never removed."""
+    if resumed:
+        return
     if remove_if_disposable(run_dir) and sweep_dir is not None:
         remove_if_disposable(sweep_dir)

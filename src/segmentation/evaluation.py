@@ -13,6 +13,7 @@ from torch import nn
 
 from src.evaluation.cam_module import CAMEvaluationModule
 from src.evaluation.masks import MaskMaker
+from src.evaluation.metrics import AUTHORS_EMPTY_HD95
 
 METHOD = "supervised"
 
@@ -29,11 +30,21 @@ class SegmenterEvaluationModule(CAMEvaluationModule):
         net: nn.Module,
         mask_maker: MaskMaker,
         maps_path: str | Path,
-        empty_hd95: float | None = 373.12866,
+        empty_hd95: float | None = AUTHORS_EMPTY_HD95,
+        normal_area_max: float | None = None,
     ) -> None:
-        """A binary task always: the U-Net has one output channel."""
+        """A binary task always: the U-Net has one output channel. `empty_hd95` and
+        `normal_area_max` score it as a CAM row is scored (`binary_result`)."""
         super().__init__(
-            net, METHOD, [], {}, mask_maker, maps_path, task="binary", empty_hd95=empty_hd95
+            net,
+            METHOD,
+            [],
+            {},
+            mask_maker,
+            maps_path,
+            task="binary",
+            empty_hd95=empty_hd95,
+            normal_area_max=normal_area_max,
         )
 
     def scores_and_maps(

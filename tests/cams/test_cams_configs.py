@@ -8,7 +8,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from src.cams import CAM_METHODS, build_cam
+from src.cams import CAM_METHODS, build_cam, check_options
 from tests.helpers.networks import images, tiny_net
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "cam"
@@ -62,3 +62,14 @@ def test_documented_defaults():
         plain = load(name)
         opts = plain["options"]
         assert (plain["layers"], opts["delta"], opts["fusion"]) == (1, None, "sum")
+
+
+@pytest.mark.parametrize("name", CAM_METHODS)
+def test_every_config_option_is_the_engines_default(name):
+    """One source of truth: a config restates build_cam's defaults (to show them to the
+    user) but never sets another value, so a run and a direct build_cam call compute the
+    same map. (cfdcam.yaml said confidence_scaling: true where the engine's default is the
+    preset's own; both presets have it on, so no map changed.)"""
+    options = load(name)["options"]
+    defaults = check_options(name)
+    assert {k: v for k, v in options.items() if defaults[k] != v} == {}

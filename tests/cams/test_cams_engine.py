@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from src.cams import CAM_METHODS, build_cam
+from src.cams.gradient import XGRADCAM_EPS, xgradcam_rule
 from tests.helpers.networks import bn_resnet18, images, minmax, tiny_net
 
 LAYERS = ["bn1", "act"]  # bn1 is followed by ReLU(inplace=True)
@@ -292,3 +293,16 @@ def test_bad_images_and_targets(model):
             cam(torch.rand(3, 16, 16))
         with pytest.raises(ValueError, match="2 entries"):
             cam(images(3, 16), [0, 1])
+
+
+def test_xgradcam_weights_survive_a_cancelling_activation_sum():
+    """A channel whose activations sum to 1e-4 of their size: summed in float32 the weight
+    is off by 3e-4 (and by another amount for another summation order); the rule sums in
+    float64 and agrees with the float64 formula to float32 precision."""
+    a = torch.tensor([[[[1.0, 3e-5], [-1.0, 7e-5]]]])
+    g = torch.tensor([[[[0.5, 0.25], [0.5, 1.0]]]])
+    a64, g64 = a.double(), g.double()
+    weights = (g64 * a64).sum(dim=(2, 3)) / (a64.sum(dim=(2, 3)) + XGRADCAM_EPS)
+    exact = (weights[:, :, None, None] * a64).sum(dim=1)
+    error = (xgradcam_rule(a, g).double() - exact).abs().max() / exact.abs().max()
+    assert error <= 1e-6

@@ -4,6 +4,8 @@ shortcuts (all exact) and BatchNorm folding (to float rounding)."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -225,17 +227,24 @@ def test_foldable_pairs_follow_the_dataflow(resnet):
 )
 def test_folded_maps_equal_the_unfolded_ones(resnet, name, layers):
     """Target layers may be stages, a BatchNorm (folded into Identity: same output) or a
-    conv (kept unfolded so its hooked output stays the raw convolution)."""
+    conv (kept unfolded so its hooked output stays the raw convolution).
+
+    Folding changes the float32 rounding, so both maps are measured against the unfolded
+    network in float64, and folding may cost at most a few times what float32 rounding
+    costs the unfolded maps on this CPU. That scale is the method's own: XGrad-CAM divides
+    by sum(A), which on a raw conv output can cancel to 1e-4 of its terms and multiplies
+    their rounding (1.7e-4 of the map here, 5e-3 on another CPU); the others stay near 1e-6,
+    hence the floor of 1e-5."""
     x = images(3, 48, seed=5)
     with build_cam(name, resnet, layers, fold_batchnorm=False) as cam:
         plain = cam(x, [0, 1, 2])
     with build_cam(name, resnet, layers) as cam:
         assert cam.method.folds  # on by default
         folded = cam(x, [0, 1, 2])
-    # XGrad-CAM divides by sum(A), which can be near 0 on a raw conv output and amplifies
-    # the folding's float rounding there (2e-4 measured); everything else agrees to ~1e-6.
-    tolerance = 1e-3 if name == "xgradcam" else 1e-5
-    assert (folded - plain).abs().max() <= tolerance
+    with build_cam(name, copy.deepcopy(resnet).double(), layers, fold_batchnorm=False) as cam:
+        exact = cam(x.double(), [0, 1, 2])
+    rounding = (plain.double() - exact).abs().max().item()
+    assert (folded.double() - exact).abs().max().item() <= max(4 * rounding, 1e-5)
     assert hook_count(resnet) == 0
 
 

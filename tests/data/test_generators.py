@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -45,6 +47,19 @@ def test_deterministic_and_the_same_from_worker_processes(tmp_path):
             )
     with pytest.raises(FileExistsError):
         generate_brats(tmp_path / "a", n_cases=1, shape=(24, 24, 10))
+
+
+def test_two_generations_are_the_same_bytes(tmp_path, monkeypatch):
+    """The store keys a classifier by its data's bytes: a regenerated demo, however much
+    later, must not look like new data (gzip headers carried the time of writing)."""
+    clock = iter([1.0e9, 2.0e9])
+    monkeypatch.setattr(time, "time", lambda: next(clock, 3.0e9))
+    first = generate_brats(tmp_path / "a", n_cases=2, seed=5, shape=(24, 24, 10))
+    generate_brats(tmp_path / "b", n_cases=2, seed=5, shape=(24, 24, 10))
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.nii.gz"))
+    assert len(files) == 5 * len(first)
+    for name in files:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
 
 def test_modality_contrasts(tmp_path):

@@ -9,8 +9,10 @@ import pytest
 import torch
 from medpy.metric.binary import dc, hd95, jc
 from monai.metrics import compute_dice, compute_hausdorff_distance, compute_iou
+from omegaconf import OmegaConf
 
 from src.evaluation.image_result import binary_result
+from src.evaluation.masks import MaskMaker
 from src.evaluation.metrics import (
     AUTHORS_EMPTY_HD95,
     ConfusionMatrix,
@@ -20,6 +22,8 @@ from src.evaluation.metrics import (
     summarize,
     surface_distances,
 )
+from src.pipeline.compose import CONF_DIR
+from src.segmentation.evaluation import SegmenterEvaluationModule
 
 
 def _blobs(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
@@ -410,3 +414,30 @@ def test_normal_area_max_scores_small_tumours_as_normal_against_an_empty_mask():
     assert summarize(default, ["dice"])["abnormal"]["dice_mean"] == pytest.approx(2 / 3)
     # The confusion counts follow the scored mask: the found small tumour is 4 false positives.
     assert authors_results[1].confusion.matrix.tolist() == [[396, 4], [0, 0]]
+
+
+@pytest.mark.parametrize("config", ["eval/default.yaml", "experiment/cfdcam_mri.yaml"])
+def test_the_configs_state_the_authors_constant(config):
+    """YAML cannot import the constant: the configs that name the authors' value are
+    held to it here, so there is one number."""
+    node = OmegaConf.load(CONF_DIR / config)
+    node = node.get("eval", node)
+    assert node.empty_hd95 == AUTHORS_EMPTY_HD95
+
+
+def test_the_unet_rows_score_small_tumours_as_normal_as_the_cam_rows(tmp_path):
+    """`eval.normal_area_max` reaches the U-Net's scoring (it was dropped, while its
+    summary.json said it applied)."""
+    gt = np.zeros((1, 32, 32), bool)
+    gt[0, :2, :2] = True  # 4 of 1024 pixels: under 1 %
+    with MaskMaker(method="threshold", workers=0, threshold=0.5) as masks:
+        module = SegmenterEvaluationModule(
+            torch.nn.Identity(), masks, tmp_path / "maps.npz", normal_area_max=0.01
+        )
+        maps = np.zeros((1, 32, 32), np.float32)
+        masks.submit(np.zeros((1, 32, 32, 3), np.uint8), maps)
+        info = {"ids": ["a"], "gts": gt, "maps": maps, "labels": np.ones(1), "scores": [0.1]}
+        module._pending.append(info)
+        module._collect()
+    (result,) = module.results
+    assert result.group == "normal" and result.metrics["dice"] == 1.0 and result.gt_area == 4

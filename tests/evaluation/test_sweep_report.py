@@ -4,11 +4,15 @@ which images they are over and keep shares on [0, 1]."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import matplotlib.pyplot as plt
 import pytest
 
 from src.evaluation.sweep_report import collect, delta_figure, to_markdown
+from tests.helpers.processes import REPO
 
 
 def test_markdown_renders_metrics_without_std():
@@ -81,3 +85,45 @@ def test_delta_is_read_from_cam_options_and_from_old_flat_configs(tmp_path):
     _job(tmp_path / "off" / "job", "null", dice=0.5, hd95=1.0)
     by_job = {row["job"]: row["delta"] for row in collect(tmp_path)}
     assert by_job == {"new": 20, "old": 40, "off/job": None}
+
+
+def test_folders_that_are_not_runs_are_named_and_skipped(tmp_path, caplog):
+    _job(tmp_path / "run", 0, 0.5, 3.0)
+    other = tmp_path / "other"  # a tool's summary.json beside a config.yaml of another kind
+    other.mkdir()
+    (other / "config.yaml").write_text("key: [unclosed\n")
+    (other / "summary.json").write_text("{}")
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "config.yaml").write_text("name: x\n")
+    (plain / "summary.json").write_text("[1, 2]")
+    rows = collect(tmp_path)
+    assert [row["job"] for row in rows] == ["run"]
+    skipped = [r.getMessage() for r in caplog.records if "not a run folder" in r.getMessage()]
+    assert len(skipped) == 2 and any(str(other) in m for m in skipped)
+
+
+def test_a_folder_without_runs_is_one_line_exit_2(tmp_path):
+    (tmp_path / "notes.txt").write_text("unrelated")
+    result = run_python_status("-m", "src.report", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"Error: no finished runs (summary.json + config.yaml of src.run) under {tmp_path}"
+    ]
+
+
+def test_a_mask_only_run_names_its_mask_rule(tmp_path):
+    _job(tmp_path / "remask", 0, 0.5, 3.0)
+    config = tmp_path / "remask" / "config.yaml"
+    config.write_text(config.read_text().replace("name: ltgradcam", "name: ltgradcam, mask: otsu"))
+    config.write_text(config.read_text() + "stage: masks\n")
+    (row,) = collect(tmp_path)
+    assert row["mask"] == "otsu"
+    assert to_markdown([row]).splitlines()[2].startswith("| ltgradcam (re-masked: otsu) | 0 |")
+
+
+def run_python_status(*arguments: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, *arguments], cwd=REPO, env=env, capture_output=True, text=True
+    )

@@ -29,12 +29,20 @@ def test_values_and_gradients_match_instance_norm(shape, affine):
     y = x.detach().clone().requires_grad_(True)
     upstream = torch.randn(*shape)
     expected, got = stock(x), fast(y)
-    assert (got - expected).abs().max() <= 1e-5
+    assert (got - expected).abs().max() <= 1e-5 * expected.abs().max()
     expected.backward(upstream)
     got.backward(upstream)
-    assert (y.grad - x.grad).abs().max() <= 1e-4
+    # Gradients are sums over the image (and batch): float32 rounding grows with the summed
+    # magnitudes and differs with each CPU's summation order, so the bound is relative to
+    # those magnitudes (~100 float32 epsilons of them), not an absolute number.
+    spatial = tuple(range(-2, 0))
+    input_scale = (upstream.abs().sum(spatial, keepdim=True) / x[0, 0].numel()).expand_as(x)
+    assert ((y.grad - x.grad).abs() <= 1e-5 * (input_scale + x.grad.abs())).all()
     if affine:
-        assert (fast.weight.grad - stock.weight.grad).abs().max() <= 1e-4
+        x_hat = (x - x.mean(spatial, keepdim=True)) / x.std(spatial, keepdim=True)
+        summed = (upstream * x_hat).abs()
+        scale = summed.sum(dim=(0, *spatial)) if len(shape) == 4 else summed.sum(dim=spatial)
+        assert ((fast.weight.grad - stock.weight.grad).abs() <= 1e-5 * scale).all()
 
 
 def test_running_statistics_take_the_stock_path():

@@ -12,13 +12,14 @@ from omegaconf import OmegaConf
 
 from src.cams import CAM_METHODS
 from src.data.datasets import TensorSliceDataset
-from src.models.backbones import stage_names
+from src.models.backbones import build_backbone, min_image_size, stage_names
 from src.pipeline.config import ConfigError, cam_options, check_paths, validate_config
 from src.pipeline.stages import eval_indices, eval_subset, positive_share
 
 DATASETS = ("demo", "brats", "tcga_lgg", "voc", "ksdd2")
 BACKBONES = ("resnet18", "vgg16")
 CAMS = CAM_METHODS  # every method has a config
+OTHER_NORMS = [("vgg16", "none"), ("vgg16", "batch"), ("resnet18", "batch")]
 
 
 @pytest.mark.parametrize(("data", "backbone"), list(itertools.product(DATASETS, BACKBONES)))
@@ -86,6 +87,10 @@ def test_delta_out_of_range_names_the_field(make_config, delta):
         ("data.image_size=-5", "data.image_size"),
         ("data.image_size=[96,0]", "data.image_size"),
         ("data.image_size=[96,96,96]", "data.image_size"),
+        ("data.image_size=7", "data.image_size"),
+        ("data.image_size=[64,31]", "data.image_size"),
+        ("threads=0", "threads"),
+        ("threads=-1", "threads"),
     ],
 )
 def test_bad_values_name_their_field(make_config, override, field):
@@ -106,9 +111,23 @@ def test_an_option_the_method_lacks_names_its_valid_options(make_config):
     validate_config(make_config("cam=ltgradcam", "cam.options.fold_batchnorm=false"))
 
 
-@pytest.mark.parametrize("size", ["112", "[96,128]", "null"])
+@pytest.mark.parametrize("size", ["112", "[96,128]", "null", "33"])
 def test_good_image_sizes_pass(make_config, size):
     validate_config(make_config(f"data.image_size={size}"))
+    validate_config(make_config(f"data.image_size={size}", "backbone=vgg16_bn"))
+
+
+@pytest.mark.parametrize(("arch", "norm"), [("resnet18", "instance"), *OTHER_NORMS])
+def test_the_smallest_image_each_backbone_takes_trains(arch, norm):
+    """At its minimum side a training step runs and the deepest stage keeps a pixel."""
+    side = min_image_size(arch, norm)
+    assert side == (33 if norm == "instance" else 32)
+    net = build_backbone(arch, num_classes=2, norm=norm).train()
+    last = dict(net.named_modules())[net.cam_stages[-1]]
+    shapes = []
+    last.register_forward_hook(lambda module, args, out: shapes.append(out.shape))
+    net(torch.zeros(2, 3, side, side)).sum().backward()
+    assert min(shapes[0][-2:]) >= 1
 
 
 def test_paths_the_config_names_must_exist(make_config, tmp_path):

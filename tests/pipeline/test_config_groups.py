@@ -162,3 +162,11 @@ def test_cam_layers_are_checked_against_the_networks_own_stages(make_config):
         cfg = make_config("backbone=vgg16_bn", "cam=gradcam", f"cam.layers={layers}")
         with pytest.raises(ConfigError, match=message):
             validate_config(cfg)
+
+
+@pytest.mark.parametrize("data", ["demo", "brats", "tcga_lgg", "voc", "ksdd2"])
+def test_no_data_config_sets_a_batch_size_the_stages_ignore(make_config, data):
+    """Every stage trains and evaluates with its own batch size; `data.batch_size` did
+    nothing but enter the store key (where its former value stays, FORMER_KEYS)."""
+    cfg = make_config(f"data={data}", "data.root=/tmp/x")
+    assert "batch_size" not in cfg.data

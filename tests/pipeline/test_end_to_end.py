@@ -51,7 +51,6 @@ def overrides(workspace) -> Callable[..., list[str]]:
         f"data.cache_dir={cache / 'slices'}",
         f"paths.model_store={cache / 'classifiers'}",
         "data.image_size=null",
-        "data.batch_size=16",
         "pretrain.epochs=1",
         "pretrain.batch_size=16",
         "finetune.epochs=1",
@@ -103,7 +102,10 @@ def test_run_writes_every_output(first_run):
         "split.json",
     ):
         assert (out / name).is_file(), name
-    assert list((out / "checkpoints" / "finetune").glob("*.ckpt"))
+    # The best checkpoint (named in the store's info.json) stays; last.ckpt, which only a
+    # resume reads, is gone once the run is complete (keep_last_checkpoint=false).
+    kept = sorted(p.name for p in (out / "checkpoints" / "finetune").glob("*.ckpt"))
+    assert len(kept) == 1 and kept[0].startswith("best-epoch="), kept
     rows = _rows(out)
     assert len(rows) == EVAL_IMAGES
     assert len({r["id"] for r in rows}) == EVAL_IMAGES

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,10 +14,13 @@ from omegaconf import OmegaConf
 from src.pipeline.config import ConfigError
 from src.pipeline.resume import (
     KEY_FILE,
+    RunComplete,
     record_training_key,
     resume_checkpoint,
     resumed_arguments,
 )
+from tests.helpers.files import snapshot
+from tests.helpers.processes import REPO
 
 STARTED_WITH = ["reuse_classifier=false", "finetune.epochs=4", "cam=gradcam"]
 
@@ -116,6 +122,27 @@ def test_a_folder_that_is_no_run_is_named(tmp_path, run):
     (run / ".hydra" / "overrides.yaml").write_text("a: 1\n")
     with pytest.raises(ConfigError, match="not a list of overrides"):
         resumed_arguments([f"resume={run}"])
+
+
+def test_a_finished_run_is_said_complete_and_left_alone(run):
+    """A finished run is not re-evaluated: that rewrote its results and dropped its logs."""
+    (run / "config.yaml").write_text("stage: all\n")
+    (run / "csv" / "finetune").mkdir(parents=True)
+    (run / "csv" / "finetune" / "metrics.csv").write_text("epoch\n0\n")
+    before = snapshot(run)
+    with pytest.raises(RunComplete, match="is complete"):
+        resumed_arguments([f"resume={run}"])
+    result = subprocess.run(
+        [sys.executable, "-m", "src.run", f"resume={run}"],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "is complete" in result.stdout and "nothing changed" in result.stdout
+    assert snapshot(run) == before
 
 
 # --- inside the run: which checkpoint Lightning continues from -------------------------------

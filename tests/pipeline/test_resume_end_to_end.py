@@ -49,6 +49,7 @@ def _command(root: Path, name: str) -> list[str]:
         "callbacks.classifier_checkpoint.monitor=val/loss",
         "callbacks.classifier_checkpoint.mode=max",
         "reuse_classifier=false",
+        "keep_last_checkpoint=true",  # the last epochs of both runs are compared
         "cam=gradcam",
         "cam.mask=otsu",
         "eval.limit=2",

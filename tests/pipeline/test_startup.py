@@ -9,19 +9,25 @@ import re
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 
 from src.cams import check_options
 from src.cams.base import OptionError
+from src.data.generators.brats import generate_brats
+from src.evaluation.publish import print_results
+from src.evaluation.settings import EvalSettings, Method
 from src.models.checkpoints import CheckpointError
+from src.pipeline.compose import CONF_DIR
 from src.pipeline.config import ConfigError
 from src.pipeline.console import quiet_console
 from src.pipeline.overrides import cam_options_as_upserts
-from src.pipeline.resolvers import MAX_NAME, launch_dir, path_safe
+from src.pipeline.resolvers import MAX_NAME, launch_dir, path_safe, register_resolvers
 from src.pipeline.store import load_state_dict, load_weights
 from src.pipeline.user_errors import (
     USER_ERRORS,
@@ -80,6 +86,8 @@ def test_only_a_failed_starts_leftovers_are_removed(tmp_path):
     (job / ".hydra").mkdir(parents=True)
     (job / "run.log").write_text("")
     (job / "split.json").write_text("{}")
+    (job / "checkpoints" / "pretrain").mkdir(parents=True)  # a stage started, read bad data
+    (job / "checkpoints" / "pretrain" / "key.json").write_text("{}")
     (sweep / "multirun.yaml").write_text("")
     kept = sweep / "1_cam-cam"
     (kept / ".hydra").mkdir(parents=True)
@@ -91,6 +99,14 @@ def test_only_a_failed_starts_leftovers_are_removed(tmp_path):
     clean_up_failed_start(kept, sweep)
     assert not sweep.exists()
     assert not remove_if_disposable(tmp_path / "missing")
+    trained = tmp_path / "trained"
+    (trained / "checkpoints" / "finetune").mkdir(parents=True)
+    (trained / "checkpoints" / "finetune" / "last.ckpt").write_text("")
+    assert not remove_if_disposable(trained)
+    resumed = tmp_path / "resumed"
+    (resumed / ".hydra").mkdir(parents=True)
+    clean_up_failed_start(resumed, None, resumed=True)
+    assert resumed.exists(), "a resumed run's folder existed before the failed start"
 
 
 def test_a_text_file_is_not_a_checkpoint(tmp_path):
@@ -167,6 +183,9 @@ def _run(*overrides: str, full_error: bool = False) -> subprocess.CompletedProce
             r"'cam.options.delta': unknown option\(s\) \['delta'\] for CAM method 'cfdcam'",
         ),
         (["data=brats", "data.root=/nonexistent"], "'data.root': /nonexistent is not a folder"),
+        (["data.image_size=7"], "'data.image_size': 7 is too small .* at least 33 px"),
+        (["threads=0"], "'threads': must be a number of CPU threads >= 1"),
+        (["threads=-1"], "'threads': must be a number of CPU threads >= 1"),
     ],
 )
 def test_user_error_is_one_line_exit_2_and_leaves_no_run_folder(tmp_path, overrides, message):
@@ -211,3 +230,91 @@ def test_an_old_flat_cam_option_on_the_command_line_is_one_line_exit_2(tmp_path)
         "cam.options: use cam.options.delta=20"
     ]
     assert not (tmp_path / "run").exists()
+
+
+def test_eval_without_a_stored_classifier_is_one_line_exit_2(tmp_path):
+    data = tmp_path / "BraTS2021"
+    generate_brats(data, n_cases=4, seed=1, shape=(48, 48, 8), normal_cases=0)
+    run_dir = tmp_path / "run"
+    result = _run(
+        "stage=eval",
+        "backbone=vgg16_bn",
+        "data=brats",
+        f"data.root={data}",
+        f"data.cache_dir={tmp_path / 'slices'}",
+        f"paths.model_store={tmp_path / 'classifiers'}",
+        "data.image_size=null",
+        f"hydra.run.dir={run_dir}",
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "'ckpt': no trained classifier" in lines[0], result.stderr
+    assert "vgg16" in lines[0]
+    assert not run_dir.exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "ending"),
+    [(["stage=masks", "maps_from=/r", "cam.mask=otsu"], "_masks-otsu"), ([], "")],
+)
+def test_a_mask_only_run_names_its_mask_rule_in_its_folder(tmp_path, overrides, ending):
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    name = Path(cfg.hydra.run.dir).name
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d" + ending, name), name
+    GlobalHydra.instance().clear()
+
+
+def test_the_results_heading_names_the_mask_rule(capsys, tmp_path):
+    settings = EvalSettings(tmp_path, "test", "binary", None, None, 0, 0)
+    summary = {"groups": {}, "headline": {}, "headline_metrics": "per_image"}
+    print_results(summary, settings, Method("gradcam", "otsu"))
+    assert "gradcam, otsu masks, on the test split" in capsys.readouterr().out
+
+
+def test_help_names_the_main_keys_and_every_group_option():
+    result = subprocess.run(
+        [sys.executable, "-m", "src.run", "--help"],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    assert len(text.splitlines()) < 50, "the help is a page, not the config dump"
+    for key in ("data=", "modality=", "backbone=", "cam=", "cam.options.", "stage=", "method="):
+        assert key in text, key
+    for key in ("seed=", "threads=", "resume=", "eval.", "README.md"):
+        assert key in text, key
+    for group in ("data", "backbone", "cam"):
+        options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+        listed = re.search(rf"\b{group}=([\w|]+)", re.sub(r"\|\n\s*", "|", text))
+        assert listed, group
+        named = sorted(listed.group(1).split("|"))
+        assert named == options, (group, named)
+
+
+def test_a_truncated_volume_found_in_training_leaves_no_run_folder(tmp_path):
+    """The data are read once the first stage has recorded its training key: that
+    key.json alone must not keep the failed run's folder."""
+    data = tmp_path / "BraTS2021"
+    generate_brats(data, n_cases=4, seed=1, shape=(48, 48, 8), normal_cases=0)
+    flair = sorted(data.glob("*/*_flair.nii.gz"))[0]
+    flair.write_bytes(flair.read_bytes()[:300])
+    run_dir = tmp_path / "run"
+    result = _run(
+        "data=brats",
+        f"data.root={data}",
+        f"data.cache_dir={tmp_path / 'slices'}",
+        f"paths.model_store={tmp_path / 'classifiers'}",
+        "data.image_size=null",
+        *("pretrain.epochs=1", "pretrain.batch_size=8", "finetune.epochs=1", "threads=1"),
+        f"hydra.run.dir={run_dir}",
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Error (data)" in result.stderr and flair.name in result.stderr
+    assert not run_dir.exists()

@@ -17,6 +17,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from src.data.fingerprint import content_fingerprint
 from src.data.lock import DirLock, lock_path
+from src.pipeline.stages import drop_last_checkpoints
 from src.pipeline.store import KEY_FILE, ModelStore, job_identity, training_key
 
 _fork = multiprocessing.get_context("fork")
@@ -212,3 +213,20 @@ def test_other_ranks_join_their_own_job_and_load_others_results(
     with DirLock(lock_path(entry), label=job_identity(other)):
         store.save(cfg, "finetune", {"w": torch.ones(1)})
         assert store.train_once(cfg, "finetune", lambda: Path("trained")) == entry / "weights.pt"
+
+
+def test_a_completed_run_drops_only_its_last_checkpoints(tmp_path, make_config):
+    assert make_config().keep_last_checkpoint is False  # the default
+    for stage in ("pretrain", "finetune"):
+        folder = tmp_path / "checkpoints" / stage
+        folder.mkdir(parents=True)
+        for name in ("last.ckpt", "best-epoch=1.ckpt", "key.json"):
+            (folder / name).write_text(name)
+    drop_last_checkpoints(tmp_path)
+    left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert left == [
+        "checkpoints/finetune/best-epoch=1.ckpt",
+        "checkpoints/finetune/key.json",
+        "checkpoints/pretrain/best-epoch=1.ckpt",
+        "checkpoints/pretrain/key.json",
+    ]

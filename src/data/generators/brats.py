@@ -33,9 +33,13 @@ def brats_case_ids(n_cases: int, rng: np.random.Generator) -> list[str]:
 
 
 def write_nifti(path: Path, data: np.ndarray, compresslevel: int = 1) -> None:
-    """Write a .nii.gz with a low gzip level (nibabel's default level is slow for demo data)."""
+    """Write a .nii.gz with a low gzip level (nibabel's default level is slow for demo data).
+
+    The gzip header's modification time is 0, not the clock's: the model store keys a
+    classifier by the bytes of its data (`src.data.fingerprint`), so a regenerated demo
+    must be the same bytes to find the classifier trained on the first one."""
     payload = nib.Nifti1Image(data, _AFFINE).to_bytes()
-    path.write_bytes(gzip.compress(payload, compresslevel=compresslevel))
+    path.write_bytes(gzip.compress(payload, compresslevel=compresslevel, mtime=0))
 
 
 def _write_case(
