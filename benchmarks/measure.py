@@ -129,3 +129,22 @@ def machine(device: torch.device, threads: int) -> dict[str, str]:
     for package in ("torch", "torchvision", "grad-cam", "pydensecrf2", "nibabel", "numpy"):
         info[package] = _version(package)
     return info
+
+
+def count_aten_ops(work: Callable[[], object]) -> int:
+    """Number of aten operations ``work()`` dispatches (a ``TorchDispatchMode`` counter):
+    the device operations it launches, whatever their size."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Counter(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.count += 1
+            return func(*args, **(kwargs or {}))
+
+    with Counter() as counter:
+        work()
+    return counter.count

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.measure import PeakMemory, timed_runs
+from benchmarks.measure import PeakMemory, median, timed_runs
 from benchmarks.models import kill_layer4_channels
 from src.cams import build_cam
 from src.models.seeded import bn_resnet18, cfd_resnet18
@@ -314,6 +314,113 @@ def prepare_brats(folder: Path) -> Params:
     }
 
 
+# ------------------------------------------------------------------------ augmentation
+
+FINETUNE_AUGMENT = {
+    "hflip_p": 0.5,
+    "crop_scale": [0.6, 1.0],
+    "brightness": [0.8, 1.2],
+    "contrast": [0.8, 1.2],
+    "bias_field": [-0.3, 0.3],
+    "bias_field_p": 0.5,
+    "shade_negatives_p": 0.5,
+}
+
+
+def _per_image_supcon(images: torch.Tensor) -> torch.Tensor:
+    """The "before" reference: SupCon's former view, torchvision v2 per image (kept here only)."""
+    from torchvision.transforms import v2
+
+    crop = v2.RandomResizedCrop(tuple(images.shape[-2:]), scale=(0.08, 1.0), antialias=True)
+    views = {
+        grey: v2.Compose(
+            [
+                v2.RandomHorizontalFlip(),
+                v2.RandomApply([v2.ColorJitter(*jitter)], p=0.8),
+                v2.RandomGrayscale(p=0.2),
+            ]
+        )
+        for grey, jitter in ((False, (0.8, 0.8, 0.8, 0.2)), (True, (0.8, 0.8, 0.0, 0.0)))
+    }
+    out = []
+    for image in images:
+        grey = bool((image[1:] == image[:1]).all())
+        out.append(views[grey](crop(image)))
+    return torch.stack(out)
+
+
+def _per_image_finetune() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The "before" reference: fine-tuning's former augmentation, torchvision v2 and MONAI's
+    RandBiasField per image, a loop over the shaded negatives (kept here only)."""
+    import torch.nn.functional as F
+    from monai.transforms import RandBiasField
+    from torchvision.transforms import v2
+
+    o = FINETUNE_AUGMENT
+    field = RandBiasField(coeff_range=o["bias_field"], prob=o["bias_field_p"])
+    field.set_random_state(seed=0)
+    steps = v2.Compose(
+        [
+            v2.RandomHorizontalFlip(o["hflip_p"]),
+            v2.ColorJitter(brightness=o["brightness"], contrast=o["contrast"]),
+            lambda image: field(image).as_tensor().to(image.dtype),
+        ]
+    )
+
+    def augment(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        crop = v2.RandomResizedCrop(tuple(images.shape[-2:]), o["crop_scale"], antialias=True)
+        out = torch.stack([steps(crop(image)) for image in images])
+        negative = labels.reshape(len(labels), -1).amax(1) <= 0.5
+        chosen = negative & (torch.rand(len(out)) < o["shade_negatives_p"])
+        for i in torch.nonzero(chosen).flatten().tolist():
+            k = int(torch.randint(2, 7, ()))
+            grid = F.interpolate(torch.rand(1, 1, k, k), size=out.shape[-2:], mode="bilinear")
+            low, high = grid.min(), grid.max()
+            out[i] = out[i] * ((grid[0, 0] - low) / (high - low))
+        return out.clamp_(0, 1)
+
+    return augment
+
+
+def augmentation(p: Params) -> Params:
+    """One training augmentation call on a batch of grey images (MRI repeated to RGB), half
+    of them negatives: ``stage`` supcon (``make_view``) or finetune (``BatchAugmentation``
+    with every option on), ``impl`` batched (src.models.augment) or per_image (the former
+    torchvision loop, above). Notes the time per image and, for the batched rows, the aten
+    operations one call dispatches."""
+    from benchmarks.measure import count_aten_ops
+    from src.models.augment import BatchAugmentation
+    from src.models.backbones import build_backbone
+    from src.models.supcon import SupConModule
+
+    device, batch, size = p["device"], p["images"], p["size"]
+    gen = torch.Generator().manual_seed(0)
+    images = torch.rand(batch, 1, size, size, generator=gen).expand(-1, 3, -1, -1).to(device)
+    labels = (torch.arange(batch) % 2).float()[:, None].to(device)
+    torch.manual_seed(0)
+    if p["stage"] == "supcon":
+        view = SupConModule(build_backbone("resnet18", 0)).make_view
+        work = (
+            (lambda: view(images))
+            if p["impl"] == "batched"
+            else (lambda: _per_image_supcon(images))
+        )
+    else:
+        augment = (
+            BatchAugmentation(**FINETUNE_AUGMENT)
+            if p["impl"] == "batched"
+            else _per_image_finetune()
+        )
+        work = lambda: augment(images, labels)  # noqa: E731
+    work()  # warm-up
+    result, _ = _measure(p, work, batch)
+    per_image = median(result["times"]) / batch * 1e3
+    result["note"] = f"{per_image:.3f} ms/image"
+    if p["impl"] == "batched":
+        result["note"] += f", {count_aten_ops(work)} aten ops/call"
+    return result
+
+
 WORKLOADS: dict[str, Callable[[Params], Params]] = {
     fn.__name__: fn
     for fn in (
@@ -325,5 +432,6 @@ WORKLOADS: dict[str, Callable[[Params], Params]] = {
         gradcam_gradient,
         densecrf_masks,
         brats_loader,
+        augmentation,
     )
 }

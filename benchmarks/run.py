@@ -236,6 +236,40 @@ def thread_rows(args: argparse.Namespace) -> list[Row]:
     ]
 
 
+def augmentation_rows(args: argparse.Namespace) -> list[Row]:
+    """Training augmentation per call, before (torchvision per image) and after (batched)."""
+    rows = []
+    for stage in ("supcon", "finetune"):
+        group = f"Training augmentation, {stage} (grey images)"
+        for size in (16, 112):
+            for batch in (32, 128, 256):
+                params = {
+                    "stage": stage,
+                    "size": size,
+                    "images": batch,
+                    "repeats": max(args.repeats, 5),
+                }
+                before = f"aug-{stage}-{size}-{batch}-loop"
+                rows += [
+                    Row(
+                        before,
+                        group,
+                        "before: per-image loop",
+                        "augmentation",
+                        {**params, "impl": "per_image"},
+                    ),
+                    Row(
+                        f"aug-{stage}-{size}-{batch}",
+                        group,
+                        "after: batched",
+                        "augmentation",
+                        {**params, "impl": "batched"},
+                        baseline=before,
+                    ),
+                ]
+    return rows
+
+
 def run_row(row: Row, common: dict[str, Any]) -> None:
     params = {**common, **row.params, "workload": row.workload}
     started = time.perf_counter()
@@ -286,6 +320,7 @@ def main(argv: list[str] | None = None) -> None:
             *mask_rows(),
             *(brats_rows(brats) if needs_brats else []),
             *thread_rows(args),
+            *augmentation_rows(args),
         ]
         rows = [row for row in rows if args.only in row.key]
         print(f"{len(rows)} benchmark rows on {device}, {args.threads} thread(s):", flush=True)

@@ -16,6 +16,7 @@ flat (``data.image_size``); the defaults and checks stay in :class:`SplitDataMod
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -52,6 +53,36 @@ def sample_weights(labels: torch.Tensor) -> torch.Tensor:
     return weights
 
 
+def processes_per_node() -> int:
+    """Training processes sharing this machine: torchrun's ``LOCAL_WORLD_SIZE`` or SLURM's
+    tasks per node, else 1."""
+    for name in ("LOCAL_WORLD_SIZE", "SLURM_NTASKS_PER_NODE"):
+        value = os.environ.get(name, "").split("(")[0]  # SLURM may write "4(x2)"
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return 1
+
+
+def loader_settings(num_workers: int | None, pin_memory: bool | None) -> tuple[int, bool]:
+    """Loader workers and memory pinning; None = auto.
+
+    Auto workers: none without CUDA (a CPU run's training step already uses every core, and
+    worker processes would only compete with it and cost start-up time in tests), else
+    ``min(4, cores per process - 1)``: the cores this process may use (its affinity), shared
+    by the training processes on the node, one left to the training process itself. Auto
+    pinning: on when CUDA is available (page-locked batches copy to the GPU asynchronously).
+    Workers never change a run: the datasets draw no random numbers, and the loader draws its
+    one seed per epoch from torch's generator whatever the worker count."""
+    if num_workers is not None and (int(num_workers) != num_workers or num_workers < 0):
+        raise ValueError(f"data.num_workers must be null or an integer >= 0, got {num_workers}")
+    cuda = torch.cuda.is_available()
+    if num_workers is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        per_process = max(1, (cores or 1) // processes_per_node())
+        num_workers = min(4, per_process - 1) if cuda else 0
+    return int(num_workers), cuda if pin_memory is None else bool(pin_memory)
+
+
 class DataModuleArguments(TypedDict, total=False):
     """The keyword arguments every reader takes and hands to :class:`SplitDataModule` as they
     are (defaults and checks are there). ``split_ratios`` is not one of them: only the readers
@@ -60,7 +91,9 @@ class DataModuleArguments(TypedDict, total=False):
     split_seed: int  # seeds the split by ratios, the val carve-out and weighted sampling
     split_file: str | Path | None  # JSON/YAML {train, val, test} lists replacing the split
     batch_size: int  # default: the reader's ``default_batch_size``
-    num_workers: int
+    num_workers: int | None  # None: auto (``loader_settings``)
+    pin_memory: bool | None  # None: auto, on when CUDA is available
+    persistent_workers: bool
     weighted_sampling: bool  # class-balanced sampling with replacement in the train loader
     on_error: str  # "raise" | "skip" (skip groups with bad files, with a warning)
     output_dir: str | Path | None  # where split.json is written (None: not written)
@@ -91,7 +124,9 @@ class SplitDataModule(pl.LightningDataModule, ABC):
         split_seed: int = 42,
         split_file: str | Path | None = None,
         batch_size: int | None = None,
-        num_workers: int = 0,
+        num_workers: int | None = None,
+        pin_memory: bool | None = None,
+        persistent_workers: bool = False,
         weighted_sampling: bool = False,
         on_error: str = "raise",
         output_dir: str | Path | None = None,
@@ -115,7 +150,8 @@ class SplitDataModule(pl.LightningDataModule, ABC):
         self.split_ratios = tuple(float(r) for r in split_ratios)
         self.split_file = Path(split_file) if split_file else None
         self.batch_size = int(self.default_batch_size if batch_size is None else batch_size)
-        self.num_workers = int(num_workers)
+        self.num_workers, self.pin_memory = loader_settings(num_workers, pin_memory)
+        self.persistent_workers = bool(persistent_workers)
         self.weighted_sampling = bool(weighted_sampling)
         self.on_error = on_error
         self.output_dir = Path(output_dir) if output_dir else None
@@ -219,7 +255,8 @@ class SplitDataModule(pl.LightningDataModule, ABC):
             shuffle=shuffle,
             sampler=sampler,
             num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:

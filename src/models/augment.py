@@ -1,18 +1,45 @@
-"""Fine-tuning augmentation: flips, random resized crops and intensity jitter per sample.
+"""Training augmentation of both stages, batched: one set of tensor operations per batch.
 
-A classifier fine-tuned on a few dozen cases memorises them: it scores the training cases
-right and new ones timidly. Cfd-CAM multiplies its map by that score (a map of a slice scored
-0.4 never reaches DenseCRF's 0.5), so how well the score carries over to unseen cases sets
-the masks. Every option off is the plain, unaugmented fine-tuning.
+Both stages draw their random parameters per sample, as torchvision's per-image transforms
+did, but apply them to the whole batch at once on the batch's device: a Python loop over the
+images cost ~0.4 ms per image in dispatch alone at 16 px, more than the network's step. The
+number of tensor operations per call does not grow with the batch (tests/models/test_augment.py
+counts them; benchmarks/ times them). Every draw comes from torch's generator of the batch's
+device, so a seeded run repeats its augmentation.
+
+The distributions are torchvision's (v2 ``RandomResizedCrop``, ``RandomHorizontalFlip``,
+``ColorJitter``, ``RandomGrayscale``) and MONAI's ``RandBiasField``: the same ranges,
+probabilities, crop sampling (10 tries, then the centre crop), a random order of the jitter
+operations drawn for every image, torchvision's blend formulas and clamps. Two differences
+remain, both documented in docs/training.md: a crop shrunk to a smaller output (SupCon's
+``image_size`` below the input size; never with the defaults) is resampled bilinearly without
+torchvision's antialiasing filter, and values differ by float rounding (<= 1e-5).
+
+Fine-tuning (:class:`BatchAugmentation`): a classifier fine-tuned on a few dozen cases
+memorises them: it scores the training cases right and new ones timidly. Cfd-CAM multiplies
+its map by that score (a map of a slice scored 0.4 never reaches DenseCRF's 0.5), so how well
+the score carries over to unseen cases sets the masks. Every option off is the plain,
+unaugmented fine-tuning. SupCon's views (``SupConModule.make_view``) use the same functions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
-from torchvision.transforms import v2
+
+#: torchvision's luminance weights (``rgb_to_grayscale``): the grey of the contrast and
+#: saturation blends and of the grayscale transform.
+GREY_WEIGHTS = (0.2989, 0.587, 0.114)
+#: The jitter operations in torchvision's order and the factor that leaves an image unchanged.
+JITTER_NEUTRAL = {"brightness": 1.0, "contrast": 1.0, "saturation": 1.0, "hue": 0.0}
+CROP_RATIO = (3 / 4, 4 / 3)
+CROP_TRIES = 10
+LEGENDRE_DEGREE = 3
+LEGENDRE_TERMS = (LEGENDRE_DEGREE + 1) * (LEGENDRE_DEGREE + 2) // 2  # MONAI: i + j <= 3
+SHADING_GRID = (2, 6)  # the shading's k x k grid, k drawn from this range
 
 
 def _pair(values: Sequence[float] | None, name: str, low: float, high: float) -> tuple | None:
@@ -33,8 +60,252 @@ def _probability(value: float, name: str) -> float:
     return float(value)
 
 
+def jitter_ranges(strengths: Sequence[float]) -> dict[str, tuple[float, float]]:
+    """Factor ranges of torchvision's ``ColorJitter(brightness, contrast, saturation, hue)``
+    numbers: s -> [max(0, 1 - s), 1 + s] for the first three, h -> [-h, h] for the hue;
+    operations of strength 0 are left out, as torchvision does."""
+    names = list(JITTER_NEUTRAL)
+    ranges = {}
+    for name, value in zip(names, strengths, strict=True):
+        high = 0.5 if name == "hue" else float("inf")
+        if not 0 <= value <= high:
+            raise ValueError(
+                f"pretrain.module.color_jitter: {name} must be in [0, {high}], got {value}"
+            )
+        if value:
+            centre = JITTER_NEUTRAL[name]
+            ranges[name] = (max(0.0, centre - value) if centre else -value, centre + value)
+    return ranges
+
+
+def coin(images: torch.Tensor, p: float) -> torch.Tensor:
+    """A (B,) boolean tensor on the images' device, each entry True with probability ``p``."""
+    return torch.rand(len(images), device=images.device) < p
+
+
+def _uniform(images: torch.Tensor, low: float, high: float, *shape: int) -> torch.Tensor:
+    return torch.rand(len(images), *shape, device=images.device) * (high - low) + low
+
+
+def crop_boxes(
+    images: torch.Tensor, scale: Sequence[float], ratio: Sequence[float] = CROP_RATIO
+) -> torch.Tensor:
+    """Per-sample ``RandomResizedCrop`` boxes (B, 4): top, left, height, width in pixels.
+
+    torchvision's rule, vectorised over the batch and its ten tries: area fraction uniform in
+    ``scale``, aspect ratio log-uniform in ``ratio``, sides rounded to whole pixels; the first
+    try that fits is kept, placed uniformly; a sample with no fitting try gets the centre crop
+    of the input's aspect ratio clamped to ``ratio``.
+    """
+    height, width = images.shape[-2:]
+    area = _uniform(images, scale[0], scale[1], CROP_TRIES) * (height * width)
+    log_ratio = _uniform(images, math.log(ratio[0]), math.log(ratio[1]), CROP_TRIES)
+    w = torch.round(torch.sqrt(area * torch.exp(log_ratio)))
+    h = torch.round(torch.sqrt(area / torch.exp(log_ratio)))
+    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = fits.to(torch.uint8).argmax(1, keepdim=True)  # the first fitting try
+    w, h = w.gather(1, first)[:, 0], h.gather(1, first)[:, 0]
+    top = torch.floor(torch.rand_like(h) * (height - h + 1))
+    left = torch.floor(torch.rand_like(w) * (width - w + 1))
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        fallback_w, fallback_h = width, round(width / min(ratio))
+    elif in_ratio > max(ratio):
+        fallback_w, fallback_h = round(height * max(ratio)), height
+    else:
+        fallback_w, fallback_h = width, height
+    fallback = torch.tensor(
+        [(height - fallback_h) // 2, (width - fallback_w) // 2, fallback_h, fallback_w],
+        dtype=w.dtype,
+        device=w.device,
+    )
+    boxes = torch.stack([top, left, h, w], dim=1)
+    return torch.where(fits.any(1, keepdim=True), boxes, fallback)
+
+
+def _source_coordinates(start: torch.Tensor, length: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, size) pixel coordinates that bilinear resizing of the span [start, start + length)
+    to ``size`` samples (align_corners=False, clamped to the span as F.interpolate does)."""
+    steps = torch.arange(size, device=start.device, dtype=start.dtype) + 0.5
+    within = steps * (length[:, None] / size) - 0.5
+    return start[:, None] + torch.minimum(within.clamp(min=0), length[:, None] - 1)
+
+
+def resample(
+    images: torch.Tensor,
+    boxes: torch.Tensor,
+    size: Sequence[int],
+    flip: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Each sample's box (top, left, height, width) resized bilinearly to ``size``, mirrored
+    left-right where ``flip`` (B,) is True; one ``grid_sample`` for the whole batch.
+
+    The sampled points are those of cropping and then ``F.interpolate`` (bilinear,
+    align_corners=False); a flip only reverses the columns' points, so it costs nothing.
+    """
+    out_h, out_w = (int(s) for s in size)
+    in_h, in_w = images.shape[-2:]
+    boxes = boxes.to(images.dtype)
+    ys = _source_coordinates(boxes[:, 0], boxes[:, 2], out_h)
+    xs = _source_coordinates(boxes[:, 1], boxes[:, 3], out_w)
+    if flip is not None:
+        xs = torch.where(flip[:, None], xs.flip(1), xs)
+    grid = torch.empty(len(images), out_h, out_w, 2, dtype=images.dtype, device=images.device)
+    grid[..., 0] = ((2 * xs + 1) / in_w - 1)[:, None, :]  # normalised, align_corners=False
+    grid[..., 1] = ((2 * ys + 1) / in_h - 1)[:, :, None]
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def flip_where(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """``images`` with the samples where ``flip`` (B,) is True mirrored left-right."""
+    return torch.where(flip[:, None, None, None], images.flip(-1), images)
+
+
+def grey_level(images: torch.Tensor) -> torch.Tensor:
+    """(B, 1, H, W) luminance of RGB ``images`` with torchvision's weights (a weighted sum of
+    channel slices: a 1x1 convolution costs ten times more on the CPU)."""
+    grey = images[:, :1] * GREY_WEIGHTS[0]
+    grey.add_(images[:, 1:2], alpha=GREY_WEIGHTS[1])
+    return grey.add_(images[:, 2:3], alpha=GREY_WEIGHTS[2])
+
+
+def is_grey(images: torch.Tensor) -> torch.Tensor:
+    """(B,) True where all channels of a sample are equal (a grey image repeated to RGB)."""
+    return (images[:, 1:] == images[:, :1]).flatten(1).all(1)
+
+
+def _hue_shift(images: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """RGB ``images`` with their HSV hue turned by ``shift`` (B,) turns (torchvision's
+    ``adjust_hue``); value and chroma are kept, so a grey pixel stays exactly as it is."""
+    red, green, blue = images.unbind(1)
+    high, low = images.amax(1), images.amin(1)
+    chroma = high - low
+    divisor = torch.where(chroma > 0, chroma, torch.ones_like(chroma))
+    sector = torch.where(
+        high == red,
+        (green - blue) / divisor,
+        torch.where(high == green, (blue - red) / divisor + 2, (red - green) / divisor + 4),
+    )
+    hue = torch.remainder(sector / 6 + shift[:, None, None], 1.0)
+    # HSV -> RGB: channel n (5, 3, 1 for red, green, blue) at k = (n + 6 h) mod 6 is
+    # value - chroma * clamp(min(k, 4 - k), 0, 1).
+    phase = torch.tensor([5.0, 3.0, 1.0], dtype=images.dtype, device=images.device)
+    k = torch.remainder(phase[None, :, None, None] + 6 * hue[:, None], 6)
+    return high[:, None] - chroma[:, None] * torch.minimum(k, 4 - k).clamp(0, 1)
+
+
+def color_jitter_(
+    images: torch.Tensor,
+    ranges: Mapping[str, tuple[float, float]],
+    apply: torch.Tensor | None = None,
+    colour: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """torchvision's ``ColorJitter`` with per-sample factors and a per-sample random order,
+    in place: ``images`` (a batch the caller owns) is changed and returned.
+
+    ``ranges``: factor range of each operation used (keys of :data:`JITTER_NEUTRAL`), each
+    factor uniform in it, hue in turns. ``apply`` (B,): which samples are jittered (None: all);
+    ``colour`` (B,): which samples get saturation and hue (None: all; grey images need
+    neither, which cannot change them). Brightness, contrast and saturation are torchvision's
+    blends, clamped to [0, 1] after each: ``f x``, ``f x + (1 - f) mean(grey)``,
+    ``f x + (1 - f) grey``. Every image applies its operations in its own random order, so
+    the batch runs one slot per operation: in a slot every sample applies the operation its
+    order puts there, and a neutral factor for the others, which leaves them exactly as they
+    are (the hue is selected instead).
+    """
+    ops = [op for op in JITTER_NEUTRAL if op in ranges]
+    unknown = set(ranges) - set(JITTER_NEUTRAL)
+    if unknown:
+        raise ValueError(f"unknown jitter operations {sorted(unknown)}")
+    chosen = {op: apply for op in ops}
+    if colour is not None:
+        chosen.update({op: colour if apply is None else apply & colour for op in ops[2:]})
+        # Grey batches skip the colour operations' cost; only on the CPU, where asking costs
+        # no round trip to a device (the result is the same either way).
+        if images.device.type == "cpu" and not bool(colour.any()):
+            ops = [op for op in ops if op in ("brightness", "contrast")]
+    if not ops:
+        return images
+    factors = {op: _uniform(images, *ranges[op]) for op in ops}
+    order = torch.rand(len(images), len(ops), device=images.device).argsort(1)
+    ones = torch.ones(len(images), device=images.device, dtype=images.dtype)
+    out = images
+    for slot in range(len(ops)):
+        here = {}
+        for index, op in enumerate(ops):
+            mask = order[:, slot] == index
+            here[op] = mask if chosen[op] is None else mask & chosen[op]
+        scale, offset, grey_weight = ones, torch.zeros_like(ones), torch.zeros_like(ones)
+        for op in ("brightness", "contrast", "saturation"):
+            if op in here:
+                scale = torch.where(here[op], factors[op], scale)
+        if "contrast" in here:
+            weights = torch.tensor(GREY_WEIGHTS, dtype=out.dtype, device=out.device)
+            mean_grey = out.mean((-2, -1)) @ weights
+            offset = torch.where(here["contrast"], (1 - factors["contrast"]) * mean_grey, offset)
+        if "saturation" in here:
+            grey_weight = torch.where(here["saturation"], 1 - factors["saturation"], grey_weight)
+        grey = grey_level(out) if "saturation" in here else None
+        out.mul_(scale[:, None, None, None]).add_(offset[:, None, None, None])
+        if grey is not None:
+            out.add_(grey.mul_(grey_weight[:, None, None, None]))
+        out.clamp_(0, 1)
+        if "hue" in here:
+            shifted = _hue_shift(out, factors["hue"])
+            out.copy_(torch.where(here["hue"][:, None, None, None], shifted, out))
+    return out
+
+
+def to_grayscale_(images: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+    """``images`` with the samples where ``chosen`` (B,) is True made grey (torchvision's
+    luminance repeated to the three channels), in place."""
+    weight = chosen.to(images.dtype)[:, None, None, None]
+    return images.lerp_(grey_level(images).expand_as(images), weight)
+
+
+def legendre_field(images: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
+    """(B, 1, H, W) ``exp`` of the degree-3 Legendre polynomial field of MONAI's
+    ``RandBiasField`` with per-sample ``coefficients`` (B, 10), in MONAI's order (the lower
+    triangle of the 4 x 4 coefficient matrix, row by row; rows are the height axis)."""
+    height, width = images.shape[-2:]
+
+    def basis(n: int) -> torch.Tensor:
+        x = torch.linspace(-1, 1, n, device=images.device, dtype=images.dtype)
+        return torch.stack([torch.ones_like(x), x, (3 * x**2 - 1) / 2, (5 * x**3 - 3 * x) / 2])
+
+    rows, cols = torch.tril_indices(LEGENDRE_DEGREE + 1, LEGENDRE_DEGREE + 1)
+    matrix = images.new_zeros(len(images), LEGENDRE_DEGREE + 1, LEGENDRE_DEGREE + 1)
+    matrix[:, rows, cols] = coefficients.to(images.dtype)
+    field = torch.einsum("bij,ih,jw->bhw", matrix, basis(height), basis(width))
+    return torch.exp(field)[:, None]
+
+
+def _interpolation_matrix(length: torch.Tensor, size: int, source: int) -> torch.Tensor:
+    """(B, size, source) weights of bilinear resizing (align_corners=False) of each sample's
+    first ``length`` (B,) of ``source`` points to ``size`` points: a hat function of the
+    distance to each source point."""
+    coordinates = _source_coordinates(torch.zeros_like(length), length, size)
+    points = torch.arange(source, device=length.device, dtype=length.dtype)
+    return (1 - (coordinates[:, :, None] - points).abs()).clamp(min=0)
+
+
+def smooth_shading(images: torch.Tensor) -> torch.Tensor:
+    """(B, 1, H, W) random smooth shadings in [0, 1]: per sample a k x k uniform grid (k in
+    2..6) resized bilinearly to the image and min-max scaled. The resizing is two small
+    matrix products per sample (rows, then columns), far cheaper than sampling a grid."""
+    low, high = SHADING_GRID
+    k = torch.randint(low, high + 1, (len(images),), device=images.device).to(images.dtype)
+    grids = torch.rand(len(images), high, high, device=images.device, dtype=images.dtype)
+    height, width = images.shape[-2:]
+    rows = _interpolation_matrix(k, height, high)
+    cols = _interpolation_matrix(k, width, high)
+    field = (rows @ grids @ cols.transpose(1, 2))[:, None]
+    low_value = field.amin((-2, -1), keepdim=True)
+    return (field - low_value) / (field.amax((-2, -1), keepdim=True) - low_value)
+
+
 class BatchAugmentation:
-    """Per-sample random transforms of an image batch (B, C, H, W) in [0, 1].
+    """Per-sample random transforms of an image batch (B, C, H, W) in [0, 1], batched.
 
     ``hflip_p``: probability of a left-right flip (the brain's halves are alike, a tumour
     may sit in either). ``crop_scale``: RandomResizedCrop area range back to the input size
@@ -51,6 +322,7 @@ class BatchAugmentation:
     right; positives are left alone, since a shading can hide their lesion. It teaches the
     classifier that a darkened healthy brain is still healthy, which is what a perturbation
     CAM (Score-CAM, Cfd-CAM) asks of it when it scores the image under each channel's mask.
+    Order: crop and flip, jitter, bias field, shading, then a clamp to [0, 1].
     """
 
     def __init__(
@@ -70,21 +342,8 @@ class BatchAugmentation:
         self.bias_field = _pair(bias_field, "bias_field", -float("inf"), float("inf"))
         self.bias_field_p = _probability(bias_field_p, "bias_field_p")
         self.shade_negatives_p = _probability(shade_negatives_p, "shade_negatives_p")
-        steps: list = []
-        if self.hflip_p:
-            steps.append(v2.RandomHorizontalFlip(self.hflip_p))
-        if self.brightness or self.contrast:
-            steps.append(v2.ColorJitter(brightness=self.brightness, contrast=self.contrast))
-        if self.bias_field is not None and self.bias_field_p > 0:
-            from monai.transforms import RandBiasField
-
-            field = RandBiasField(coeff_range=self.bias_field, prob=self.bias_field_p)
-            # MONAI's transforms share one class-level generator unless given their own, so the
-            # field would depend on every MONAI transform run before; seeding it from torch's
-            # generator makes it follow the run's seed (seed_everything) instead.
-            field.set_random_state(seed=int(torch.randint(2**31 - 1, ())))
-            steps.append(lambda image: field(image).as_tensor().to(image.dtype))
-        self._steps = v2.Compose(steps) if steps else None
+        jitter = {"brightness": self.brightness, "contrast": self.contrast}
+        self._jitter = {op: pair for op, pair in jitter.items() if pair is not None}
 
     def settings(self) -> dict[str, float | list[float] | None]:
         """The validated options as plain Python values (for checkpoints and configs)."""
@@ -99,38 +358,46 @@ class BatchAugmentation:
         }
 
     @property
+    def _bias_field_on(self) -> bool:
+        return self.bias_field is not None and self.bias_field_p > 0
+
+    @property
     def enabled(self) -> bool:
         """Whether any augmentation is configured (otherwise batches pass unchanged)."""
-        return self._steps is not None or self.crop_scale is not None or self.shade_negatives_p > 0
+        return bool(
+            self.hflip_p
+            or self.crop_scale is not None
+            or self._jitter
+            or self._bias_field_on
+            or self.shade_negatives_p > 0
+        )
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Augmented copy of ``images``; ``labels`` (B, K) are needed for the shading only."""
         if not self.enabled:
             return images
-        crop = None
+        if self.shade_negatives_p > 0 and labels is None:
+            raise ValueError("shade_negatives_p needs the batch labels")
+        out = images
+        flip = coin(images, self.hflip_p) if self.hflip_p else None
         if self.crop_scale is not None:
-            crop = v2.RandomResizedCrop(tuple(images.shape[-2:]), self.crop_scale, antialias=True)
-        out = []
-        for image in images:
-            if crop is not None:
-                image = crop(image)
-            if self._steps is not None:
-                image = self._steps(image)
-            out.append(image)
-        augmented = torch.stack(out)
+            out = resample(images, crop_boxes(images, self.crop_scale), images.shape[-2:], flip)
+        elif flip is not None:
+            out = flip_where(images, flip)
+        if out is images:
+            out = images.clone()
+        if self._jitter:
+            color_jitter_(out, self._jitter)
+        field = None  # bias field and shading: one multiplicative (B, 1, H, W) field
+        if self._bias_field_on:
+            coefficients = _uniform(images, *self.bias_field, LEGENDRE_TERMS)
+            chosen = coin(images, self.bias_field_p)
+            field = legendre_field(out, coefficients * chosen[:, None])
         if self.shade_negatives_p > 0:
-            if labels is None:
-                raise ValueError("shade_negatives_p needs the batch labels")
-            augmented = self._shade_negatives(augmented, labels)
-        return augmented.clamp_(0, 1)
-
-    def _shade_negatives(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        negative = labels.reshape(len(labels), -1).amax(1) <= 0.5
-        chosen = negative & (torch.rand(len(images)) < self.shade_negatives_p)
-        for i in torch.nonzero(chosen).flatten().tolist():
-            k = int(torch.randint(2, 7, ()))
-            grid = torch.rand(1, 1, k, k)
-            field = F.interpolate(grid, size=images.shape[-2:], mode="bilinear")[0, 0]
-            low, high = field.min(), field.max()
-            images[i] = images[i] * ((field - low) / (high - low)).to(images.dtype)
-        return images
+            negative = labels.reshape(len(labels), -1).amax(1) <= 0.5
+            chosen = (negative & coin(images, self.shade_negatives_p))[:, None, None, None]
+            shading = torch.where(chosen, smooth_shading(out), 1.0)
+            field = shading if field is None else field.mul_(shading)
+        if field is not None:
+            out.mul_(field)
+        return out.clamp_(0, 1)

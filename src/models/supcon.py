@@ -24,8 +24,16 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.transforms import v2
 
+from src.models.augment import (
+    coin,
+    color_jitter_,
+    crop_boxes,
+    is_grey,
+    jitter_ranges,
+    resample,
+    to_grayscale_,
+)
 from src.models.distributed import gather_batches
 from src.models.schedules import constant_then_cosine
 
@@ -128,32 +136,27 @@ class SupConModule(pl.LightningModule):
         )
         self.criterion = SupConLoss(temperature, base_temperature, normalize)
         self._crop_scale = crop_scale
-        self._color_views = {
-            grey: v2.Compose(
-                [
-                    v2.RandomHorizontalFlip(),
-                    v2.RandomApply([v2.ColorJitter(*jitter)], p=color_jitter_p),
-                    v2.RandomGrayscale(p=grayscale_p),
-                ]
-            )
-            # Saturation and hue jitter leave a grey image grey and unchanged (up to float
-            # rounding), and hue is most of the CPU cost: grey images (MRI) skip both.
-            for grey, jitter in ((False, color_jitter), (True, (*color_jitter[:2], 0.0, 0.0)))
-        }
+        self._jitter = jitter_ranges(color_jitter)
+        self._jitter_p = color_jitter_p
+        self._grayscale_p = grayscale_p
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Projections (B, proj_dim) of images (B, 3, H, W) in [0, 1]."""
         return self.head(self.encoder(images))
 
     def make_view(self, images: torch.Tensor) -> torch.Tensor:
-        """One augmented view of the batch; every sample draws its own random parameters."""
+        """One augmented view of the batch, every sample with its own random parameters:
+        RandomResizedCrop, horizontal flip (p = 0.5), ColorJitter (p = ``color_jitter_p``),
+        RandomGrayscale (p = ``grayscale_p``), batched (``src.models.augment``). Grey images
+        (MRI repeated to RGB) skip saturation and hue, which cannot change them."""
         size = self.hparams.image_size or tuple(images.shape[-2:])
-        crop = v2.RandomResizedCrop(size, scale=self._crop_scale, antialias=True)
-        views = []
-        for image in images:
-            grey = bool((image[1:] == image[:1]).all())
-            views.append(self._color_views[grey](crop(image)))
-        return torch.stack(views)
+        if isinstance(size, int):
+            size = (size, size)
+        colour = ~is_grey(images)
+        flip = coin(images, 0.5)
+        view = resample(images, crop_boxes(images, self._crop_scale), size, flip)
+        color_jitter_(view, self._jitter, coin(images, self._jitter_p), colour)
+        return to_grayscale_(view, coin(images, self._grayscale_p))
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         """Two augmented views per image, the SupCon loss over every process's batch."""

@@ -38,8 +38,17 @@ log = logging.getLogger(__name__)
 
 #: Version of the key layout; entries without it were keyed by the data folder's path.
 KEY_SCHEME = 2
-# Data-config fields that do not change what a network learns.
-_RUNTIME_DATA_KEYS = ("num_workers", "cache_dir", "output_dir", "on_error", "evaluation")
+# Data-config fields that do not change what a network learns (the loader settings among them:
+# their defaults may change, as num_workers' did from 0 to null = auto, without moving a key).
+_RUNTIME_DATA_KEYS = (
+    "num_workers",
+    "pin_memory",
+    "persistent_workers",
+    "cache_dir",
+    "output_dir",
+    "on_error",
+    "evaluation",
+)
 # The demo DataModule generates the data the BraTS one reads; both enter the key as the latter.
 _DEMO_TARGET = "src.data.demo.DemoBraTSDataModule"
 _BRATS_TARGET = "src.data.brats.BraTSDataModule"

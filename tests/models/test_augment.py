@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from src.models.augment import BatchAugmentation
+from src.models.augment import LEGENDRE_TERMS, BatchAugmentation, legendre_field
 from src.models.backbones import build_backbone
 from src.models.classifier import ClassifierModule
 
@@ -66,19 +66,19 @@ def test_bias_field_is_smooth_multiplicative_and_grey():
     assert ratio.diff(dim=-1).abs().max() < 0.1 * (ratio.max() - ratio.min())
 
 
-def test_bias_field_follows_the_torch_seed_not_monai_state():
-    """MONAI's shared class-level generator must not leak in: the same torch seed gives the
-    same field whatever other MONAI transforms drew before."""
+def test_bias_field_is_monais_legendre_field():
+    """The vectorised field is exp of MONAI's degree-3 Legendre field for the same
+    coefficients (MONAI's own generator, called with them)."""
     from monai.transforms import RandBiasField
 
-    images = torch.full((2, 3, 32, 32), 0.4)
-    fields = []
-    for draws_before in (0, 3):
-        for _ in range(draws_before):
-            RandBiasField(prob=1.0)(torch.rand(1, 8, 8))  # advances MONAI's shared state
-        torch.manual_seed(0)
-        fields.append(BatchAugmentation(bias_field=[-0.3, 0.3], bias_field_p=1.0)(images))
-    assert torch.equal(fields[0], fields[1])
+    coefficients = torch.linspace(-0.3, 0.3, LEGENDRE_TERMS)[None].repeat(2, 1)
+    coefficients[1] *= -1
+    images = torch.ones(2, 3, 20, 28)
+    ours = legendre_field(images, coefficients)[:, 0]
+    monai = RandBiasField(degree=3)._generate_random_field
+    for sample, coeff in zip(ours, coefficients, strict=True):
+        expected = np.exp(monai(spatial_shape=(20, 28), degree=3, coeff=coeff.tolist()))
+        np.testing.assert_allclose(sample.numpy(), expected, rtol=1e-5)
 
 
 @pytest.mark.parametrize(

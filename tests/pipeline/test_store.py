@@ -230,3 +230,13 @@ def test_a_completed_run_drops_only_its_last_checkpoints(tmp_path, make_config):
         "checkpoints/pretrain/best-epoch=1.ckpt",
         "checkpoints/pretrain/key.json",
     ]
+
+
+def test_loader_settings_stay_out_of_the_key(brats_config, tmp_path: Path) -> None:
+    """num_workers' default moved from 0 to null (auto) and pin_memory / persistent_workers
+    are new: a stored classifier keeps its key whatever they are."""
+    root = _dataset(tmp_path / "data")
+    base = training_key(brats_config(root), "finetune")
+    assert not {"num_workers", "pin_memory", "persistent_workers"} & set(base["data"])
+    loaders = ("data.num_workers=0", "data.pin_memory=true", "data.persistent_workers=true")
+    assert training_key(brats_config(root, *loaders), "finetune") == base
