@@ -290,7 +290,6 @@ SWEEP_METHODS = (
     ("LTFullGrad", "ltfullgrad"),
 )
 SWEEP_DELTAS = tuple(range(0, 100, 10))
-DEMO_DELTAS = (0, 40, 80)
 
 
 def _ltgrad_fig(number: int, split: str) -> Recipe:
@@ -300,7 +299,6 @@ def _ltgrad_fig(number: int, split: str) -> Recipe:
             f"δ={delta}",
             (f"cam={cam}", f"cam.options.delta={delta}"),
             "ksdd2",
-            demo=delta in DEMO_DELTAS,
         )
         for label, cam in SWEEP_METHODS
         for delta in SWEEP_DELTAS
@@ -314,7 +312,6 @@ def _ltgrad_fig(number: int, split: str) -> Recipe:
         rows=rows,
         primary="ksdd2",
         imagenet_weights=True,
-        demo_note=f"demo subset: δ in {{{', '.join(map(str, DEMO_DELTAS))}}}",
         notes=(
             "the paper shows this as a plot only (no printed numbers); l = 5 stages",
             f"plots: experiments/results/[demo/]{f'ltgrad_fig{number}'}_sweep/sweep_miou_vs_delta.png",

@@ -151,11 +151,11 @@ def _finetune(
         cfg, "finetune", module, datamodule, cfg.finetune.epochs, checkpoints, loggers=loggers
     )
     best = checkpoints.best_model_path or last.best_model_path
-    best_auc = checkpoints.best_model_score
-    log.info(
-        "Best validation AUC %s (%s)", None if best_auc is None else f"{float(best_auc):.4f}", best
-    )
-    extra = {"best_val_auc": None if best_auc is None else float(best_auc), "checkpoint": best}
+    score = checkpoints.best_model_score
+    score = None if score is None else float(score)
+    # The rule is the config's (callbacks.classifier_checkpoint): validation AUC by default.
+    log.info("Best %s %s (%s)", checkpoints.monitor, None if score is None else f"{score:.4f}", best)
+    extra = {"monitor": checkpoints.monitor, "best_score": score, "checkpoint": best}
     return save_from_rank_zero(
         trainer, store, cfg, "finetune", lambda: load_state_dict(best), extra=extra
     )

@@ -87,14 +87,26 @@ def test_ltgrad_rows_select_the_paper_stages_and_methods(settings, fake_roots):
     assert _config(settings, "ltgrad_fig4", "ltfullgrad-delta-0").eval.split == "test"
 
 
-def test_demo_mode_uses_generated_data_and_small_budgets(settings):
-    demo = dataclasses.replace(settings, demo=True, vgg_weights=None)
-    cfg = _config(demo, "cfdcam_table1", "brats-t2-flair-cfd-cam-ours")
+def test_plumbing_mode_uses_generated_data_and_small_budgets(settings):
+    plumbing = dataclasses.replace(settings, demo=True, plumbing=True, vgg_weights=None)
+    cfg = _config(plumbing, "cfdcam_table1", "brats-t2-flair-cfd-cam-ours")
     assert cfg.data.root.endswith("demo/brats2021") and cfg.data.demo.n_cases == 24
     assert (cfg.pretrain.epochs, cfg.finetune.epochs, cfg.eval.limit) == (1, 1, 6)
-    ksdd2 = _config(demo, "ltgrad_fig4", "ltgrad-cam-delta-40")
-    assert ksdd2.data.root == str(demo.demo_data_dir / "ksdd2")
+    ksdd2 = _config(plumbing, "ltgrad_fig4", "ltgrad-cam-delta-40")
+    assert ksdd2.data.root == str(plumbing.demo_data_dir / "ksdd2")
     assert ksdd2.backbone.net.weights is None and list(ksdd2.data.image_size) == [128, 64]
+
+
+def test_demo_mode_runs_the_ksdd2_rows_on_the_ksdd2_demo_and_its_classifier(settings):
+    demo = dataclasses.replace(settings, demo=True, vgg_weights=None)
+    plain = compose_job_config(["data=demo_ksdd2"], settings.runs_dir, settings.project_root)
+    for recipe, key in (("ltgrad_table4", "grad-cam"), ("ltgrad_fig5", "ltfullgrad-delta-90")):
+        cfg = _config(demo, recipe, key)
+        assert cfg.data._target_ == "src.data.demo.DemoKSDD2DataModule"
+        # The demo's classifier, not the paper's ImageNet fine-tuning settings.
+        assert cfg.backbone.net == plain.backbone.net and cfg.finetune == plain.finetune
+        assert cfg.eval.limit is None
+    assert _config(demo, "ltgrad_fig5", "ltfullgrad-delta-90").eval.split == "train"
 
 
 def test_missing_roots_and_weights_are_reported(settings):

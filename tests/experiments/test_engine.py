@@ -73,15 +73,15 @@ def test_failed_row_is_reported_and_finished_rows_are_reused(settings, fake_pipe
 
 def test_demo_tables_do_not_overwrite_real_results(settings, fake_pipeline):
     recipe = RECIPES["ltgrad_table2"]
-    demo = dataclasses.replace(settings, demo=True, only=("fullgrad",))
+    demo = dataclasses.replace(settings, demo=True, plumbing=True, only=("fullgrad",))
     # No demo data is generated for rows that do not run; the fake never reads data.
     outcomes, written = run_recipe(recipe, dataclasses.replace(demo, only=("none",)))
     assert not fake_pipeline
     assert written == [
-        settings.results_dir / "demo" / "ltgrad_table2.md",
-        settings.results_dir / "demo" / "ltgrad_table2.csv",
+        settings.results_dir / "plumbing" / "ltgrad_table2.md",
+        settings.results_dir / "plumbing" / "ltgrad_table2.csv",
     ]
-    assert "DEMO run on generated data" in written[0].read_text()
+    assert "PLUMBING run on generated data" in written[0].read_text()
     assert not (settings.results_dir / "ltgrad_table2.md").exists()
     assert {(o.status, o.reason) for o in outcomes.values()} == {("not run", "")}
 

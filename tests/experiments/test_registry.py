@@ -99,4 +99,4 @@ def test_sweeps_cover_delta_0_to_90_for_three_methods():
             for cam in ("ltgradcam", "ltlayercam", "ltfullgrad")
             for d in range(0, 100, 10)
         }
-        assert {r.method for r in recipe.rows if r.demo} == {"δ=0", "δ=40", "δ=80"}
+        assert all(r.demo for r in recipe.rows)  # the KSDD2 demo runs the whole sweep

@@ -77,7 +77,7 @@ def test_store_holds_one_entry_per_stage_written_by_rank_zero(ddp_run):
     assert logs["run.log"].count("Stored") == 2
     assert "Stored" not in logs["train_ddp_process_1.log"]
     # The stored classifier is the best checkpoint both ranks agreed on.
-    best = [re.findall(r"Best validation AUC .*", text) for text in logs.values()]
+    best = [re.findall(r"Best val/auc .*", text) for text in logs.values()]
     assert len(best[0]) == 1 and best[0] == best[1], best
     checkpoint = best[0][0].rsplit("(", 1)[1].rstrip(")")
     stored = torch.load(
