@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 #: Bump when a generator's output changes, so cached demo copies are rebuilt.
 DEMO_VERSION = 3
-KSDD2_DEMO_VERSION = 2
+KSDD2_DEMO_VERSION = 3
 MARKER = ".wsss_demo.json"
 
 #: (root, overwrite, marker) -> None: writes the copy, marker included, atomically.

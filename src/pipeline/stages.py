@@ -154,7 +154,9 @@ def _finetune(
     score = checkpoints.best_model_score
     score = None if score is None else float(score)
     # The rule is the config's (callbacks.classifier_checkpoint): validation AUC by default.
-    log.info("Best %s %s (%s)", checkpoints.monitor, None if score is None else f"{score:.4f}", best)
+    log.info(
+        "Best %s %s (%s)", checkpoints.monitor, None if score is None else f"{score:.4f}", best
+    )
     extra = {"monitor": checkpoints.monitor, "best_score": score, "checkpoint": best}
     return save_from_rank_zero(
         trainer, store, cfg, "finetune", lambda: load_state_dict(best), extra=extra

@@ -83,27 +83,27 @@ def draw_defect(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     if kind == "scratch":
         angle = rng.uniform(0, np.pi)
         for _ in range(int(rng.integers(2, 5))):
-            step = rng.uniform(15, 45)
+            step = rng.uniform(20, 50)
             angle += rng.uniform(-0.6, 0.6)
             y2 = float(np.clip(y + step * np.sin(angle), 0, h - 1))
             x2 = float(np.clip(x + step * np.cos(angle), 0, w - 1))
             rr, cc = line(int(y), int(x), int(y2), int(x2))
             mask[rr, cc] = True
             y, x = y2, x2
-        return ndimage.binary_dilation(mask, iterations=int(rng.integers(2, 6)))
+        return ndimage.binary_dilation(mask, iterations=int(rng.integers(2, 7)))
     if kind == "pit":
         rr, cc = ellipse(
             y,
             x,
-            rng.uniform(5, 16),
-            rng.uniform(5, 16),
+            rng.uniform(6, 18),
+            rng.uniform(6, 18),
             shape=shape,
             rotation=rng.uniform(0, np.pi),
         )
         mask[rr, cc] = True
         return mask
     # dent: a thresholded patch of smoothed noise, irregular but compact
-    size = int(rng.integers(20, 50))
+    size = int(rng.integers(24, 60))
     noise = ndimage.gaussian_filter(rng.standard_normal((size, size)), size / 6)
     yy, xx = np.mgrid[:size, :size]
     falloff = 1 - np.hypot(yy - size / 2, xx - size / 2) / (size / 2)
