@@ -28,14 +28,26 @@ from src.pipeline.user_errors import (
     report,
 )
 
-#: Printed after a demo evaluation: the paper's Table 1 rows on the same classifier.
-DEMO_NEXT = (
-    "Next: the paper's Table 1 baselines (Grad-CAM, ScoreCAM, LayerCAM) on this classifier and "
-    "these slices, and the supervised U-Net ceiling, beside Cfd-CAM and the paper's FLAIR "
-    "numbers (~15 min on 2 cores):\n"
-    "  .venv/bin/python experiments/run_recipe.py demo_table1\n"
-    "  -> experiments/results/demo_table1.md\n"
-)
+#: Printed after a demo evaluation, by the demo's DataModule: the paper's rows on the same
+#: classifier.
+DEMO_NEXT = {
+    "src.data.demo.DemoBraTSDataModule": (
+        "Next: the paper's Table 1 baselines (Grad-CAM, ScoreCAM, LayerCAM) on this classifier "
+        "and these slices, and the supervised U-Net ceiling, beside Cfd-CAM and the paper's "
+        "FLAIR numbers (~15 min on 2 cores):\n"
+        "  .venv/bin/python experiments/run_recipe.py demo_table1\n"
+        "  -> experiments/results/demo_table1.md\n"
+    ),
+    "src.data.demo.DemoKSDD2DataModule": (
+        "Next: the LT-Grad-CAM paper's Table 4 rows (Grad-CAM++, Grad-CAM, FullGrad, Layer-CAM, "
+        "LTGrad-CAM) on this classifier and this test split, and the delta sweeps of its "
+        "Fig. 4 (test) and Fig. 5 (train) with the delta chosen on train:\n"
+        "  .venv/bin/python experiments/run_recipe.py ltgrad_table4 --demo\n"
+        "  .venv/bin/python experiments/run_recipe.py ltgrad_fig4 --demo\n"
+        "  .venv/bin/python experiments/run_recipe.py ltgrad_delta_select --demo\n"
+        "  -> experiments/results/demo/ltgrad_table4.md, ltgrad_fig4.md, ltgrad_fig5.md\n"
+    ),
+}
 
 register_resolvers()
 # Set when Hydra hands over a composed config: a failure before that is Hydra rejecting the
@@ -67,8 +79,10 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         resumed = bool(cfg.get("resume"))
         clean_up_failed_start(run_dir, run_dir.parent if multirun else None, resumed)
         sys.exit(EXIT_STATUS)
-    if summary and cfg.data.get("demo") and cfg.method == "cam" and cfg.stage in ("all", "eval"):
-        print(DEMO_NEXT)
+    demo_next = DEMO_NEXT.get(cfg.data.get("_target_", ""))
+    if summary and demo_next and cfg.data.get("demo") and cfg.method == "cam":
+        if cfg.stage in ("all", "eval"):
+            print(demo_next)
     return summary
 
 
