@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from src.evaluation.map_store import read_maps
-from src.pipeline.stages import build_datamodule, eval_indices
+from src.evaluation.sampling import eval_indices
+from src.pipeline.stages import build_datamodule
 from src.pipeline.store import load_state_dict
 from tests.helpers.processes import run_python
 

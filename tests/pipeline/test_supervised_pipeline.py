@@ -15,7 +15,8 @@ from omegaconf import DictConfig
 from src.data.generators.brats import generate_brats
 from src.data.generators.voc import generate_voc
 from src.pipeline.config import ConfigError
-from src.pipeline.stages import build_datamodule, eval_loader, run_pipeline
+from src.pipeline.eval_inputs import eval_loader
+from src.pipeline.stages import build_datamodule, run_pipeline
 
 pytestmark = pytest.mark.slow
 
