@@ -34,7 +34,7 @@ DEMO_NEXT = {
     "src.data.demo.DemoBraTSDataModule": (
         "Next: the paper's Table 1 baselines (Grad-CAM, ScoreCAM, LayerCAM) on this classifier "
         "and these slices, and the supervised U-Net ceiling, beside Cfd-CAM and the paper's "
-        "FLAIR numbers (~15 min on 2 cores):\n"
+        "FLAIR numbers (29 min on a shared 2-core CPU, experiments/results/demo_table1.csv):\n"
         "  .venv/bin/python experiments/run_recipe.py demo_table1\n"
         "  -> experiments/results/demo_table1.md\n"
     ),

@@ -1,7 +1,7 @@
 """What an evaluation needs to know besides its images and network, as plain typed values.
 
-The pipeline builds these from its config (`evaluation_settings` in the pipeline's stages
-module) and passes them in, so nothing under `src/evaluation` reads a Hydra config.
+The pipeline builds these from its config (`evaluation_settings` in
+`src/pipeline/eval_inputs.py`) and passes them in, so nothing under `src/evaluation` reads a Hydra config.
 """
 
 from __future__ import annotations

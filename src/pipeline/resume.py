@@ -21,8 +21,9 @@ from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, OmegaConf
 
 from src.data.atomic import atomic_write_text
-from src.pipeline.config import ConfigError, build_cam_option_names
+from src.pipeline.config import ConfigError
 from src.pipeline.store import training_key
+from src.pipeline.upgrades import check_not_before_cam_options
 
 log = logging.getLogger(__name__)
 
@@ -76,22 +77,6 @@ def saved_overrides(run: Path) -> list[str]:
     return list(saved)
 
 
-def _check_not_before_cam_options(run: Path, saved: Sequence[tuple[str, Override]]) -> None:
-    """ConfigError when the run set a build_cam option at the top of `cam` (`++cam.delta=20`):
-    it was started before the options moved under `cam.options`, and replayed today the value
-    would not reach the CAM."""
-    for text, override in saved:
-        key = _key(override)
-        if key.startswith("cam.") and key.removeprefix("cam.") in build_cam_option_names():
-            name = key.removeprefix("cam.")
-            raise ConfigError(
-                RESUME_KEY,
-                f"the run in {run} predates cam.options (it was started with {text}, now "
-                f"cam.options.{name}); it cannot be resumed: start a new run with "
-                f"cam.options.{name}",
-            )
-
-
 def resumed_arguments(arguments: Sequence[str]) -> list[str]:
     """The command line (`sys.argv[1:]`) that finishes the run named by `resume=<folder>`.
 
@@ -112,7 +97,7 @@ def resumed_arguments(arguments: Sequence[str]) -> list[str]:
     if (run / FINISHED_MARKER).is_file():
         raise RunComplete(run)
     saved_parsed = list(zip(saved, _parse(saved, f"{run}/.hydra/overrides.yaml"), strict=True))
-    _check_not_before_cam_options(run, saved_parsed)
+    check_not_before_cam_options(run, [(text, _key(o)) for text, o in saved_parsed])
     before = {_key(o): (text, o) for text, o in saved_parsed}  # the last one of a key wins
     added = []
     for text, override in parsed.items():

@@ -11,21 +11,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.utilities import rank_zero_only
-from torch.utils.data import DataLoader, Dataset, Subset
 
 from src.data.atomic import atomic_write_text
-from src.evaluation.cam_module import CAMEvaluationModule
-from src.evaluation.evaluate import ModuleFactory, evaluate
-from src.evaluation.masks import MaskMaker
-from src.evaluation.metrics import scored_as_normal
+from src.evaluation.evaluate import evaluate
 from src.evaluation.remask import remask
-from src.evaluation.settings import EvalSettings, Method
 from src.models.classifier import load_encoder_weights
 from src.pipeline.config import (
     ConfigError,
@@ -35,38 +29,36 @@ from src.pipeline.config import (
     validate_config,
 )
 from src.pipeline.console import quiet_console
+from src.pipeline.eval_inputs import (
+    cam_method,
+    cam_module_factory,
+    eval_loader,
+    evaluation_settings,
+)
 from src.pipeline.resume import FINISHED_MARKER, LAST_CHECKPOINT
-from src.pipeline.store import ModelStore, load_state_dict, load_weights, save_from_rank_zero
+from src.pipeline.store import ModelStore, load_weights
 from src.pipeline.supervised import (
     check_supervised_config,
     segmenter_stage,
     supervised_eval_stage,
 )
 from src.pipeline.trainer import PipelineLoggers, build_trainer
-from src.pipeline.training import checkpoint_dir, fit
+from src.pipeline.training import BestCheckpoint, fit_and_store
+from src.pipeline.upgrades import check_data_arguments, upgrade_data_config
 
 log = logging.getLogger(__name__)
 
-DEMO_TARGET = "src.data.demo.DemoBraTSDataModule"
+#: The classifier keeps the weights of its best validation AUC.
+CLASSIFIER_BEST = BestCheckpoint("classifier_checkpoint")
 
 
 def datamodule_arguments(data: DictConfig) -> dict[str, Any]:
     """The DataModule's arguments, `_target_` included: the whole `data` node, resolved.
 
-    Raises ConfigError for a `data` node in the form of older runs (`upgrade_data_config`
-    converts those that stage=masks reads): its `evaluation` entry is now
-    `eval.metrics`/`eval.miou`, its `demo` entry belongs to `src.data.demo.DemoBraTSDataModule`.
-    """
+    Raises ConfigError for a `data` node in the form of older runs (`check_data_arguments`)."""
     arguments = OmegaConf.to_container(data, resolve=True)
     assert isinstance(arguments, dict)
-    generated = str(arguments["_target_"]).startswith("src.data.demo.")
-    if "evaluation" in arguments or ("demo" in arguments and not generated):
-        raise ConfigError(
-            "data",
-            "a data config of an older run (with data.evaluation or data.demo on "
-            f"{arguments['_target_']}): set eval.metrics/eval.miou instead of data.evaluation, "
-            f"and _target_: {DEMO_TARGET} for generated data, in that run's config.yaml",
-        )
+    check_data_arguments(arguments)
     return arguments
 
 
@@ -100,19 +92,25 @@ def pretrain_stage(
     explicit = cfg.pretrain.get("ckpt")
     if explicit:
         return Path(explicit)
-    return store.train_once(cfg, "pretrain", lambda: _pretrain(cfg, datamodule, store, loggers))
+    return store.train_once(
+        cfg,
+        "pretrain",
+        lambda: fit_and_store(
+            cfg,
+            "pretrain",
+            lambda: _supcon_module(cfg, datamodule),
+            lambda module: module.encoder.state_dict(),
+            datamodule,
+            store,
+            loggers,
+        ),
+    )
 
 
-def _pretrain(
-    cfg: DictConfig, datamodule: pl.LightningDataModule, store: ModelStore, loggers: PipelineLoggers
-) -> Path:
-    """Train the SupCon encoder and store its weights; returns their path."""
-    pl.seed_everything(cfg.seed, workers=True)
+def _supcon_module(cfg: DictConfig, datamodule: pl.LightningDataModule) -> pl.LightningModule:
+    """The SupCon module around a fresh encoder (the backbone without its head)."""
     encoder = build_net(cfg, datamodule.num_classes).remove_head()
-    module = instantiate(cfg.pretrain.module, encoder=encoder)
-    datamodule.batch_size = cfg.pretrain.batch_size
-    trainer, _ = fit(cfg, "pretrain", module, datamodule, cfg.pretrain.epochs, loggers=loggers)
-    return save_from_rank_zero(trainer, store, cfg, "pretrain", module.encoder.state_dict)
+    return instantiate(cfg.pretrain.module, encoder=encoder)
 
 
 def finetune_stage(
@@ -122,185 +120,31 @@ def finetune_stage(
     loggers: PipelineLoggers,
 ) -> Path:
     """Fine-tune the whole classifier (once per training key, however many jobs ask at once);
-    keeps the best-validation-AUC weights."""
+    keeps the best-validation-AUC weights (`callbacks.classifier_checkpoint`)."""
     return store.train_once(cfg, "finetune", lambda: _finetune(cfg, datamodule, store, loggers))
 
 
 def _finetune(
     cfg: DictConfig, datamodule: pl.LightningDataModule, store: ModelStore, loggers: PipelineLoggers
 ) -> Path:
-    """Train the classifier (from the SupCon encoder, if enabled) and store the weights of its
-    best checkpoint (`callbacks.classifier_checkpoint`); returns their path."""
+    """Train the classifier (from the SupCon encoder, if enabled) and store it; returns the
+    path of its weights. The encoder comes first, before `fit_and_store` seeds: the
+    classifier's initial weights then do not depend on whether SupCon trained in this job."""
     encoder_path = (
         pretrain_stage(cfg, datamodule, store, loggers)
         if cfg.pretrain.get("enabled", True)
         else None
     )
-    pl.seed_everything(cfg.seed, workers=True)
-    net = build_net(cfg, datamodule.num_classes)
-    if encoder_path is not None:
-        load_encoder_weights(net, encoder_path)
-    module = instantiate(
-        cfg.finetune.module, net=net, task=datamodule.task, num_classes=datamodule.num_classes
-    )
-    datamodule.batch_size = cfg.finetune.batch_size
-    checkpoints = instantiate(
-        cfg.callbacks.classifier_checkpoint, dirpath=checkpoint_dir(cfg, "finetune")
-    )
-    trainer, last = fit(
-        cfg, "finetune", module, datamodule, cfg.finetune.epochs, checkpoints, loggers=loggers
-    )
-    best = checkpoints.best_model_path or last.best_model_path
-    score = checkpoints.best_model_score
-    score = None if score is None else float(score)
-    # The rule is the config's (callbacks.classifier_checkpoint): validation AUC by default.
-    log.info(
-        "Best %s %s (%s)", checkpoints.monitor, None if score is None else f"{score:.4f}", best
-    )
-    extra = {"monitor": checkpoints.monitor, "best_score": score, "checkpoint": best}
-    return save_from_rank_zero(
-        trainer, store, cfg, "finetune", lambda: load_state_dict(best), extra=extra
-    )
 
-
-def _spread(indices: np.ndarray, count: int) -> list[int]:
-    """`count` of `indices`, evenly spaced (the split is ordered by case and slice)."""
-    if count >= len(indices):
-        return indices.tolist()
-    return indices[np.linspace(0, len(indices) - 1, count).round().astype(int)].tolist()
-
-
-def positive_share(limit: int, positive_fraction: float) -> int:
-    """How many of `limit` images come from the positive-label ones: the rounded share, but
-    at least one of each kind when the fraction asks for both, so that a small limit still
-    has a `normal` group (`eval.limit=4` with 0.86 would otherwise round to four tumours)."""
-    wanted = int(round(limit * positive_fraction))
-    if limit >= 2 and 0 < positive_fraction < 1:
-        wanted = min(max(wanted, 1), limit - 1)
-    return wanted
-
-
-def eval_subset(
-    labels: np.ndarray,
-    limit: int,
-    positive_fraction: float | None,
-    normal: np.ndarray | None = None,
-) -> list[int]:
-    """Indices of at most `limit` images, evenly spaced; with `positive_fraction`, that share
-    of them (`positive_share`) comes from the positive-label images (the papers' tables are
-    about tumours) and the rest from the others.
-
-    `normal` (optional, bool per image): the images the evaluation scores as normal. The rest
-    is then drawn from them rather than from all negative-label images, so that it lands in
-    the `normal` group (a BraTS slice with a tumour of at most 1 % of its area is labelled
-    negative but scored as `abnormal`). When one pool is too small the other fills the
-    limit."""
-    everything = np.arange(len(labels))
-    if positive_fraction is None:
-        return _spread(everything, limit)
-    positive = everything[labels.reshape(len(labels), -1).max(1) > 0.5]
-    rest = np.setdiff1d(everything, positive)
-    if normal is not None:
-        rest = rest[normal[rest]]
-    n_rest = min(limit - positive_share(limit, positive_fraction), len(rest))
-    n_positive = min(limit - n_rest, len(positive))
-    n_rest = min(limit - n_positive, len(rest))
-    return sorted(_spread(positive, n_positive) + _spread(rest, n_rest))
-
-
-def eval_indices(
-    dataset: Dataset,
-    limit: int,
-    positive_fraction: float | None,
-    normal_area_max: float | None = None,
-) -> list[int]:
-    """`eval_subset` of a dataset; in-memory slices (BraTS) also say which
-    images the evaluation scores as normal (`eval.normal_area_max`)."""
-    masks = getattr(dataset, "masks", None)
-    normal = None
-    if masks is not None:
-        areas = (masks.flatten(1) > 0).sum(1).numpy()
-        normal = scored_as_normal(areas, masks[0].numel() if len(masks) else 0, normal_area_max)
-    return eval_subset(np.asarray(dataset.labels), limit, positive_fraction, normal)
-
-
-def eval_loader(cfg: DictConfig, datamodule: pl.LightningDataModule) -> DataLoader:
-    """The evaluation images (`eval.split`, `eval.limit`, `eval.positive_fraction`): the same
-    for every method on the same data, so their rows compare the same slices."""
-    loader = datamodule.eval_dataloader(cfg.eval.split, batch_size=cfg.eval.batch_size)
-    dataset = loader.dataset
-    if len(dataset) == 0:
-        raise RuntimeError(f"The {cfg.eval.split} split is empty: nothing to evaluate")
-    limit = cfg.eval.get("limit")
-    if limit is not None and limit < len(dataset):
-        indices = eval_indices(
-            dataset,
-            limit,
-            cfg.eval.get("positive_fraction"),
-            cfg.eval.get("normal_area_max"),
-        )
-        loader = DataLoader(
-            Subset(dataset, indices),
-            batch_size=cfg.eval.batch_size,
-            shuffle=False,
-            num_workers=loader.num_workers,
-            collate_fn=loader.collate_fn,
-        )
-    return loader
-
-
-def evaluation_settings(cfg: DictConfig, datamodule: pl.LightningDataModule) -> EvalSettings:
-    """Everything the evaluation reads from the config, in one place: the `eval` group, the
-    headline convention (`eval.metrics`/`eval.miou`, null = the DataModule's own) and the
-    DataModule's task."""
-    return EvalSettings(
-        output_dir=Path(cfg.paths.output_dir),
-        split=cfg.eval.split,
-        task=datamodule.task,
-        empty_hd95=cfg.eval.empty_hd95,
-        normal_area_max=cfg.eval.get("normal_area_max"),
-        mask_workers=cfg.eval.mask_workers,
-        figure_images=cfg.eval.figure_images,
-        metrics=cfg.eval.get("metrics") or datamodule.eval_metrics,
-        miou=cfg.eval.get("miou") or datamodule.eval_miou,
-        label_gate=_or_default(cfg.eval.get("label_gate"), datamodule.eval_label_gate),
-    )
-
-
-def _or_default(value: Any, default: Any) -> Any:
-    """A config value, or the DataModule's convention where the config says null."""
-    return default if value is None else value
-
-
-def cam_method(cfg: DictConfig) -> Method:
-    """The CAM method of `cfg.cam` and its mask rule (`cam.mask`, `cam.threshold`)."""
-    return Method(cfg.cam.name, cfg.cam.mask, cfg.cam.get("threshold"))
-
-
-def cam_module_factory(
-    cfg: DictConfig,
-    net: torch.nn.Module,
-    target_layers: list[str],
-    options: dict[str, Any],
-    settings: EvalSettings,
-) -> ModuleFactory:
-    """The CAM test loop of `cfg.cam` on the classifier `net`."""
-
-    def build(mask_maker: MaskMaker, maps_path: Path) -> CAMEvaluationModule:
-        return CAMEvaluationModule(
-            net,
-            cfg.cam.name,
-            target_layers,
-            options,
-            mask_maker,
-            maps_path,
-            task=settings.task,
-            empty_hd95=settings.empty_hd95,
-            normal_area_max=settings.normal_area_max,
-            label_gate=settings.label_gate,
+    def classifier() -> pl.LightningModule:
+        net = build_net(cfg, datamodule.num_classes)
+        if encoder_path is not None:
+            load_encoder_weights(net, encoder_path)
+        return instantiate(
+            cfg.finetune.module, net=net, task=datamodule.task, num_classes=datamodule.num_classes
         )
 
-    return build
+    return fit_and_store(cfg, "finetune", classifier, CLASSIFIER_BEST, datamodule, store, loggers)
 
 
 def eval_stage(
@@ -361,24 +205,6 @@ def with_source_run(cfg: DictConfig) -> DictConfig:
         cfg.eval.split = source.eval.split
         cfg.cam.name = source.cam.name
     return cfg
-
-
-def upgrade_data_config(data: DictConfig, evaluation: DictConfig) -> DictConfig:
-    """The `data` node of a run saved before the data nodes became plain DataModule calls,
-    in today's form (newer nodes come back unchanged).
-
-    Then, `data.evaluation` held the headline convention (now `eval.metrics`/`eval.miou`,
-    filled into `evaluation` where this run leaves them null) and the demo was a
-    BraTSDataModule node with a `demo` entry (now `src.data.demo.DemoBraTSDataModule`)."""
-    data = data.copy()
-    with open_dict(data), open_dict(evaluation):
-        for key, value in (data.pop("evaluation", None) or {}).items():
-            if evaluation.get(key) is None:
-                evaluation[key] = value
-        if data.get("demo") and data.get("_target_") == "src.data.brats.BraTSDataModule":
-            data._target_ = DEMO_TARGET
-        data.pop("output_dir", None)  # the pipeline passes it
-    return data
 
 
 def masks_stage(cfg: DictConfig, datamodule: pl.LightningDataModule) -> dict[str, Any]:
@@ -460,13 +286,9 @@ def _run_supervised(
     store: ModelStore,
     loggers: PipelineLoggers,
 ) -> dict[str, Any]:
-    """`method=supervised`: train (or reuse) the U-Net, then score it on the CAM rows' images
-    (the evaluation's settings and loader come from here: `supervised.py` cannot import this
-    module, which imports it)."""
+    """`method=supervised`: train (or reuse) the U-Net, then score it on the CAM rows' images."""
     if cfg.stage in ("all", "finetune"):
         segmenter_stage(cfg, datamodule, store, loggers)
     if cfg.stage in ("all", "eval"):
-        datamodule.setup("test")
-        settings = evaluation_settings(cfg, datamodule)
-        return supervised_eval_stage(cfg, datamodule, store, eval_loader, settings, loggers)
+        return supervised_eval_stage(cfg, datamodule, store, loggers)
     return {}

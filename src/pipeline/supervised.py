@@ -7,8 +7,6 @@ row layout as the CAM methods (docs/supervised.md).
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,24 +14,24 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader
 
 from src.data.errors import DataFormatError
 from src.data.voc import VOID
 from src.evaluation.evaluate import evaluate
 from src.evaluation.masks import MaskMaker
-from src.evaluation.settings import EvalSettings, Method
+from src.evaluation.settings import Method
 from src.pipeline.config import ConfigError
-from src.pipeline.store import ModelStore, load_state_dict, load_weights, save_from_rank_zero
+from src.pipeline.eval_inputs import eval_loader, evaluation_settings
+from src.pipeline.store import ModelStore, load_weights
 from src.pipeline.trainer import PipelineLoggers, build_trainer
-from src.pipeline.training import checkpoint_dir, fit
+from src.pipeline.training import BestCheckpoint, fit_and_store
 from src.segmentation.evaluation import METHOD, SegmenterEvaluationModule
-
-log = logging.getLogger(__name__)
 
 STAGE = "segmenter"
 #: The supervised path has no SupCon stage and no saved CAM maps to re-mask.
 STAGES = ("all", "finetune", "eval")
+#: The U-Net keeps the weights of its best validation Dice.
+SEGMENTER_BEST = BestCheckpoint("segmenter_checkpoint")
 
 
 def check_supervised_config(cfg: DictConfig) -> None:
@@ -100,7 +98,8 @@ def segmenter_stage(
     loggers: PipelineLoggers,
 ) -> Path:
     """The stored U-Net of this data/segmenter config, trained on the training masks if no
-    job has (once, however many jobs ask at once; `ModelStore.train_once`)."""
+    job has (once, however many jobs ask at once; `ModelStore.train_once`); keeps the weights
+    of the best validation Dice."""
     require_binary_task(datamodule)
     return store.train_once(cfg, STAGE, lambda: _train_segmenter(cfg, datamodule, store, loggers))
 
@@ -108,39 +107,28 @@ def segmenter_stage(
 def _train_segmenter(
     cfg: DictConfig, datamodule: pl.LightningDataModule, store: ModelStore, loggers: PipelineLoggers
 ) -> Path:
-    """Train, keep the weights of the best validation Dice, store them and return their path."""
+    """Train and store the U-Net, once the training split is known to hold pixel labels;
+    returns the path of its weights."""
     require_pixel_labels(datamodule)
-    pl.seed_everything(cfg.seed, workers=True)
-    net = build_segmenter(cfg, patch_size(datamodule, "train"))
-    module = instantiate(cfg.segmenter.module, net=net)
-    datamodule.batch_size = cfg.segmenter.batch_size
-    checkpoints = instantiate(
-        cfg.callbacks.segmenter_checkpoint, dirpath=checkpoint_dir(cfg, STAGE)
-    )
-    trainer, last = fit(
-        cfg, STAGE, module, datamodule, cfg.segmenter.epochs, checkpoints, loggers=loggers
-    )
-    best = checkpoints.best_model_path or last.best_model_path
-    score = checkpoints.best_model_score
-    score = None if score is None else float(score)
-    log.info("Best validation Dice %s (%s)", None if score is None else f"{score:.4f}", best)
-    extra = {"best_val_dice": score, "checkpoint": best}
-    return save_from_rank_zero(
-        trainer, store, cfg, STAGE, lambda: load_state_dict(best), extra=extra
-    )
+
+    def segmenter() -> pl.LightningModule:
+        net = build_segmenter(cfg, patch_size(datamodule, "train"))
+        return instantiate(cfg.segmenter.module, net=net)
+
+    return fit_and_store(cfg, STAGE, segmenter, SEGMENTER_BEST, datamodule, store, loggers)
 
 
 def supervised_eval_stage(
     cfg: DictConfig,
     datamodule: pl.LightningDataModule,
     store: ModelStore,
-    loader_of: Callable[[DictConfig, pl.LightningDataModule], DataLoader],
-    settings: EvalSettings,
     loggers: PipelineLoggers,
 ) -> dict[str, Any]:
     """The U-Net's probability maps of the evaluation images -> masks (> 0.5) -> metrics,
-    written like a CAM run's results. `loader_of(cfg, datamodule)` picks the images, so both
-    methods score the same slices; `settings` are the evaluation's (`evaluation_settings`)."""
+    written like a CAM run's results, on the images and with the settings a CAM run of this
+    config would use (`eval_inputs`), so both methods score the same slices."""
+    datamodule.setup("test")
+    settings = evaluation_settings(cfg, datamodule)
     ckpt = cfg.get("ckpt") or store.lookup(cfg, STAGE)
     if ckpt is None:
         raise ConfigError(
@@ -160,7 +148,7 @@ def supervised_eval_stage(
         )
 
     info = {"network": type(net.unet).__name__, "checkpoint": str(ckpt)}
-    loader = loader_of(cfg, datamodule)
+    loader = eval_loader(cfg, datamodule)
     trainer = build_trainer(cfg, "eval", loggers, inference_mode=False)
     method = Method(METHOD, "threshold", threshold, map_label="U-Net probability")
     return evaluate(trainer, build, loader, method, settings, info, loggers.wandb_run())

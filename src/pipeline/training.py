@@ -1,17 +1,27 @@
 """Fitting one training stage: its checkpoint folder, `last.ckpt` after every epoch, the
-random streams in the checkpoints, and continuing from them when the run resumes."""
+random streams in the checkpoints, continuing from them when the run resumes, and storing
+the weights it produced in the model store (`fit_and_store`, shared by the classifier's
+stages and the supervised U-Net)."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from src.pipeline.randomness import RandomState
 from src.pipeline.resume import LAST_CHECKPOINT, record_training_key, resume_checkpoint
+from src.pipeline.store import ModelStore, load_state_dict, save_from_rank_zero
 from src.pipeline.trainer import PipelineLoggers, build_trainer
+
+log = logging.getLogger(__name__)
 
 
 def checkpoint_dir(cfg: DictConfig, stage: str) -> Path:
@@ -45,3 +55,52 @@ def fit(
         record_training_key(cfg, stage, folder)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     return trainer, last
+
+
+@dataclass(frozen=True)
+class BestCheckpoint:
+    """A stage that stores the weights of its best validation epoch rather than its last:
+    the callback config that picks it (`callbacks.<callback>`; its `monitor` names the score
+    in the log and in the store entry's info.json)."""
+
+    callback: str
+
+
+#: Which weights a stage stores: its best checkpoint, or those `keep(module)` returns after
+#: the last epoch (the SupCon encoder, whose loss has no validation score to pick by).
+Keep = BestCheckpoint | Callable[[pl.LightningModule], dict[str, torch.Tensor]]
+
+
+def fit_and_store(
+    cfg: DictConfig,
+    stage: str,
+    build: Callable[[], pl.LightningModule],
+    keep: Keep,
+    datamodule: pl.LightningDataModule,
+    store: ModelStore,
+    loggers: PipelineLoggers,
+) -> Path:
+    """Train `stage` and store its weights under this config's key; returns their path.
+
+    Seeds, builds the LightningModule with `build()` (after seeding, so its initial weights
+    follow `cfg.seed`), trains it with the stage's own batch size and epochs (`cfg.<stage>`)
+    and stores what `keep` says. Meant to run inside `ModelStore.train_once`, which decides
+    whether this job trains at all."""
+    pl.seed_everything(cfg.seed, workers=True)
+    module = build()
+    node = cfg[stage]
+    datamodule.batch_size = node.batch_size
+    if not isinstance(keep, BestCheckpoint):
+        trainer, _ = fit(cfg, stage, module, datamodule, node.epochs, loggers=loggers)
+        return save_from_rank_zero(trainer, store, cfg, stage, lambda: keep(module))
+    checkpoints = instantiate(cfg.callbacks[keep.callback], dirpath=checkpoint_dir(cfg, stage))
+    trainer, last = fit(cfg, stage, module, datamodule, node.epochs, checkpoints, loggers=loggers)
+    best = checkpoints.best_model_path or last.best_model_path
+    score = checkpoints.best_model_score
+    score = None if score is None else float(score)
+    monitor = checkpoints.monitor
+    log.info("Best %s %s (%s)", monitor, None if score is None else f"{score:.4f}", best)
+    extra = {"monitor": monitor, "best_score": score, "checkpoint": best}
+    return save_from_rank_zero(
+        trainer, store, cfg, stage, lambda: load_state_dict(best), extra=extra
+    )

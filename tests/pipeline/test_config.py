@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import itertools
 
-import numpy as np
 import pytest
 import torch
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 
 from src.cams import CAM_METHODS
-from src.data.datasets import TensorSliceDataset
 from src.models.backbones import build_backbone, min_image_size, stage_names
 from src.pipeline.config import ConfigError, cam_options, check_paths, validate_config
-from src.pipeline.stages import eval_indices, eval_subset, positive_share
 
 DATASETS = ("demo", "brats", "tcga_lgg", "voc", "ksdd2")
 BACKBONES = ("resnet18", "vgg16")
@@ -147,62 +144,6 @@ def test_real_dataset_without_root_is_rejected(make_config):
     cfg = make_config("data=brats")
     with pytest.raises(Exception, match="root"):
         validate_config(cfg)
-
-
-def test_eval_subset_spreads_positives_and_takes_the_rest_from_normal_images():
-    labels = np.array([0, 1, 1, 0, 1, 0, 1, 0, 0, 1], float)[:, None]
-    assert eval_subset(labels, 4, None) == [0, 3, 6, 9]
-    assert eval_subset(labels, 4, 0.5) == [0, 1, 8, 9]
-    # Images 0 and 8 are labelled negative but hold a small tumour: not "normal".
-    normal = np.array([0, 0, 0, 1, 0, 1, 0, 1, 0, 0], bool)
-    chosen = eval_subset(labels, 4, 0.5, normal)
-    assert chosen == [1, 3, 7, 9] and all(normal[i] for i in chosen if labels[i, 0] == 0)
-    assert eval_subset(labels, 20, 0.5) == list(range(10))  # fewer images than the limit
-
-
-@pytest.mark.parametrize("fraction", [0.5, 0.86, 0.9, 0.99])
-def test_a_small_limit_keeps_one_image_of_each_kind(fraction):
-    """eval.limit=4 with a positive share below 1 still evaluates a normal image (rounding
-    0.9 x 4 would leave none), and one above 0 still a tumour."""
-    labels = np.array([0, 1, 1, 0, 1, 0, 1, 0, 0, 1], float)[:, None]
-    normal = np.array([0, 0, 0, 1, 0, 1, 0, 1, 0, 0], bool)
-    chosen = eval_subset(labels, 4, fraction, normal)
-    assert len(chosen) == 4
-    kinds = [labels[i, 0] for i in chosen]
-    assert 1 <= kinds.count(0.0) <= 2 and all(normal[i] for i in chosen if labels[i, 0] == 0)
-    assert [labels[i, 0] for i in eval_subset(labels, 4, 0.01, normal)].count(1.0) == 1
-
-
-def test_positive_share_rounds_but_keeps_both_kinds():
-    assert positive_share(15, 0.8) == 12  # the demo: 12 tumour and 3 normal slices
-    assert positive_share(4, 0.86) == 3
-    assert positive_share(4, 0.99) == 3
-    assert positive_share(4, 0.01) == 1
-    assert positive_share(4, 1.0) == 4 and positive_share(4, 0.0) == 0
-    assert positive_share(1, 0.6) == 1  # one image cannot hold both
-
-
-def test_a_short_pool_is_filled_from_the_other():
-    labels = np.array([1, 1, 1, 1, 0, 1], float)[:, None]
-    normal = np.array([0, 0, 0, 0, 1, 0], bool)
-    assert eval_subset(labels, 4, 0.5, normal) == [0, 2, 4, 5]  # one normal image exists
-    assert eval_subset(labels, 4, 0.5, np.zeros(6, bool)) == [0, 1, 3, 5]  # none does
-
-
-def test_eval_indices_draw_normal_images_by_the_scoring_rule():
-    """Normal pool = empty ground truth by default; with eval.normal_area_max, also the
-    slices whose tumour covers at most that share of them (the authors' grouping)."""
-    masks = torch.zeros((6, 10, 10), dtype=torch.uint8)
-    masks[0, :5, :5] = 1  # 25 %: labelled tumour
-    masks[1, 0, 0] = 1  # 1 %: labelled negative, a small tumour
-    masks[2, :2, :1] = 1  # 2 %: labelled negative
-    labels = torch.tensor([[1.0], [0], [0], [0], [0], [0]])
-    dataset = TensorSliceDataset(
-        torch.zeros((6, 1, 10, 10), dtype=torch.uint8), masks, labels, [f"s{i}" for i in range(6)]
-    )
-    assert eval_indices(dataset, 5, 0.2) == [0, 3, 4, 5]  # only 3 empty slices
-    assert eval_indices(dataset, 5, 0.2, normal_area_max=0.01) == [0, 1, 3, 4, 5]
-    assert eval_indices(dataset, 6, 0.2, normal_area_max=0.02) == [0, 1, 2, 3, 4, 5]
 
 
 @pytest.mark.parametrize("value", [1, 1.5, -0.1, "true"])

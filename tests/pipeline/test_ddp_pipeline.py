@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from src.evaluation.map_store import read_maps
-from src.pipeline.stages import build_datamodule, eval_indices
+from src.evaluation.sampling import eval_indices
+from src.pipeline.stages import build_datamodule
 from src.pipeline.store import load_state_dict
 from tests.helpers.processes import run_python
 
@@ -27,6 +28,7 @@ DEMO = [
     "data.slice_range=null",
     "data.slice_step=1",
     "data.image_size=64",
+    "keep_last_checkpoint=true",  # the tests read last.ckpt
     "pretrain.enabled=true",
     "pretrain.epochs=1",
     "pretrain.batch_size=32",

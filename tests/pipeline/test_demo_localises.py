@@ -16,9 +16,10 @@ import torch
 
 from src.cams import build_cam
 from src.evaluation.metrics import localisation_metrics
+from src.evaluation.sampling import eval_indices
 from src.pipeline.compose import compose_config
 from src.pipeline.config import cam_options, cam_target_layers
-from src.pipeline.stages import build_datamodule, build_net, eval_indices, run_pipeline
+from src.pipeline.stages import build_datamodule, build_net, run_pipeline
 from src.pipeline.store import ModelStore, load_weights
 
 pytestmark = pytest.mark.slow

@@ -15,7 +15,8 @@ from omegaconf import DictConfig
 from src.data.generators.brats import generate_brats
 from src.data.generators.voc import generate_voc
 from src.pipeline.config import ConfigError
-from src.pipeline.stages import build_datamodule, eval_loader, run_pipeline
+from src.pipeline.eval_inputs import eval_loader
+from src.pipeline.stages import build_datamodule, run_pipeline
 
 pytestmark = pytest.mark.slow
 
@@ -134,7 +135,7 @@ def test_second_run_reuses_the_stored_unet(workspace, first_run, config):
     assert not (out / "checkpoints").exists()
     assert summary["headline"] == first_run["summary"]["headline"]
     info = json.loads(next(store.glob("segmenter-*/info.json")).read_text())
-    assert 0 <= info["best_val_dice"] <= 1
+    assert info["monitor"] == "val/dice" and 0 <= info["best_score"] <= 1
 
 
 def test_multilabel_data_is_refused_before_training(tmp_path, composer, workspace):

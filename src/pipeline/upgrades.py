@@ -1,0 +1,68 @@
+"""Configs of runs saved by older versions of the pipeline: converted where a later stage
+reads them (`stage=masks` re-masks any finished run), refused with the fix where replaying
+them today would silently change what they mean (`resume=`, a run's own `data` node).
+
+Gathered here so that each change of the config layout has its conversion in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, open_dict
+
+from src.pipeline.config import ConfigError, build_cam_option_names
+
+#: The generated demo's DataModule; older runs had a BraTS node with a `demo` entry instead.
+DEMO_TARGET = "src.data.demo.DemoBraTSDataModule"
+_BRATS_TARGET = "src.data.brats.BraTSDataModule"
+
+
+def check_data_arguments(arguments: dict[str, Any]) -> None:
+    """Raise ConfigError for a resolved `data` node in the form of older runs
+    (`upgrade_data_config` converts those that stage=masks reads): its `evaluation` entry is
+    now `eval.metrics`/`eval.miou`, its `demo` entry belongs to `DEMO_TARGET`."""
+    generated = str(arguments["_target_"]).startswith("src.data.demo.")
+    if "evaluation" in arguments or ("demo" in arguments and not generated):
+        raise ConfigError(
+            "data",
+            "a data config of an older run (with data.evaluation or data.demo on "
+            f"{arguments['_target_']}): set eval.metrics/eval.miou instead of data.evaluation, "
+            f"and _target_: {DEMO_TARGET} for generated data, in that run's config.yaml",
+        )
+
+
+def upgrade_data_config(data: DictConfig, evaluation: DictConfig) -> DictConfig:
+    """The `data` node of a run saved before the data nodes became plain DataModule calls,
+    in today's form (newer nodes come back unchanged).
+
+    Then, `data.evaluation` held the headline convention (now `eval.metrics`/`eval.miou`,
+    filled into `evaluation` where this run leaves them null) and the demo was a
+    BraTSDataModule node with a `demo` entry (now `src.data.demo.DemoBraTSDataModule`)."""
+    data = data.copy()
+    with open_dict(data), open_dict(evaluation):
+        for key, value in (data.pop("evaluation", None) or {}).items():
+            if evaluation.get(key) is None:
+                evaluation[key] = value
+        if data.get("demo") and data.get("_target_") == _BRATS_TARGET:
+            data._target_ = DEMO_TARGET
+        data.pop("output_dir", None)  # the pipeline passes it
+    return data
+
+
+def check_not_before_cam_options(run: Path, saved: Sequence[tuple[str, str]]) -> None:
+    """ConfigError when the run in `run` set a build_cam option at the top of `cam`
+    (`++cam.delta=20`; `saved` holds each saved override's text and the key it sets): it was
+    started before the options moved under `cam.options`, and replayed today the value would
+    not reach the CAM."""
+    for text, key in saved:
+        if key.startswith("cam.") and key.removeprefix("cam.") in build_cam_option_names():
+            name = key.removeprefix("cam.")
+            raise ConfigError(
+                "resume",
+                f"the run in {run} predates cam.options (it was started with {text}, now "
+                f"cam.options.{name}); it cannot be resumed: start a new run with "
+                f"cam.options.{name}",
+            )
