@@ -23,10 +23,13 @@ Panel = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 #: One colour per outline, the same in every panel, the W&B overlays and the legend.
 GROUND_TRUTH_COLOUR = "red"
 PREDICTION_COLOUR = "cyan"
-OVERVIEW_LEGEND = {
-    GROUND_TRUTH_COLOUR: "ground-truth tumour",
-    PREDICTION_COLOUR: "predicted mask",
-}
+#: Images at least this much taller than wide (KSDD2's strips) are shown side by side.
+TALL = 1.5
+
+
+def overview_legend(target: str = "tumour") -> dict[str, str]:
+    """The outline colours and what they mark (`target`: what the ground truth outlines)."""
+    return {GROUND_TRUTH_COLOUR: f"ground-truth {target}", PREDICTION_COLOUR: "predicted mask"}
 
 
 def save_figure(fig: Any, path: str | os.PathLike) -> None:
@@ -99,27 +102,41 @@ def overview_figure(
     rows_by_id: dict[str, dict[str, Any]],
     title: str = "",
     map_label: str = "CAM",
+    target: str = "tumour",
 ) -> Any:
-    """One row per image: the input, the CAM (or the map named `map_label`) and the mask.
-    Every panel outlines the ground-truth tumour in red; the input and mask panels also
+    """One row per image: the input, the CAM (or the map named `map_label`) and the mask;
+    images much taller than wide (KSDD2's 232 x 640 strips) get one column each instead, so
+    that they stand side by side at a readable size. `target` names what the ground truth
+    outlines (tumour, defect). Every panel outlines the ground truth in red; the input and mask panels also
     outline the predicted mask in cyan, so where the map points and where the mask spills can
     be read at a glance. The map panel marks the map's maximum (x) and gives the classifier's
     score, the pointing-game verdict and the map's mass inside the tumour; the mask panel its
     Dice and HD95. A legend below the panels names the outlines (constrained layout keeps it
     and the title off the panels)."""
-    fig = plt.figure(figsize=(8, 2.7 * len(ids) + 0.8), layout="constrained")
-    axes = fig.subplots(len(ids), 3, squeeze=False)
+    height, width = panel_of(ids[0])[0].shape[:2]
+    tall = height >= TALL * width
+    if tall:
+        side = min(2.4, 14 / len(ids))  # one column per image, at most 14 inches wide
+        size = (side * len(ids) + 0.4, 3 * side * height / width + 1.6)
+        fig = plt.figure(figsize=size, layout="constrained")
+        axes = fig.subplots(3, len(ids), squeeze=False).T  # axes[image, panel]
+    else:
+        fig = plt.figure(figsize=(8, 2.7 * len(ids) + 0.8), layout="constrained")
+        axes = fig.subplots(len(ids), 3, squeeze=False)
     for r, image_id in enumerate(ids):
         image, gt, cam_map, mask = panel_of(image_id)
         row = rows_by_id[image_id]
-        pointing = _verdict(row.get("pointing"), "max in tumour", "max outside")
+        pointing = _verdict(row.get("pointing"), f"max in {target}", "max outside")
         mass = row.get("mass_in_gt")
-        mass_text = "" if mass is None or mass != mass else f", {mass:.0%} of mass in tumour"
+        mass_text = "" if mass is None or mass != mass else f", {mass:.0%} of mass in {target}"
+        separator = "\n" if tall else ", "
         titles = [
             f"{image_id} ({row['group']})",
-            f"{map_label}: score {row['score']:.2f}\n{pointing}{mass_text}",
-            f"mask: Dice {row['dice']:.2f}, HD95 {row['hd95']:.1f}\n"
-            f"{int(row['pred_area'])} px predicted, {int(row['gt_area'])} px tumour",
+            f"{map_label}: score {row['score']:.2f}\n{pointing}{separator}{mass_text[2:]}"
+            if mass_text
+            else f"{map_label}: score {row['score']:.2f}\n{pointing}",
+            f"mask: Dice {row['dice']:.2f}{separator}HD95 {row['hd95']:.1f}\n"
+            f"{int(row['pred_area'])} px predicted{separator}{int(row['gt_area'])} px {target}",
         ]
         for c, label in enumerate(titles):
             ax = axes[r, c]
@@ -138,7 +155,8 @@ def overview_figure(
             _outline(ax, gt, GROUND_TRUTH_COLOUR)
             ax.set_title(label, fontsize=7)
             ax.axis("off")
-    handles = [Line2D([], [], color=c, lw=2, label=text) for c, text in OVERVIEW_LEGEND.items()]
+    legend = overview_legend(target).items()
+    handles = [Line2D([], [], color=c, lw=2, label=text) for c, text in legend]
     handles.append(
         Line2D([], [], color="black", marker="x", lw=0, mew=2, label="the map's maximum")
     )
@@ -155,10 +173,11 @@ def save_overview(
     path: str | os.PathLike,
     title: str = "",
     map_label: str = "CAM",
+    target: str = "tumour",
 ) -> None:
     """`overview_figure` written to `path` (nothing when there are no images)."""
     if ids:
-        save_figure(overview_figure(ids, panel_of, rows_by_id, title, map_label), path)
+        save_figure(overview_figure(ids, panel_of, rows_by_id, title, map_label, target), path)
 
 
 def save_histogram(

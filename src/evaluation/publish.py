@@ -110,5 +110,6 @@ def write_overview(
         path,
         title=f"{method.name}: best to worst Dice on the {settings.split} split",
         map_label=method.map_label,
+        target=settings.target,
     )
     return panels

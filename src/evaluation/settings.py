@@ -39,6 +39,7 @@ class EvalSettings:
     metrics: str | None = None
     miou: str | None = None
     label_gate: bool = False
+    target: str = "tumour"  # what a binary task's ground truth outlines, for the figures
 
     def __post_init__(self) -> None:
         """Refuse a task or headline this evaluation does not know, before any image runs."""

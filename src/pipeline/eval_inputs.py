@@ -53,6 +53,7 @@ def evaluation_settings(cfg: DictConfig, datamodule: pl.LightningDataModule) -> 
         metrics=cfg.eval.get("metrics") or datamodule.eval_metrics,
         miou=cfg.eval.get("miou") or datamodule.eval_miou,
         label_gate=_or_default(cfg.eval.get("label_gate"), datamodule.eval_label_gate),
+        target=datamodule.class_names[0] if datamodule.task == "binary" else "object",
     )
 
 

@@ -99,6 +99,21 @@ def test_overview_names_its_outlines_and_keeps_title_and_legend_off_the_panels(r
     fig.clf()
 
 
+def test_tall_images_stand_side_by_side_and_the_legend_names_the_target():
+    ids = [f"test/2000{k}" for k in range(4)]
+    image, gt, cam_map, mask = _panel()
+    tall = tuple(np.repeat(a, 3, axis=0) for a in (image, gt, cam_map, mask))
+    fig = overview_figure(ids, lambda _: tall, {i: _row(i) for i in ids}, target="defect")
+    fig.canvas.draw()
+    # One column per image: the input, map and mask panels of an image share an x position.
+    lefts = [round(ax.get_position().x0, 3) for ax in fig.axes]
+    assert len(set(lefts)) == 4 and all(lefts.count(x) == 3 for x in set(lefts))
+    texts = [t.get_text() for t in fig.legends[0].texts]
+    assert texts[0] == "ground-truth defect"
+    assert all("tumour" not in ax.get_title() for ax in fig.axes)
+    fig.clf()
+
+
 def test_offline_wandb_table_references_overlay_images_in_the_run(tmp_path, monkeypatch):
     wandb = pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
