@@ -1,0 +1,89 @@
+"""Behaviour of the KSDD2 demo's classifier (the one `python -m src.run data=demo_ksdd2`
+trains): it scores the defects, and LTGrad-CAM with the demo's options (l = 5, delta = 20)
+points at them.
+
+The classifier is trained once with the demo config into the project's model store
+(`.cache/classifiers`), so the demo run and this test share it. Slow: the first run
+generates the demo data and trains (minutes).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from src.cams import build_cam
+from src.evaluation.metrics import localisation_metrics
+from src.pipeline.compose import compose_config
+from src.pipeline.config import cam_options, cam_target_layers
+from src.pipeline.stages import build_datamodule, build_net, run_pipeline
+from src.pipeline.store import ModelStore, load_weights
+
+pytestmark = pytest.mark.slow
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+QUIET = ("logger=none", "trainer.enable_progress_bar=false")
+IMAGES = 24  # defective and clean test images each
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """The KSDD2 demo config, its test images and its trained classifier."""
+    run_dir = tmp_path_factory.mktemp("ksdd2_demo_run")
+    cfg = compose_config(["data=demo_ksdd2", "stage=finetune", *QUIET], run_dir, cwd=REPO_ROOT)
+    store = ModelStore(cfg.paths.model_store)
+    if store.lookup(cfg, "finetune") is None:
+        run_pipeline(cfg)
+    datamodule = build_datamodule(cfg)
+    datamodule.setup("test")
+    net = build_net(cfg, datamodule.num_classes)
+    load_weights(net, store.lookup(cfg, "finetune"))
+    net.eval()
+    dataset = datamodule.dataset("test")
+    labels = np.asarray(dataset.labels).reshape(len(dataset), -1).max(1)
+    defective = [dataset[i] for i in np.flatnonzero(labels > 0.5)[:IMAGES]]
+    clean = [dataset[i] for i in np.flatnonzero(labels <= 0.5)[:IMAGES]]
+    assert len(defective) == IMAGES and all(item["mask"].any() for item in defective)
+    return cfg, net, defective, clean
+
+
+def _scores(net: torch.nn.Module, items: list[dict]) -> np.ndarray:
+    with torch.no_grad():
+        return torch.sigmoid(net(torch.stack([item["image"] for item in items])))[:, 0].numpy()
+
+
+def test_the_classifier_scores_the_defect_not_the_surface(demo):
+    """Defective images score high and clean ones low; painting each defect over with the
+    surface's median colour removes most of the evidence."""
+    _, net, defective, clean = demo
+    assert _scores(net, defective).mean() > 0.7
+    assert _scores(net, clean).mean() < 0.3
+    repaired = []
+    for item in defective:
+        image, defect = item["image"].clone(), item["mask"].bool()
+        grown = torch.nn.functional.max_pool2d(defect[None, None].float(), 9, 1, 4)[0, 0] > 0
+        image[:, grown] = image[:, ~grown].median(dim=1).values[:, None]
+        repaired.append({**item, "image": image})
+    assert (_scores(net, defective) - _scores(net, repaired)).mean() > 0.4
+
+
+def test_ltgradcam_points_at_the_defect(demo):
+    """With the demo's own CAM options the map's maximum lies on the defect on most defective
+    images, and the map's mass concentrates there far more than an even spread would."""
+    cfg, net, defective, _ = demo
+    images = torch.stack([item["image"] for item in defective])
+    layers = cam_target_layers(net.cam_stages, cfg.cam.layers)
+    with torch.enable_grad(), build_cam(cfg.cam.name, net, layers, **cam_options(cfg.cam)) as cam:
+        maps = cam(images).detach().numpy()
+    found = [
+        localisation_metrics(cam_map, item["mask"].numpy())
+        for cam_map, item in zip(maps, defective, strict=True)
+    ]
+    pointing = np.mean([f["pointing"] for f in found])
+    mass = np.mean([f["mass_in_gt"] for f in found])
+    share = np.mean([item["mask"].float().mean().item() for item in defective])
+    assert pointing > 0.6, found
+    assert mass > 5 * share, (mass, share)
