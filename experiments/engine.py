@@ -2,7 +2,9 @@
 
 Every row becomes a Hydra composition of `experiment=<recipe>` plus the row's overrides, the
 data root of its dataset and the caller's extra overrides (last wins), run in this process
-into `<runs_dir>/<recipe>/<row key>/`. A finished job is reused when its overrides are the
+into `<runs_dir>/<recipe>/<row key>/`. With `seeds` > 1 every row runs once per seed
+(`Settings.seeds`), each seed in its own folder and with its own classifier, and the tables
+give the mean ± std over the seeds. A finished job is reused when its overrides are the
 same (`job.json`, written only after success), so a recipe can be resumed or grown with
 `only` and every table shows all rows finished so far. A job that raises is reported as
 "failed: <reason>" and the others still run. Trained classifiers are shared through the
@@ -23,7 +25,15 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.recipes import DATASETS, Recipe, Row
-from experiments.tables import DONE, FAILED, NOT_RUN, Outcome, render_csv, render_markdown
+from experiments.tables import (
+    DONE,
+    FAILED,
+    NOT_RUN,
+    Outcome,
+    aggregate_seeds,
+    render_csv,
+    render_markdown,
+)
 from src.data.atomic import atomic_write_text
 from src.pipeline.compose import compose_config
 
@@ -147,13 +157,31 @@ class Settings:
     # `experiments.launch.LAUNCHERS` (parallel jobs) with `hydra.launcher` options.
     launcher: str | None = None
     launcher_options: tuple[str, ...] = ()
+    # Every row runs once per seed: seed k of N gets `seed=<the config's seed> + k`.
+    seeds: int = 1
 
 
 @dataclass(frozen=True)
 class Job:
+    """One run of a row: seed `index` of the recipe's seeds, `seed` its value (None when the
+    recipe runs one seed, whose value is whatever the config says)."""
+
     row: Row
     overrides: tuple[str, ...]
     run_dir: Path
+    index: int = 0
+    seed: int | None = None
+
+    @property
+    def key(self) -> str:
+        """The job's run folder below the recipe's: the row key for seed 0 (the folder a
+        one-seed run uses, so its results are reused), `<row key>/seed<k>` for seed k."""
+        return seed_key(self.row.key, self.index)
+
+
+def seed_key(row_key: str, index: int) -> str:
+    """The run folder (below the recipe's) of seed `index` of the row `row_key`."""
+    return row_key if index == 0 else f"{row_key}/seed{index}"
 
 
 class RecipeConfigError(ValueError):
@@ -219,9 +247,31 @@ def cached_outcome(job: Job) -> Outcome | None:
     return Outcome(DONE, headline, "reused", str(job.run_dir), recorded.get("seconds"))
 
 
+def base_seed(overrides: Sequence[str], run_dir: Path, project_root: Path) -> int:
+    """The `seed` of the composed job config: what a one-seed run trains with (42 unless an
+    experiment config or an override says otherwise)."""
+    return int(compose_job_config(overrides, run_dir, project_root).seed)
+
+
+def seed_jobs(row: Row, overrides: tuple[str, ...], run_dir: Path, settings: Settings) -> list[Job]:
+    """The row's job per seed. Seed 0 keeps the overrides and folder of a one-seed run (its
+    seed is the config's), so its finished result and classifier are reused; seed k > 0 adds
+    `seed=<base + k>` last and runs in `<run_dir>/seed<k>`. One seed composes nothing."""
+    if settings.seeds == 1:
+        return [Job(row, overrides, run_dir)]
+    base = base_seed(overrides, run_dir, settings.project_root)
+    jobs = [Job(row, overrides, run_dir, 0, base)]
+    for k in range(1, settings.seeds):
+        key = seed_key(row.key, k)
+        jobs.append(Job(row, (*overrides, f"seed={base + k}"), run_dir.parent / key, k, base + k))
+    return jobs
+
+
 def plan(recipe: Recipe, settings: Settings) -> tuple[list[Job], dict[str, Outcome]]:
-    """The jobs of the recipe's reproduced rows that have a data root, and the outcomes of
-    those that have none."""
+    """The jobs (one per seed) of the recipe's reproduced rows that have a data root, and
+    the outcomes of the rows that have none."""
+    if settings.seeds < 1:
+        raise ValueError(f"seeds must be at least 1, not {settings.seeds}")
     if recipe.imagenet_weights and not settings.demo and not settings.vgg_weights:
         raise RecipeConfigError(
             f"recipe {recipe.name} starts VGG16 from ImageNet weights (docs/training.md): "
@@ -235,8 +285,24 @@ def plan(recipe: Recipe, settings: Settings) -> tuple[list[Job], dict[str, Outco
         if isinstance(overrides, str):
             outcomes[row.key] = Outcome(NOT_RUN, reason=overrides)
         else:
-            jobs.append(Job(row, overrides, Path(settings.runs_dir) / recipe.name / row.key))
+            run_dir = Path(settings.runs_dir) / recipe.name / row.key
+            jobs += seed_jobs(row, overrides, run_dir, settings)
     return jobs, outcomes
+
+
+def row_outcomes(
+    jobs: Sequence[Job], job_outcomes: dict[str, Outcome], seeds: int
+) -> dict[str, Outcome]:
+    """The outcome of each row (by row key) from those of its jobs (by `Job.key`): the job's
+    own with one seed, else the seeds' aggregate (`aggregate_seeds`); a job missing from
+    `job_outcomes` has not run."""
+    if seeds == 1:
+        return {job.row.key: job_outcomes.get(job.key, Outcome(NOT_RUN)) for job in jobs}
+    per_row: dict[str, list[tuple[int | None, Outcome]]] = {}
+    for job in jobs:
+        outcome = job_outcomes.get(job.key, Outcome(NOT_RUN))
+        per_row.setdefault(job.row.key, []).append((job.seed, outcome))
+    return {key: aggregate_seeds(per_seed) for key, per_seed in per_row.items()}
 
 
 def validate_jobs(jobs: Sequence[Job], settings: Settings) -> None:
@@ -265,7 +331,7 @@ def run_job(job: Job, settings: Settings) -> Outcome:
         cfg = compose_job_config(job.overrides, job.run_dir, settings.project_root)
         summary = run_pipeline(cfg)
     except Exception as err:  # noqa: BLE001 - one row's failure must not lose the others
-        log.exception("job %s failed", job.row.key)
+        log.exception("job %s failed", job.key)
         reason = f"{type(err).__name__}: {err}"
         return Outcome(FAILED, reason=reason, run_dir=str(job.run_dir))
     seconds = time.monotonic() - start
@@ -297,11 +363,33 @@ def results_paths(recipe: Recipe, settings: Settings) -> dict[str, Path]:
     return {
         "markdown": out / f"{recipe.name}.md",
         "csv": out / f"{recipe.name}.csv",
+        "paired": out / f"{recipe.name}_paired.md",
         "sweep": out / f"{recipe.name}_sweep",
     }
 
 
+def seeds_note(seeds: int) -> str:
+    """What the cells are when every row ran `seeds` times; "" for one seed."""
+    if seeds == 1:
+        return ""
+    return (
+        f"{seeds} seeds per row (`seed` = the config's seed + 0..{seeds - 1}; each seed "
+        "trains its own classifier): every cell is the mean ± std over the seeds of each "
+        "seed's value (population std, ddof=0; it replaces any per-image std the notes "
+        "below mention); "
+        "(k/n seeds) marks a row with only k finished seeds"
+    )
+
+
 def mode_note(recipe: Recipe, settings: Settings) -> str:
+    """Which runs the table shows: the data (or demo) and, with several seeds, what the
+    cells aggregate."""
+    note = _data_note(recipe, settings)
+    seeds = seeds_note(settings.seeds)
+    return f"{note}; {seeds}" if seeds else note
+
+
+def _data_note(recipe: Recipe, settings: Settings) -> str:
     if recipe.on_demo_config:
         return "our runs: the default (demo) config of `make run` and its stored classifier"
     if settings.demo:
@@ -315,25 +403,41 @@ def mode_note(recipe: Recipe, settings: Settings) -> str:
 
 
 def write_tables(recipe: Recipe, outcomes: dict[str, Outcome], settings: Settings) -> list[Path]:
-    """The Markdown and CSV tables (atomically); for a delta sweep also `src.report`'s
-    sweep table and metric-versus-delta plots of the finished jobs."""
+    """The Markdown and CSV tables (atomically); the paired comparison against the recipe's
+    reference row once it and another row have finished; for a delta sweep also
+    `src.report`'s sweep table and metric-versus-delta plots of the finished jobs."""
+    from experiments.paired import render_paired  # scipy: only once there are tables
+
     paths = results_paths(recipe, settings)
     atomic_write_text(
         paths["markdown"], render_markdown(recipe, outcomes, mode_note(recipe, settings))
     )
-    atomic_write_text(paths["csv"], render_csv(recipe, outcomes))
+    atomic_write_text(paths["csv"], render_csv(recipe, outcomes, settings.seeds))
     written = [paths["markdown"], paths["csv"]]
-    if recipe.layout == "sweep" and any(o.status == DONE for o in outcomes.values()):
-        written += write_sweep_plots(Path(settings.runs_dir) / recipe.name, paths["sweep"])
+    paired = render_paired(recipe, outcomes, mode_note(recipe, settings))
+    if paired is not None:
+        atomic_write_text(paths["paired"], paired)
+        written.append(paths["paired"])
+    finished = [
+        Path(seed_outcome.run_dir)
+        for outcome in outcomes.values()
+        for _, seed_outcome in outcome.per_seed()
+        if seed_outcome.status == DONE
+    ]
+    if recipe.layout == "sweep" and finished:
+        written += write_sweep_plots(
+            Path(settings.runs_dir) / recipe.name, paths["sweep"], finished
+        )
     return written
 
 
-def write_sweep_plots(runs_dir: Path, out_dir: Path) -> list[Path]:
+def write_sweep_plots(runs_dir: Path, out_dir: Path, job_dirs: Sequence[Path]) -> list[Path]:
     """`src.report`'s table, CSV and metric-versus-delta plots (Fig. 4/5) of the finished
-    jobs under `runs_dir`."""
+    jobs `job_dirs` below `runs_dir` (every seed's: a point's seeds become its mean and band),
+    not of every run folder there, so results of seeds the table does not show stay out."""
     from src.evaluation.sweep_report import write_report
 
-    return write_report(runs_dir, out_dir)
+    return write_report(runs_dir, out_dir, job_dirs)
 
 
 def prepare_demo_data(jobs: Sequence[Job], settings: Settings) -> None:
@@ -353,39 +457,42 @@ def run_recipe(
 
     Returns the outcome of every row (by `Row.key`) and the files written. `dry_run` only
     composes and validates the selected rows' configs and prints the equivalent commands."""
-    jobs, outcomes = plan(recipe, settings)
+    jobs, missing = plan(recipe, settings)
     if dry_run:
         jobs = [job for job in jobs if _selected(job.row, settings)]
         validate_jobs(jobs, settings)
         for job in jobs:
             label = " ".join(filter(None, (job.row.group, job.row.method)))
-            print(f"# {recipe.name} / {label} (key {job.row.key})\n{command_line(job)}")
-        return outcomes, []
-    to_run = []
+            print(f"# {recipe.name} / {label} (key {job.key})\n{command_line(job)}")
+        return missing, []
+    to_run, job_outcomes = [], {}
     for job in jobs:
         selected = _selected(job.row, settings)
         # --rerun repeats the selected rows only; the others keep their finished results.
         cached = None if settings.rerun and selected else cached_outcome(job)
         if cached is not None:
-            outcomes[job.row.key] = cached
+            job_outcomes[job.key] = cached
         elif selected:
             to_run.append(job)
-        else:  # outside the demo subset or `only`: the table notes say which rows ran
-            outcomes[job.row.key] = Outcome(NOT_RUN)
+        # else outside the demo subset or `only`: not run, the table notes say which rows ran
+
+    def outcomes() -> dict[str, Outcome]:
+        return {**missing, **row_outcomes(jobs, job_outcomes, settings.seeds)}
+
     validate_jobs(to_run, settings)
     if settings.demo:
         prepare_demo_data(to_run, settings)
     if settings.launcher is not None:
-        outcomes.update(launch_and_collect(recipe, to_run, settings))
-        return outcomes, write_tables(recipe, outcomes, settings)
+        job_outcomes.update(launch_and_collect(recipe, to_run, settings))
+        return outcomes(), write_tables(recipe, outcomes(), settings)
     written: list[Path] = []
     for number, job in enumerate(to_run, 1):
         log.info("[%s %d/%d] %s", recipe.name, number, len(to_run), command_line(job))
-        outcomes[job.row.key] = run_job(job, settings)
-        written = write_tables(recipe, outcomes, settings)  # progress survives an interruption
+        job_outcomes[job.key] = run_job(job, settings)
+        written = write_tables(recipe, outcomes(), settings)  # progress survives an interruption
     if not to_run:
-        written = write_tables(recipe, outcomes, settings)
-    return outcomes, written
+        written = write_tables(recipe, outcomes(), settings)
+    return outcomes(), written
 
 
 def launch_and_collect(
@@ -411,7 +518,7 @@ def collect_recipe(recipe: Recipe, settings: Settings) -> tuple[dict[str, Outcom
     from experiments.launch import collect
 
     jobs, outcomes = plan(recipe, settings)
-    outcomes.update(collect(jobs))
+    outcomes.update(row_outcomes(jobs, collect(jobs), settings.seeds))
     return outcomes, write_tables(recipe, outcomes, settings)
 
 

@@ -3,7 +3,8 @@ collect the finished run folders into outcomes afterwards.
 
 A recipe's rows are not a grid (each row has its own overrides), so no sweeper can produce
 them; the launcher is given the list of rows' overrides directly, as a sweeper would. Each
-job runs `run_row` in the row's run folder (`<runs_dir>/<recipe>/<row key>/`), which leaves
+job runs `run_row` in its run folder (`<runs_dir>/<recipe>/<Job.key>/`: the row key, and
+`/seed<k>` for seed k > 0), which leaves
 behind what `collect` reads: `job.json` + `summary.json` after a success, `failed.json` with
 the exception after a failure, and Hydra's job log in every case. Jobs that need the same
 classifier share it through the model store (one trains, the others wait for it).
@@ -89,13 +90,13 @@ def launch(
 ) -> list[JobStatus]:
     """Run `jobs` through the Hydra launcher `launcher` (a key of `LAUNCHERS`) and wait for
     them; `options` are `key=value` settings of `hydra.launcher` (e.g. `partition=gpu`).
-    Every job's run folder must be `sweep_dir/<row key>`; `project_root` is the jobs'
+    Every job's run folder must be `sweep_dir/<Job.key>`; `project_root` is the jobs'
     `paths.root_dir` (caches, model store). Returns each job's status."""
     if launcher not in LAUNCHERS:
         raise ValueError(f"unknown launcher {launcher!r}; known: {', '.join(LAUNCHERS)}")
     for job in jobs:
-        if job.run_dir != sweep_dir / job.row.key:
-            raise ValueError(f"row {job.row.key}: run folder {job.run_dir} not in {sweep_dir}")
+        if job.run_dir != sweep_dir / job.key:
+            raise ValueError(f"job {job.key}: run folder {job.run_dir} not in {sweep_dir}")
     base_overrides = [
         f"hydra/launcher={LAUNCHERS[launcher]}",
         f"hydra.sweep.dir={sweep_dir}",
@@ -115,7 +116,7 @@ def launch(
         hydra_launcher = Plugins.instance().instantiate_launcher(
             hydra_context=context, task_function=run_row, config=config
         )
-        sweep = [[*job.overrides, f"hydra.sweep.subdir={job.row.key}"] for job in jobs]
+        sweep = [[*job.overrides, f"hydra.sweep.subdir={job.key}"] for job in jobs]
         returns = hydra_launcher.launch(sweep, initial_job_idx=0)
     return [result.status for result in returns]
 
@@ -127,13 +128,13 @@ def job_log(run_dir: Path) -> Path | None:
 
 
 def collect(jobs: Sequence[Job]) -> dict[str, Outcome]:
-    """The outcome of each job from its run folder: done (job.json + summary.json), failed
-    (with the reason and the path of its log), or not run."""
+    """The outcome of each job (by `Job.key`) from its run folder: done (job.json +
+    summary.json), failed (with the reason and the path of its log), or not run."""
     outcomes = {}
     for job in jobs:
         done = cached_outcome(job)
         if done is not None:
-            outcomes[job.row.key] = done
+            outcomes[job.key] = done
             continue
         log_file = job_log(job.run_dir)
         failed = job.run_dir / FAILED_FILE
@@ -142,9 +143,9 @@ def collect(jobs: Sequence[Job]) -> dict[str, Outcome]:
         elif log_file is not None:
             reason = "no result: the job was killed or is still running"
         else:
-            outcomes[job.row.key] = Outcome(NOT_RUN)
+            outcomes[job.key] = Outcome(NOT_RUN)
             continue
-        outcomes[job.row.key] = Outcome(
+        outcomes[job.key] = Outcome(
             FAILED, reason=reason, run_dir=str(job.run_dir), log=str(log_file or "")
         )
     return outcomes

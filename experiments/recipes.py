@@ -65,6 +65,10 @@ class Recipe:
     # with only their own overrides: no experiment config and no data root, so they share the
     # classifier that `make run` trained and stored.
     on_demo_config: bool = False
+    # The method (`Row.method`) the paired comparison (`experiments/paired.py`) holds every
+    # other row against, matched within the row's group: the paper's proposed method, or for
+    # a δ sweep the untruncated δ=0 of the same method.
+    reference: str = ""
 
     @property
     def experiment(self) -> str | None:
@@ -112,7 +116,9 @@ def _cfd_row(dataset: str, method: str, cam: tuple[str, ...], kind: str = "") ->
     return Row(dataset, method, (*data_overrides, *cam), data, kind, dataset in _CFD_DEMO)
 
 
-def _cfd_table(number: int, title: str, rows: list[Row], notes: tuple[str, ...]) -> Recipe:
+def _cfd_table(
+    number: int, title: str, rows: list[Row], notes: tuple[str, ...], reference: str
+) -> Recipe:
     """The layout, metrics and demo subset that the Cfd-CAM tables share."""
     return Recipe(
         name=f"cfdcam_table{number}",
@@ -123,6 +129,7 @@ def _cfd_table(number: int, title: str, rows: list[Row], notes: tuple[str, ...])
         primary="brats",
         demo_note=_CFD_DEMO_NOTE,
         notes=notes,
+        reference=reference,
     )
 
 
@@ -148,6 +155,7 @@ def _cfdcam_table1() -> Recipe:
             "on the training masks and scored on the same slices (docs/supervised.md)",
             "Grad-CAM and LayerCAM use layer4 (cam.layers=1); ScoreCAM preset pgc",
         ),
+        reference="Cfd-CAM (ours)",
     )
 
 
@@ -185,6 +193,7 @@ def _demo_table1() -> Recipe:
             "training masks, mask = probability > 0.5",
         ),
         on_demo_config=True,
+        reference="Cfd-CAM (ours)",
     )
 
 
@@ -202,6 +211,7 @@ def _cfdcam_table2() -> Recipe:
             "ss = cam.options.scales=[1], ms = cam.options.scales=[1,2] (docs/cfdcam.md); mean ± std over tumour slices",
             "the paper's ms rows for T2 and T2-FLAIR differ from its Table 1 Cfd-CAM rows",
         ),
+        reference="Cfd-CAM (ms)",
     )
 
 
@@ -232,6 +242,7 @@ def _ltgrad_table1() -> Recipe:
         rows=tuple(rows),
         primary="voc",
         imagenet_weights=True,
+        reference="S5",
         notes=(
             "mIoU in %, one confusion matrix over the VOC val split (21 classes, 255 ignored)",
             "fused stages: sum of the upsampled per-stage maps (Eq. 8, cam.options.fusion=sum), no truncation",
@@ -260,6 +271,8 @@ _LT_NOTES = (
     "over the foreground classes",
     "FullGrad uses every conv bias (target layers ignored), as the paper",
 )
+#: The paper's proposed setting, the reference of its comparison tables.
+_LT_PROPOSED = "LTGrad-CAM(l=5, δ=20)"
 _COMPARISON = (
     "Grad-CAM++",
     "Grad-CAM",
@@ -271,7 +284,9 @@ _COMPARISON = (
 )
 
 
-def _ltgrad_table(number: int, dataset: str, title: str, labels: tuple[str, ...]) -> Recipe:
+def _ltgrad_table(
+    number: int, dataset: str, title: str, labels: tuple[str, ...], reference: str
+) -> Recipe:
     return Recipe(
         name=f"ltgrad_table{number}",
         title=f"LT-Grad-CAM, Table {number}: {title}",
@@ -281,6 +296,7 @@ def _ltgrad_table(number: int, dataset: str, title: str, labels: tuple[str, ...]
         primary=dataset,
         notes=_LT_NOTES,
         imagenet_weights=True,
+        reference=reference,
     )
 
 
@@ -312,6 +328,7 @@ def _ltgrad_fig(number: int, split: str) -> Recipe:
         rows=rows,
         primary="ksdd2",
         imagenet_weights=True,
+        reference="δ=0",
         notes=(
             "the paper shows this as a plot only (no printed numbers); l = 5 stages",
             f"plots: experiments/results/[demo/]{f'ltgrad_fig{number}'}_sweep/sweep_miou_vs_delta.png",
@@ -330,9 +347,10 @@ def _registry() -> dict[str, Recipe]:
             "voc",
             "gradient truncation on Grad-CAM and FullGrad (PASCAL VOC 2012)",
             ("Grad-CAM++", "Grad-CAM", "LTGrad-CAM(l=1, δ=0)", "FullGrad", "LTFullGrad(δ=0)"),
+            "LTGrad-CAM(l=1, δ=0)",
         ),
-        _ltgrad_table(3, "voc", "comparison on PASCAL VOC 2012", _COMPARISON),
-        _ltgrad_table(4, "ksdd2", "comparison on KSDD2", _COMPARISON),
+        _ltgrad_table(3, "voc", "comparison on PASCAL VOC 2012", _COMPARISON, _LT_PROPOSED),
+        _ltgrad_table(4, "ksdd2", "comparison on KSDD2", _COMPARISON, _LT_PROPOSED),
         _ltgrad_fig(4, "test"),
         _ltgrad_fig(5, "train"),
     ]

@@ -12,6 +12,7 @@
         --launcher-option partition=gpu
     python experiments/run_recipe.py ltgrad_fig4 --data-root /data/KolektorSDD2 \
         --vgg-weights /weights/vgg16-397923af.pth --collect
+    python experiments/run_recipe.py demo_table1 --seeds 3
 
 Tables go to experiments/results/<recipe>.md/.csv (demo: experiments/results/demo/).
 """
@@ -102,6 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--results-dir", type=Path, default=REPO_ROOT / "experiments" / "results")
     parser.add_argument("--rerun", action="store_true", help="do not reuse finished jobs")
     parser.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run every row with N seeds (the config's seed + 0..N-1; seed 0 is the one-seed "
+        "run, reused), each training its own classifier; tables show mean ± std over seeds",
+    )
+    parser.add_argument(
         "--launcher",
         choices=list(LAUNCHERS),
         help="run the rows as parallel jobs of this Hydra launcher (SLURM job array, local "
@@ -149,6 +158,7 @@ def settings_for(args: argparse.Namespace, primary: str) -> Settings:
         rerun=args.rerun,
         launcher=args.launcher,
         launcher_options=tuple(args.launcher_option),
+        seeds=args.seeds,
     )
 
 
@@ -168,6 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown recipe(s) {', '.join(unknown)}; known: {known}")
     if args.launcher_option and not args.launcher:
         parser.error("--launcher-option needs --launcher")
+    if args.seeds < 1:
+        parser.error("--seeds needs at least 1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for name in names:
         if name == SELECTION:

@@ -4,7 +4,9 @@ The paper picks the truncation percentile δ on KSDD2's training split (its Fig.
 the chosen δ on the test split. `run_selection` runs the Fig. 5 sweep (`ltgrad_fig5`, every
 δ of every method, on the train split), takes per method the δ with the highest train mIoU,
 then runs that δ on the test split (the matching rows of `ltgrad_fig4`) and writes
-`ltgrad_delta_select.md/.csv`: method, chosen δ, its train mIoU and the test metrics. Both
+`ltgrad_delta_select.md/.csv`: method, chosen δ, its train mIoU and the test metrics. With
+several seeds the choice is made on the mean train curve over the seeds, and the test cells
+are the chosen row's mean ± std over the seeds. Both
 phases go through the recipe engine, so they reuse finished rows, share the classifier and
 can run as parallel jobs (`--launcher`).
 
@@ -22,7 +24,7 @@ import dataclasses
 import io
 from pathlib import Path
 
-from experiments.engine import Settings, collect_recipe, results_paths, run_recipe
+from experiments.engine import Settings, collect_recipe, results_paths, run_recipe, seeds_note
 from experiments.recipes import RECIPES, Recipe, Row
 from experiments.tables import DONE, Outcome, ours_cell
 from src.data.atomic import atomic_write_text
@@ -43,8 +45,9 @@ def row_delta(row: Row) -> int:
 
 
 def best_deltas(recipe: Recipe, outcomes: dict[str, Outcome]) -> dict[str, tuple[Row, float]]:
-    """Per method (the rows' group), the finished row with the highest mean `SELECT_BY`;
-    a tie goes to the smaller δ (less truncation). Methods with no finished row are absent."""
+    """Per method (the rows' group), the finished row with the highest mean `SELECT_BY`
+    (with several seeds: of the mean over the seeds, the mean train curve); a tie goes to the
+    smaller δ (less truncation). Methods with no finished row are absent."""
     best: dict[str, tuple[Row, float]] = {}
     for row in sorted(recipe.jobs(), key=row_delta):
         outcome = outcomes.get(row.key)
@@ -67,9 +70,13 @@ def matching_test_row(recipe: Recipe, chosen: Row) -> Row:
 
 
 def render(
-    chosen: dict[str, tuple[Row, float]], tests: dict[str, tuple[Row, Outcome | None]]
+    chosen: dict[str, tuple[Row, float]],
+    tests: dict[str, tuple[Row, Outcome | None]],
+    seeds: int = 1,
 ) -> tuple[str, str]:
-    """The selection table as Markdown and CSV (percent in Markdown, fractions in CSV)."""
+    """The selection table as Markdown and CSV (percent in Markdown, fractions in CSV); with
+    several `seeds` the notes say that the train value is the seeds' mean and what the test
+    cells aggregate."""
     header = ["Method", "δ (chosen on train)", "train mIoU"]
     header += [f"test {title}" for _, title in TEST_METRICS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -90,7 +97,11 @@ def render(
         headline = (outcome.headline or {}) if outcome and outcome.status == DONE else {}
         means = [(headline.get(metric) or {}).get("mean") for metric, _ in TEST_METRICS]
         writer.writerow([method, row_delta(row), train_value, *means])
-    text = f"# {TITLE}\n\n- train sweep: {TRAIN}; test rows: {TEST}\n\n" + "\n".join(lines) + "\n"
+    notes = [f"train sweep: {TRAIN}; test rows: {TEST}"]
+    if seeds > 1:
+        notes.append(f"δ chosen on the mean train curve over the seeds; {seeds_note(seeds)}")
+    text = f"# {TITLE}\n\n" + "".join(f"- {note}\n" for note in notes)
+    text += "\n" + "\n".join(lines) + "\n"
     return text, buffer.getvalue()
 
 
@@ -120,7 +131,9 @@ def run_selection(
         test_outcomes, more = phase(test_recipe, dataclasses.replace(settings, only=only))
         written += more
     markdown, table_csv = render(
-        chosen, {m: (row, test_outcomes.get(row.key)) for m, row in tests.items()}
+        chosen,
+        {m: (row, test_outcomes.get(row.key)) for m, row in tests.items()},
+        settings.seeds,
     )
     paths = results_paths(dataclasses.replace(test_recipe, name=NAME), settings)
     atomic_write_text(paths["markdown"], markdown)

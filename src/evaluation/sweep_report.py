@@ -2,7 +2,9 @@
 
 Every job folder holding a `summary.json` and `config.yaml` becomes one row: the CAM method,
 its truncation percentile delta, the other options that differ between jobs, and the headline
-metrics (mean ± std). The plots are the second paper's Fig. 4/5: one line per method.
+metrics (mean ± std). The plots are the second paper's Fig. 4/5: one line per method. Jobs
+of one method and delta that differ in `seed` are seeds of one point: the plot shows their
+mean and a ± std band over the seeds, and the table gets a seed column.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import logging
 import math
 import os
+import statistics
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -59,12 +62,19 @@ def _load_job(summary_path: Path, config_path: Path) -> tuple[dict[str, Any], di
     return cfg, summary
 
 
-def collect(sweep_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """One dict per finished job below `sweep_dir`, sorted by method then delta. A folder
-    whose summary.json and config.yaml are not a run's (any folder can be given, /tmp
-    included) is named on stderr and skipped."""
+def collect(
+    sweep_dir: str | os.PathLike, job_dirs: Sequence[Path] | None = None
+) -> list[dict[str, Any]]:
+    """One dict per finished job below `sweep_dir` (or, given `job_dirs`, of just those run
+    folders below it: a caller that knows its jobs leaves out stale ones), sorted by method,
+    delta, then job. A folder whose summary.json and config.yaml are not a run's (any folder
+    can be given, /tmp included) is named on stderr and skipped."""
     rows = []
-    for summary_path in sorted(Path(sweep_dir).rglob("summary.json")):
+    if job_dirs is None:
+        summaries = sorted(Path(sweep_dir).rglob("summary.json"))
+    else:
+        summaries = sorted(Path(job) / "summary.json" for job in job_dirs)
+    for summary_path in summaries:
         job = summary_path.parent
         config_path = job / "config.yaml"
         if not config_path.is_file():
@@ -82,6 +92,7 @@ def collect(sweep_dir: str | os.PathLike) -> list[dict[str, Any]]:
             "stage": cfg.get("stage"),
             "mask": cam.get("mask"),
             "delta": run_delta(cam),
+            "seed": cfg.get("seed"),
             "data": Path(str(data.get("root", ""))).name,
             "modality": data.get("modality"),
             "split": summary.get("split"),
@@ -133,16 +144,23 @@ def method_label(row: dict[str, Any]) -> str:
     return row["method"]
 
 
+def several_seeds(rows: Sequence[dict[str, Any]]) -> bool:
+    """Whether the jobs ran with more than one seed (else the tables leave the column out)."""
+    return len({row.get("seed") for row in rows}) > 1
+
+
 def to_markdown(rows: Sequence[dict[str, Any]]) -> str:
     """The sweep table in Markdown, one row per job, headline metrics as mean ± std."""
     metrics = metric_names(rows)
-    header = ["method", "delta", *metrics, "job"]
+    seeds = several_seeds(rows)
+    header = ["method", "delta", *(["seed"] if seeds else []), *metrics, "job"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         delta = "off" if row["delta"] is None else f"{row['delta']:g}"
         cells = [
             method_label(row),
             delta,
+            *([str(row["seed"])] if seeds else []),
             *(_cell(row[f"{m}_mean"], row[f"{m}_std"]) for m in metrics),
             row["job"],
         ]
@@ -151,17 +169,47 @@ def to_markdown(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def to_csv(rows: Sequence[dict[str, Any]]) -> str:
-    """The sweep table as CSV, one column per field of the rows."""
+    """The sweep table as CSV, one column per field of the rows (`seed` only if it varies)."""
+    fields = [k for k in rows[0] if k != "seed" or several_seeds(rows)]
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
 
 
+def seed_points(items: Sequence[dict[str, Any]], metric: str) -> list[dict[str, Any]] | None:
+    """One method's jobs as points over the seeds: per delta the mean of the jobs'
+    `metric` and, as its std, the population std over them, with `seeds` their number;
+    None if the jobs are one per delta (nothing to aggregate) or a delta repeats a seed
+    (jobs that differ in something else, which averaging would hide)."""
+    by_delta: dict[float, list[dict[str, Any]]] = {}
+    for row in items:
+        by_delta.setdefault(row["delta"], []).append(row)
+    if all(len(jobs) == 1 for jobs in by_delta.values()):
+        return None
+    if any(len({r.get("seed") for r in jobs}) < len(jobs) for jobs in by_delta.values()):
+        return None
+    points = []
+    for delta, jobs in by_delta.items():
+        values = [r[f"{metric}_mean"] for r in jobs]
+        points.append(
+            {
+                **jobs[0],
+                "delta": delta,
+                f"{metric}_mean": statistics.fmean(values),
+                f"{metric}_std": statistics.pstdev(values),
+                "seeds": len(values),
+            }
+        )
+    return points
+
+
 def delta_figure(rows: Sequence[dict[str, Any]], metric: str) -> Any | None:
     """Mean (± std band) of `metric` against delta, one line per method, titled with the
-    images the numbers are over; None if no job has a delta."""
+    images the numbers are over; None if no job has a delta. A method run with several
+    seeds is drawn as the mean over its seeds with a ± std-over-seeds band (`seed_points`),
+    else the band is each job's own std (e.g. over the images)."""
     by_method: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         if row["delta"] is not None and row.get(f"{metric}_mean") is not None:
@@ -169,8 +217,12 @@ def delta_figure(rows: Sequence[dict[str, Any]], metric: str) -> Any | None:
     if not by_method:
         return None
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    for method, items in sorted(by_method.items()):
-        items = sorted(items, key=lambda r: r["delta"])
+    plotted, seeds = [], []
+    for method, jobs in sorted(by_method.items()):
+        points = seed_points(jobs, metric)
+        seeds += [] if points is None else [p["seeds"] for p in points]
+        items = sorted(jobs if points is None else points, key=lambda r: r["delta"])
+        plotted += items
         x = [r["delta"] for r in items]
         mean = [r[f"{metric}_mean"] for r in items]
         std = [r[f"{metric}_std"] or 0.0 for r in items]
@@ -180,9 +232,12 @@ def delta_figure(rows: Sequence[dict[str, Any]], metric: str) -> Any | None:
         ax.fill_between(x, low, high, alpha=0.15)
     ax.set_xlabel("truncation percentile delta")
     ax.set_ylabel(metric)
-    plotted = [r for items in by_method.values() for r in items]
     _set_limits(ax, metric, plotted)
-    ax.set_title(_plot_title(metric, plotted), fontsize=9)
+    title = _plot_title(metric, plotted)
+    if seeds:
+        n = str(min(seeds)) if min(seeds) == max(seeds) else f"{min(seeds)}-{max(seeds)}"
+        title += f"\nmean ± std over {n} seeds per point"
+    ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend()
     return fig
@@ -222,10 +277,13 @@ def _plot_title(metric: str, rows: Sequence[dict[str, Any]]) -> str:
 
 
 def write_report(
-    sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None
+    sweep_dir: str | os.PathLike,
+    out_dir: str | os.PathLike | None = None,
+    job_dirs: Sequence[Path] | None = None,
 ) -> list[Path]:
-    """Write sweep_report.md / .csv and one plot per metric; returns the files written."""
-    rows = collect(sweep_dir)
+    """Write sweep_report.md / .csv and one plot per metric of the runs below `sweep_dir`
+    (only `job_dirs`, if given); returns the files written."""
+    rows = collect(sweep_dir, job_dirs)
     out = Path(out_dir or sweep_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "sweep_report.md", out / "sweep_report.csv"]

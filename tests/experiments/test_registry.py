@@ -100,3 +100,14 @@ def test_sweeps_cover_delta_0_to_90_for_three_methods():
             for d in range(0, 100, 10)
         }
         assert all(r.demo for r in recipe.rows)  # the KSDD2 demo runs the whole sweep
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_every_recipe_names_a_reference_row_of_each_group(name):
+    """The paired comparison needs the reference in every group of reproduced rows, and a
+    headline (the first metric) where higher is better: "the reference wins" is Δ > 0."""
+    recipe = RECIPES[name]
+    groups = {row.group for row in recipe.jobs()}
+    referenced = {row.group for row in recipe.jobs() if row.method == recipe.reference}
+    assert referenced == groups
+    assert "↓" not in recipe.metrics[0][1] and recipe.metrics[0][0] != "hd95"

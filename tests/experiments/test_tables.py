@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import io
 
+import pytest
+
 from experiments.recipes import RECIPES
-from experiments.tables import Outcome, render_csv, render_markdown
+from experiments.tables import Outcome, aggregate_seeds, render_csv, render_markdown
 
 
 def _lt(miou, precision, recall, f1):
@@ -134,3 +136,56 @@ def test_csv_is_long_format_with_raw_fractions():
         "0.477",
         "0.17",
     )
+
+
+def test_seeds_aggregate_to_mean_and_population_std():
+    recipe = RECIPES["cfdcam_table2"]
+    seeds = [
+        (42, Outcome("done", _cfd((0.5, 0.2), (0.4, 0.1), (10.0, 1.0)), run_dir="/r", seconds=2)),
+        (43, Outcome("done", _cfd((0.7, 0.1), (0.6, 0.1), (float("nan"), 1.0)), seconds=3)),
+        (44, Outcome("failed", reason="boom", log="/r/seed2/recipe_job.log")),
+    ]
+    outcome = aggregate_seeds(seeds)
+    assert (outcome.status, outcome.reason, outcome.run_dir, outcome.seconds) == (
+        "done",
+        "seed 44 failed: boom",
+        "/r",
+        5,
+    )
+    assert outcome.headline["dice"] == {
+        "mean": pytest.approx(0.6),
+        "std": pytest.approx(0.1),
+        "n": 2,
+    }
+    assert outcome.headline["hd95"] == {"mean": 10.0, "std": 0.0, "n": 1}
+    outcomes = {"brats-t1-cfd-cam-ss": outcome}
+    text = render_markdown(recipe, outcomes)
+    assert (
+        "| BraTS T1 | Cfd-CAM (ss) | 0.600 ± 0.100 (2/3 seeds) | 0.406 ± 0.152 | "
+        "0.500 ± 0.100 (2/3 seeds) | 0.266 ± 0.121 | 10.000 ± 0.000 (1/3 seeds) |"
+    ) in text
+    assert "- `brats-t1-cfd-cam-ss, seed 44`: /r/seed2/recipe_job.log" in text
+    rows = list(csv.DictReader(io.StringIO(render_csv(recipe, outcomes, seeds=3))))
+    dice = [r for r in rows if r["method"] == "Cfd-CAM (ss)" and r["group"] == "BraTS T1"]
+    dice = [r for r in dice if r["metric"] == "dice"]
+    assert [
+        (r["seed"], r["n_seeds"], r["ours_mean"], r["ours_std"], r["status"]) for r in dice
+    ] == [
+        ("all", "2", "0.6", dice[0]["ours_std"], "done"),
+        ("42", "", "0.5", "0.2", "done"),
+        ("43", "", "0.7", "0.1", "done"),
+        ("44", "", "", "", "failed"),
+    ]
+    assert float(dice[0]["ours_std"]) == pytest.approx(0.1)
+    other = [r for r in rows if r["group"] == "TCGA-LGG" and r["metric"] == "dice"]
+    assert [(r["seed"], r["n_seeds"], r["status"]) for r in other] == [("all", "0", "not run")] * 2
+
+
+def test_no_finished_seed_is_failed_or_not_run():
+    failed = aggregate_seeds([(42, Outcome("failed", reason="x")), (43, Outcome("not run"))])
+    assert (failed.status, failed.headline, failed.reason) == (
+        "failed",
+        None,
+        "seed 42 failed: x; seed 43 not run",
+    )
+    assert aggregate_seeds([(42, Outcome("not run"))]).status == "not run"
