@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from src.cams import build_cam
+from src.evaluation.faithfulness import Faithfulness, faithfulness_metrics
 from src.evaluation.image_result import (
     ImageResult,
     binary_result,
@@ -35,6 +36,8 @@ class CAMEvaluationModule(pl.LightningModule):
     image label, combined by the VOC rule (docs/masks.md). Which of the two is the
     DataModule's `task`, given here; logits of the other shape are an error. Results are kept
     in `results` (one `ImageResult` per image) and the maps are streamed to `maps_path`.
+    With `faithfulness` (binary only), each map's faithfulness to the classifier is measured
+    on the device while the batch is there (docs/metrics.md).
     """
 
     def __init__(
@@ -50,12 +53,16 @@ class CAMEvaluationModule(pl.LightningModule):
         empty_hd95: float | None = AUTHORS_EMPTY_HD95,
         normal_area_max: float | None = None,
         label_gate: bool = False,
+        faithfulness: Faithfulness | None = None,
     ) -> None:
         """`task` is the DataModule's (`binary` | `multilabel`); `empty_hd95`,
         `normal_area_max` and `label_gate` are the scoring options of `binary_result`."""
         super().__init__()
         if task not in ("binary", "multilabel"):
             raise ValueError(f"task must be 'binary' or 'multilabel', got {task!r}")
+        if faithfulness is not None and task != "binary":
+            raise ValueError("eval.faithfulness needs a binary (one-logit) task")
+        self.faithfulness = faithfulness
         self.task = task
         self.net = net
         self.cam_name = cam_name
@@ -99,6 +106,18 @@ class CAMEvaluationModule(pl.LightningModule):
         the classifier's sigmoid and the CAM. A subclass evaluates other maps the same way."""
         return torch.sigmoid(logits[:, 0]), self._cams(images, None)
 
+    def class_score(self, images: torch.Tensor) -> torch.Tensor:
+        """The classifier's sigmoid probability (B,): what faithfulness perturbs."""
+        return torch.sigmoid(self.net(images)[:, 0])
+
+    def _faithfulness(self, images: torch.Tensor, maps: torch.Tensor) -> dict[str, np.ndarray]:
+        """The faithfulness columns of a batch (empty when not measured), from the float16
+        maps that are saved, as the masks are."""
+        if self.faithfulness is None:
+            return {}
+        found = faithfulness_metrics(self.class_score, images, maps, self.faithfulness)
+        return {name: values.cpu().numpy() for name, values in found.items()}
+
     def _check_task(self, logits: torch.Tensor) -> None:
         """The network's output must fit the DataModule's task: one logit per image for a
         binary task, one per class for a multi-label one."""
@@ -122,7 +141,9 @@ class CAMEvaluationModule(pl.LightningModule):
         scores, maps = self.scores_and_maps(images, logits)
         # Masks are made from the float16 maps that are saved, so `stage=masks` can recompute
         # them exactly from the maps file.
-        maps_np = maps.detach().half().float().cpu().numpy()
+        saved = maps.detach().half().float()
+        faithful = self._faithfulness(images, saved)
+        maps_np = saved.cpu().numpy()
         images_np = truncated_uint8_rgb(images)
         gts = batch["mask"].cpu().numpy().astype(bool)
         labels = batch["label"].cpu().numpy()
@@ -140,6 +161,7 @@ class CAMEvaluationModule(pl.LightningModule):
                 "maps": maps_np,
                 "labels": labels,
                 "scores": score_list,
+                "faithfulness": faithful,
             }
         )
 
@@ -180,6 +202,7 @@ class CAMEvaluationModule(pl.LightningModule):
                         self.empty_hd95,
                         self.normal_area_max,
                         self.label_gate,
+                        {name: float(v[i]) for name, v in info["faithfulness"].items()},
                     )
                 )
         self._pending = []

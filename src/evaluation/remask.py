@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
+from src.evaluation.faithfulness import FAITHFULNESS
 from src.evaluation.image_result import (
     ImageResult,
     binary_result,
@@ -89,7 +90,9 @@ def remask_binary(
     maps_path: Path,
     previous: dict[str, dict[str, str]],
 ) -> list[ImageResult]:
-    """One map per image through `method`'s rule; label and score come from the source run."""
+    """One map per image through `method`'s rule; label and score come from the source run,
+    and so do the faithfulness columns (they depend on the map and the network, not on the
+    mask) when `settings.faithfulness` says the source run measured them."""
     results = []
     with method.mask_maker(settings.mask_workers) as mask_maker:
         pending = []
@@ -101,6 +104,9 @@ def remask_binary(
             pending.append((image_id, item["mask"].numpy().astype(bool), cam_map))
         for (image_id, gt, cam_map), masks in zip(pending, mask_maker.results(), strict=True):
             old = previous[image_id]
+            faithful = None
+            if settings.faithfulness is not None:
+                faithful = {name: float(old[name]) for name in FAITHFULNESS}
             results.append(
                 binary_result(
                     image_id,
@@ -112,6 +118,7 @@ def remask_binary(
                     settings.empty_hd95,
                     settings.normal_area_max,
                     settings.label_gate,
+                    faithful,
                 )
             )
     return results

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from src.evaluation.faithfulness import FAITHFULNESS
 from src.evaluation.image_result import ImageResult
 from src.evaluation.metrics import ConfusionMatrix, summarize
 from src.evaluation.reports import finite
@@ -30,8 +31,11 @@ def split_confusion(results: Sequence[ImageResult]) -> ConfusionMatrix:
 
 def summarized_metrics(settings: EvalSettings) -> list[str]:
     """The per-image columns the groups summarise: mask and localisation metrics of a binary
-    task, pixel accuracy of a multi-label one."""
-    return [*MASK_METRICS, *LOCALISATION] if settings.binary else ["pixel_accuracy"]
+    task (and the faithfulness columns when measured), pixel accuracy of a multi-label one."""
+    if not settings.binary:
+        return ["pixel_accuracy"]
+    faithful = FAITHFULNESS if settings.faithfulness is not None else ()
+    return [*MASK_METRICS, *LOCALISATION, *faithful]
 
 
 def headline_of(
@@ -62,6 +66,9 @@ def conventions(settings: EvalSettings) -> dict[str, str]:
     if settings.normal_area_max is not None:
         normal = f"empty or tumour <= {settings.normal_area_max:g} of the image (scored as empty)"
     gate = "; images labelled negative are scored with an empty mask" if settings.label_gate else ""
+    faithful = {}
+    if settings.faithfulness is not None:
+        faithful = {"faithfulness": settings.faithfulness.describe()}
     return {
         "groups": f"abnormal = ground truth non-empty; normal = {normal}; all = both{gate}",
         "std": "population (ddof=0)",
@@ -69,6 +76,7 @@ def conventions(settings: EvalSettings) -> dict[str, str]:
         f"HD95 {empty_hd95}",
         "confusion": "one pixel confusion matrix over the split (255 ignored); precision, "
         "recall and f1 micro-averaged over the foreground classes",
+        **faithful,
     }
 
 

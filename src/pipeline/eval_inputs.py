@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 
 from src.evaluation.cam_module import CAMEvaluationModule
 from src.evaluation.evaluate import ModuleFactory
+from src.evaluation.faithfulness import Faithfulness
 from src.evaluation.masks import MaskMaker
 from src.evaluation.sampling import limited_loader
 from src.evaluation.settings import EvalSettings, Method
@@ -54,6 +55,18 @@ def evaluation_settings(cfg: DictConfig, datamodule: pl.LightningDataModule) -> 
         miou=cfg.eval.get("miou") or datamodule.eval_miou,
         label_gate=_or_default(cfg.eval.get("label_gate"), datamodule.eval_label_gate),
         target=datamodule.class_names[0] if datamodule.task == "binary" else "object",
+        faithfulness=faithfulness_settings(cfg),
+    )
+
+
+def faithfulness_settings(cfg: DictConfig) -> Faithfulness | None:
+    """`eval.faithfulness*` as the evaluation takes them; None when not measured."""
+    if not cfg.eval.get("faithfulness"):
+        return None
+    return Faithfulness(
+        steps=cfg.eval.faithfulness_steps,
+        baseline=cfg.eval.faithfulness_baseline,
+        chunk=cfg.eval.faithfulness_chunk,
     )
 
 
@@ -88,6 +101,7 @@ def cam_module_factory(
             empty_hd95=settings.empty_hd95,
             normal_area_max=settings.normal_area_max,
             label_gate=settings.label_gate,
+            faithfulness=settings.faithfulness,
         )
 
     return build

@@ -6,8 +6,12 @@ import contextlib
 from collections.abc import Iterator
 
 import pytest
+import pytorch_lightning as pl
 import torch
+from torch.utils.data import DataLoader
 
+from src.evaluation.cam_module import CAMEvaluationModule
+from src.evaluation.evaluate import run_test_loop
 from src.evaluation.faithfulness import (
     FAITHFULNESS,
     Faithfulness,
@@ -15,7 +19,13 @@ from src.evaluation.faithfulness import (
     faithfulness_metrics,
     step_counts,
 )
+from src.evaluation.map_store import read_maps
+from src.evaluation.settings import EvalSettings, Method
+from src.evaluation.summary import build_summary
 from src.models.seeded import cfd_resnet18
+from tests.helpers.datasets import DictDataset
+from tests.helpers.networks import tiny_net
+from tests.helpers.trainer import quiet_trainer_kwargs
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -168,3 +178,44 @@ def test_agrees_with_torchcam():
                 worst = max(worst, abs(theirs[name] - float(ours[baseline][name][i])))
     print(f"max abs difference to torchcam: {worst:.3g}")
     assert worst < 1e-5
+
+
+@pytest.mark.parametrize("measured", [False, True])
+def test_the_test_loop_writes_the_columns_only_when_asked(tmp_path, measured):
+    """Per image, the loop's columns are the function's on the saved (float16) maps; off, the
+    rows have exactly the columns of before."""
+    net = tiny_net(num_classes=1, dead=0)
+    dataset = DictDataset(n=5)
+    settings = Faithfulness(steps=4, chunk=7) if measured else None
+    method = Method("gradcam", "otsu")
+    options = EvalSettings(tmp_path, "test", "binary", None, None, 0, 0, faithfulness=settings)
+
+    def build(mask_maker, maps_path):
+        return CAMEvaluationModule(
+            net, "gradcam", ["conv2"], {}, mask_maker, maps_path, task="binary",
+            faithfulness=settings,
+        )  # fmt: skip
+
+    trainer = pl.Trainer(inference_mode=False, **quiet_trainer_kwargs())
+    loader = DataLoader(dataset, batch_size=2)
+    results = run_test_loop(trainer, build, loader, method, options, tmp_path / "maps.npz")
+    rows = {r.id: r.as_row() for r in results}
+    summary = build_summary(results, options, method, {})
+    if not measured:
+        assert FAITHFULNESS[0] not in next(iter(rows.values()))
+        assert "avg_drop_mean" not in summary["groups"]["all"]
+        return
+    maps = dict(read_maps(tmp_path / "maps.npz"))
+    ids = [dataset[i]["id"] for i in range(len(dataset))]
+    expected = faithfulness_metrics(
+        lambda x: torch.sigmoid(net(x)[:, 0]),
+        dataset.images,
+        torch.stack([torch.from_numpy(maps[i]) for i in ids]),
+        settings,
+    )
+    for k, image_id in enumerate(ids):
+        for name in FAITHFULNESS:
+            assert rows[image_id][name] == pytest.approx(float(expected[name][k]), abs=1e-5)
+    mean = sum(rows[i]["deletion_auc"] for i in ids) / len(ids)
+    assert summary["groups"]["all"]["deletion_auc_mean"] == pytest.approx(mean)
+    assert "faithfulness" in summary["conventions"]
