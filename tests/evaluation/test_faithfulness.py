@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import pytest
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from benchmarks.rows import FixedMaps
 from src.evaluation.cam_module import CAMEvaluationModule
 from src.evaluation.evaluate import run_test_loop
 from src.evaluation.faithfulness import (
@@ -129,24 +127,6 @@ def test_batch_loop_and_chunk_invariance(baseline):
         )
         for name in FAITHFULNESS:
             torch.testing.assert_close(alone[name][0], whole[name][i], atol=1e-5, rtol=0)
-
-
-class FixedMaps:
-    """torchcam's CAM-extractor interface around maps given in advance."""
-
-    def __init__(self, model: torch.nn.Module, maps: torch.Tensor) -> None:
-        self.model = model
-        self.maps = maps
-
-    def __call__(self, class_idx, scores=None, normalized=True, **kwargs) -> list[torch.Tensor]:
-        return [self.maps]
-
-    def fuse_cams(self, cams: list[torch.Tensor]) -> torch.Tensor:
-        return cams[0]
-
-    @contextlib.contextmanager
-    def _hooks_off(self) -> Iterator[None]:
-        yield
 
 
 def test_agrees_with_torchcam():
