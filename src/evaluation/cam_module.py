@@ -20,12 +20,14 @@ from src.evaluation.image_result import (
     ImageResult,
     binary_result,
     class_map_id,
+    gated_mask,
     multilabel_result,
 )
 from src.evaluation.items import truncated_uint8_rgb
 from src.evaluation.map_store import MapWriter, shard_path
 from src.evaluation.masks import MaskMaker, voc_mask
 from src.evaluation.metrics import AUTHORS_EMPTY_HD95
+from src.evaluation.volumes import CaseStacker, Volumes
 
 
 class CAMEvaluationModule(pl.LightningModule):
@@ -37,7 +39,8 @@ class CAMEvaluationModule(pl.LightningModule):
     DataModule's `task`, given here; logits of the other shape are an error. Results are kept
     in `results` (one `ImageResult` per image) and the maps are streamed to `maps_path`.
     With `faithfulness` (binary only), each map's faithfulness to the classifier is measured
-    on the device while the batch is there (docs/metrics.md).
+    on the device while the batch is there (docs/metrics.md). With `volumes` (binary only),
+    the scored masks are stacked per case into `cases` for the per-case metrics.
     """
 
     def __init__(
@@ -54,6 +57,7 @@ class CAMEvaluationModule(pl.LightningModule):
         normal_area_max: float | None = None,
         label_gate: bool = False,
         faithfulness: Faithfulness | None = None,
+        volumes: Volumes | None = None,
     ) -> None:
         """`task` is the DataModule's (`binary` | `multilabel`); `empty_hd95`,
         `normal_area_max` and `label_gate` are the scoring options of `binary_result`."""
@@ -63,6 +67,10 @@ class CAMEvaluationModule(pl.LightningModule):
         if faithfulness is not None and task != "binary":
             raise ValueError("eval.faithfulness needs a binary (one-logit) task")
         self.faithfulness = faithfulness
+        if volumes is not None and task != "binary":
+            raise ValueError("per-case metrics need a binary task")
+        self.volumes = volumes
+        self.cases: CaseStacker | None = None
         self.task = task
         self.net = net
         self.cam_name = cam_name
@@ -85,6 +93,8 @@ class CAMEvaluationModule(pl.LightningModule):
         """Open the maps file (one shard per process under DDP) and forget earlier results."""
         self.results = []
         self._pending = []
+        if self.volumes is not None:
+            self.cases = CaseStacker(self.volumes, self.empty_hd95)
         path = self.maps_path
         if self.trainer.world_size > 1:  # one shard per process, merged by rank 0 afterwards
             path = shard_path(self.maps_path, self.global_rank)
@@ -191,13 +201,17 @@ class CAMEvaluationModule(pl.LightningModule):
         """Score the masks the mask maker has made, in submission order."""
         for info, masks in zip(self._pending, self.mask_maker.results(), strict=True):
             for i, image_id in enumerate(info["ids"]):
+                label = int(info["labels"][i].max() > 0.5)
+                if self.cases is not None:
+                    scored = gated_mask(masks[i], label, self.label_gate)
+                    self.cases.add(image_id, scored, info["gts"][i])
                 self.results.append(
                     binary_result(
                         image_id,
                         info["gts"][i],
                         masks[i],
                         info["maps"][i],
-                        int(info["labels"][i].max() > 0.5),
+                        label,
                         info["scores"][i],
                         self.empty_hd95,
                         self.normal_area_max,

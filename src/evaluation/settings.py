@@ -11,6 +11,7 @@ from pathlib import Path
 
 from src.evaluation.faithfulness import Faithfulness
 from src.evaluation.masks import MaskMaker
+from src.evaluation.volumes import Volumes
 from src.validation import check_choice
 
 #: The DataModule tasks evaluation knows: one logit (object vs background) or one per class.
@@ -29,7 +30,8 @@ class EvalSettings:
     confusion headline's mIoU the foreground classes' (KSDD2). `label_gate`: binary images
     labelled negative are scored with an empty mask (`gated_mask`; KSDD2's convention).
     `faithfulness`: how the maps' faithfulness to the classifier is measured, None = not
-    (`eval.faithfulness`; binary tasks only).
+    (`eval.faithfulness`; binary tasks only). `volumes`: the split's cases when its images
+    are slices of volumes (BraTS, TCGA-LGG), for the per-case metrics; None otherwise.
     """
 
     output_dir: Path
@@ -44,6 +46,7 @@ class EvalSettings:
     label_gate: bool = False
     target: str = "tumour"  # what a binary task's ground truth outlines, for the figures
     faithfulness: Faithfulness | None = None
+    volumes: Volumes | None = None
 
     def __post_init__(self) -> None:
         """Refuse a task or headline this evaluation does not know, before any image runs."""

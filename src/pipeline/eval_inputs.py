@@ -22,6 +22,7 @@ from src.evaluation.faithfulness import Faithfulness
 from src.evaluation.masks import MaskMaker
 from src.evaluation.sampling import limited_loader
 from src.evaluation.settings import EvalSettings, Method
+from src.evaluation.volumes import Volumes, case_of
 
 
 def eval_loader(cfg: DictConfig, datamodule: pl.LightningDataModule) -> DataLoader:
@@ -56,7 +57,22 @@ def evaluation_settings(cfg: DictConfig, datamodule: pl.LightningDataModule) -> 
         label_gate=_or_default(cfg.eval.get("label_gate"), datamodule.eval_label_gate),
         target=datamodule.class_names[0] if datamodule.task == "binary" else "object",
         faithfulness=faithfulness_settings(cfg),
+        volumes=case_volumes(datamodule, cfg.eval.split),
     )
+
+
+def case_volumes(datamodule: pl.LightningDataModule, split: str) -> Volumes | None:
+    """The split's cases and their voxel spacing when its images are slices of volumes
+    (the DataModule's `volume_unit`; BraTS, TCGA-LGG), else None: no per-case metrics."""
+    unit = getattr(datamodule, "volume_unit", None)
+    if unit is None:
+        return None
+    slices: dict[str, int] = {}
+    for image_id in datamodule.dataset(split).ids:
+        case = case_of(image_id)
+        slices[case] = slices.get(case, 0) + 1
+    spacing = {case: datamodule.voxel_spacing(case) for case in slices}
+    return Volumes(slices, spacing, unit)
 
 
 def faithfulness_settings(cfg: DictConfig) -> Faithfulness | None:
@@ -102,6 +118,7 @@ def cam_module_factory(
             normal_area_max=settings.normal_area_max,
             label_gate=settings.label_gate,
             faithfulness=settings.faithfulness,
+            volumes=settings.volumes,
         )
 
     return build

@@ -178,7 +178,7 @@ def test_the_test_loop_writes_the_columns_only_when_asked(tmp_path, measured):
 
     trainer = pl.Trainer(inference_mode=False, **quiet_trainer_kwargs())
     loader = DataLoader(dataset, batch_size=2)
-    results = run_test_loop(trainer, build, loader, method, options, tmp_path / "maps.npz")
+    results, _ = run_test_loop(trainer, build, loader, method, options, tmp_path / "maps.npz")
     rows = {r.id: r.as_row() for r in results}
     summary = build_summary(results, options, method, {})
     if not measured:
