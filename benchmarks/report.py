@@ -15,9 +15,10 @@ per run / median seconds. *time / limit* = the row's median time over its limit 
 for perturbation CAMs the limit is the same number of plain batched forward passes of the
 backbone, at the same input sizes and chunk size, with no CAM logic (per scale: the B
 images, the blank image, B x C masked images); for gradient CAMs it is one forward plus
-one full backward to the input. *speed-up* = this row's items/s over its baseline
-row's (grad-cam 1.5.7 for the CAMs, float32 for the speed options, serial for the worker
-pool, setup-from-NIfTI for the loader). *max abs diff* = largest difference between this
+one full backward to the input; for the faithfulness metrics it is their forwards as plain
+batched forwards. *speed-up* = this row's items/s over its baseline
+row's (grad-cam 1.5.7 for the CAMs, torchcam 0.5 for the faithfulness metrics, float32 for
+the speed options, serial for the worker pool, setup-from-NIfTI for the loader). *max abs diff* = largest difference between this
 row's maps and the reference named in the notes (after a per-image min-max when compared
 with grad-cam). *peak MB* = on CPU, the process's peak resident set during the
 timed runs (Linux `VmHWM`, reset at their start via `/proc/self/clear_refs`) minus its

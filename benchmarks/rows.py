@@ -13,7 +13,7 @@ import contextlib
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -213,6 +213,123 @@ def gradcam_gradient(p: Params) -> Params:
     else:
         result["note"] = f"grad-cam {GRADCAM_CLASSES[base]} on the same layers (no truncation)"
     model.zero_grad(set_to_none=True)
+    return result
+
+
+# ------------------------------------------------------------------------ faithfulness
+
+
+class FixedMaps:
+    """torchcam's CAM-extractor interface around maps given in advance, so its metrics
+    score exactly the maps ours do (also used by tests/evaluation/test_faithfulness.py)."""
+
+    def __init__(self, model: torch.nn.Module, maps: torch.Tensor) -> None:
+        self.model = model
+        self.maps = maps
+
+    def __call__(self, class_idx: Any, scores: Any = None, **kwargs: Any) -> list[torch.Tensor]:
+        return [self.maps]
+
+    def fuse_cams(self, cams: list[torch.Tensor]) -> torch.Tensor:
+        return cams[0]
+
+    @contextlib.contextmanager
+    def _hooks_off(self) -> Iterator[None]:
+        yield
+
+
+def _faithfulness_inputs(p: Params) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    model, device = _model(p), p["device"]
+    x = _images(p["images"], p["size"], device)
+    coarse = _images(p["images"], p["size"] // 8, device, seed=1)[:, 0]
+    maps = torch.nn.functional.interpolate(coarse[:, None], size=x.shape[2:], mode="bilinear")
+    return model, x, maps[:, 0]
+
+
+def _faithfulness_forwards(p: Params) -> list[int]:
+    """The batch sizes of our forwards: the images, the dimmed images, then the baseline and
+    the curves' inner points of every image in chunks."""
+    from src.evaluation.faithfulness import step_counts
+
+    batch, chunk = p["images"], p["chunk"]
+    inner = len(step_counts(p["size"] ** 2, p["steps"])) - 2
+    jobs = batch * (1 + 2 * inner)
+    images = [min(chunk, batch - i) for i in range(0, batch, chunk)]
+    return 2 * images + [min(chunk, jobs - i) for i in range(0, jobs, chunk)]
+
+
+def faithfulness_limit(p: Params) -> Params:
+    """The limit of the faithfulness metrics: their forwards as plain batched forwards."""
+    model, x, _ = _faithfulness_inputs(p)
+    counts = _faithfulness_forwards(p)
+    inputs = _images(max(counts), p["size"], p["device"], seed=2)
+
+    def work() -> None:
+        with torch.no_grad():
+            for n in counts:
+                model(inputs[:n])
+
+    work()  # warm-up
+    result, _ = _measure(p, work, p["images"])
+    result["note"] = f"{sum(counts)} forwards"
+    return result
+
+
+def faithfulness(p: Params) -> Params:
+    """Ours (src/evaluation/faithfulness.py) on a batch; max abs diff against torchcam's two
+    metrics on the same maps, over the four columns."""
+    from src.evaluation.faithfulness import FAITHFULNESS, Faithfulness, faithfulness_metrics
+
+    model, x, maps = _faithfulness_inputs(p)
+    settings = Faithfulness(p["steps"], p["baseline"], p["chunk"])
+
+    def score(images: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(model(images)[:, 0])
+
+    faithfulness_metrics(score, x[:1], maps[:1], settings)  # warm-up
+    result, ours = _measure(p, lambda: faithfulness_metrics(score, x, maps, settings), len(x))
+    theirs = _torchcam_faithfulness(p, model, x, maps)
+    result["max_abs_diff"] = max(
+        float((ours[name].cpu() - theirs[name]).abs().max()) for name in FAITHFULNESS
+    )
+    result["note"] = (
+        f"{sum(_faithfulness_forwards(p))} forwards; {p['steps']} steps, baseline "
+        f"{p['baseline']}, chunk {p['chunk']}; {1000 * median(result['times']) / len(x):.0f} "
+        "ms/image; diff against torchcam"
+    )
+    return result
+
+
+def _torchcam_faithfulness(
+    p: Params, model: torch.nn.Module, x: torch.Tensor, maps: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """torchcam's average drop, increase, deletion and insertion AUC per image (its metrics
+    keep only sums: one update per image)."""
+    from torchcam.metrics import ClassificationMetric, DeletionInsertionMetric
+
+    values: dict[str, list[float]] = {}
+    for i in range(len(x)):
+        extractor = FixedMaps(model, maps[i : i + 1])
+        confidence = ClassificationMetric(extractor, torch.sigmoid)
+        curves = DeletionInsertionMetric(
+            extractor, torch.sigmoid, steps=p["steps"], batch_size=p["chunk"]
+        )
+        for metric in (confidence, curves):
+            metric.update(x[i : i + 1])
+            for name, value in metric.summary().items():
+                values.setdefault(name, []).append(value)
+    return {name: torch.tensor(found) for name, found in values.items()}
+
+
+def torchcam_faithfulness(p: Params) -> Params:
+    """torchcam 0.5's two metrics on the same maps, one image per update."""
+    model, x, maps = _faithfulness_inputs(p)
+    _torchcam_faithfulness(p, model, x[:1], maps[:1])  # warm-up
+    result, _ = _measure(p, lambda: _torchcam_faithfulness(p, model, x, maps), len(x))
+    result["note"] = (
+        f"ClassificationMetric + DeletionInsertionMetric (batch_size {p['chunk']}), per image; "
+        f"{1000 * median(result['times']) / len(x):.0f} ms/image"
+    )
     return result
 
 
@@ -430,6 +547,9 @@ WORKLOADS: dict[str, Callable[[Params], Params]] = {
         forward_backward_limit,
         gradient_cam,
         gradcam_gradient,
+        faithfulness_limit,
+        faithfulness,
+        torchcam_faithfulness,
         densecrf_masks,
         brats_loader,
         augmentation,

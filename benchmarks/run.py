@@ -2,7 +2,8 @@
 
 Rows (one fresh process each, same random-weight models and inputs within a group):
 Cfd-CAM single/multi-scale against its forward-pass limit (random and trained-like network,
-speed options), Score-CAM ``pgc`` and the gradient CAMs against grad-cam 1.5.7, DenseCRF
+speed options), Score-CAM ``pgc`` and the gradient CAMs against grad-cam 1.5.7, the
+faithfulness metrics against their forward-pass limit and torchcam, DenseCRF
 masks serial vs worker pool, the BraTS loader from NIfTI vs the slice cache, and the effect
 of the intra-op thread count. Defaults keep the whole run under 10 minutes on a 2-core CPU;
 ``--full`` uses the real 240 px input size (much longer on CPU).
@@ -184,6 +185,24 @@ def gradient_rows(args: argparse.Namespace) -> list[Row]:
     return rows
 
 
+def faithfulness_rows(args: argparse.Namespace) -> list[Row]:
+    group = "Faithfulness metrics (ResNet-18 IN, 1 logit, sigmoid)"
+    params = {"images": 8, "size": args.size, "steps": 20, "baseline": "zero", "chunk": 64}
+    return [
+        Row("faith-limit", group, "limit: the same forwards", "faithfulness_limit", params),
+        Row("faith-torchcam", group, "torchcam 0.5", "torchcam_faithfulness", params),
+        Row(
+            "faith",
+            group,
+            "ours (drop, increase, deletion, insertion)",
+            "faithfulness",
+            params,
+            "faith-limit",
+            "faith-torchcam",
+        ),
+    ]
+
+
 BRATS_MODES = {
     "nifti": "from NIfTI",
     "cache": "from slice cache",
@@ -317,6 +336,7 @@ def main(argv: list[str] | None = None) -> None:
             *cfd_rows(args, device),
             *scorecam_rows(args),
             *gradient_rows(args),
+            *faithfulness_rows(args),
             *mask_rows(),
             *(brats_rows(brats) if needs_brats else []),
             *thread_rows(args),

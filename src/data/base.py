@@ -114,6 +114,14 @@ class SplitDataModule(pl.LightningDataModule, ABC):
     eval_miou: str = "all"
     # Score images labelled negative with an empty mask (src.evaluation.image_result.gated_mask)
     eval_label_gate: bool = False
+    # Readers whose items are slices of 3-D cases (ids `<case>/<slice>`): the unit of
+    # `voxel_spacing`, for the evaluation's per-case metrics; None = the images are not slices.
+    volume_unit: str | None = None
+
+    def voxel_spacing(self, case: str) -> tuple[float, float, float]:
+        """(slice, row, column) size of one case's voxels as evaluated, in `volume_unit`: 1
+        each unless the reader knows the physical size."""
+        return (1.0, 1.0, 1.0)
 
     def __init__(
         self,

@@ -112,6 +112,8 @@ class BraTSDataModule(SplitDataModule):
     num_classes = 1
     task = "binary"
     class_names = ["tumour"]
+    # BraTS 2021 volumes are resampled to 1 mm isotropic voxels: per-case HD95 in mm.
+    volume_unit = "mm"
 
     def __init__(
         self,
@@ -156,6 +158,7 @@ class BraTSDataModule(SplitDataModule):
         self.jpeg_roundtrip = jpeg_roundtrip
         self.cache_dir = cache_dir
         self._cases: dict[str, CaseSlices] = {}
+        self._spacing: dict[str, tuple[float, float, float]] = {}
 
     def case_files(self, case: str) -> tuple[list[Path], Path]:
         """The requested modality files and the seg file of ``case`` (missing -> error)."""
@@ -209,12 +212,20 @@ class BraTSDataModule(SplitDataModule):
             stack, tumour = stack[..., box[0], box[1]], tumour[..., box[0], box[1]]
         images01 = resize_images(torch.from_numpy(stack).float() / 255, self.image_size)
         masks = resize_masks(torch.from_numpy(np.ascontiguousarray(tumour)), self.image_size)
+        # 1 mm voxels before the crop and resize; kept slices are `slice_step` apart.
+        (height, width), (rows, cols) = tumour.shape[-2:], masks.shape[-2:]
+        self._spacing[case] = (float(self.slice_step), height / rows, width / cols)
         return CaseSlices(
             images=to_uint8(images01),
             masks=masks,
             labels=torch.from_numpy(labels[keep].astype(np.float32))[:, None],
             ids=[f"{case}/s{z:03d}" for z in keep.tolist()],
         )
+
+    def voxel_spacing(self, case: str) -> tuple[float, float, float]:
+        """The case's voxels as evaluated in mm: `slice_step` mm between kept slices, and
+        the (cropped) slice's 1 mm pixels spread over `image_size`."""
+        return self._spacing[case]
 
     def _make_dataset(self, split: str, groups: list[str]) -> TensorSliceDataset:
         parts = [self._cases.pop(c) for c in groups]  # the split's tensors now own the data

@@ -98,6 +98,8 @@ class TCGALGGDataModule(FileDataModule):
 
     num_classes = 1
     task = "binary"
+    # The tif slices carry no voxel size: per-case HD95 in voxels of the evaluated slices.
+    volume_unit = "voxels"
     class_names = ["tumour"]
 
     def __init__(

@@ -15,16 +15,19 @@ import torch
 from torch import nn
 
 from src.cams import build_cam
+from src.evaluation.faithfulness import Faithfulness, faithfulness_metrics
 from src.evaluation.image_result import (
     ImageResult,
     binary_result,
     class_map_id,
+    gated_mask,
     multilabel_result,
 )
 from src.evaluation.items import truncated_uint8_rgb
 from src.evaluation.map_store import MapWriter, shard_path
 from src.evaluation.masks import MaskMaker, voc_mask
 from src.evaluation.metrics import AUTHORS_EMPTY_HD95
+from src.evaluation.volumes import CaseStacker, Volumes
 
 
 class CAMEvaluationModule(pl.LightningModule):
@@ -35,6 +38,9 @@ class CAMEvaluationModule(pl.LightningModule):
     image label, combined by the VOC rule (docs/masks.md). Which of the two is the
     DataModule's `task`, given here; logits of the other shape are an error. Results are kept
     in `results` (one `ImageResult` per image) and the maps are streamed to `maps_path`.
+    With `faithfulness` (binary only), each map's faithfulness to the classifier is measured
+    on the device while the batch is there (docs/metrics.md). With `volumes` (binary only),
+    the scored masks are stacked per case into `cases` for the per-case metrics.
     """
 
     def __init__(
@@ -50,12 +56,21 @@ class CAMEvaluationModule(pl.LightningModule):
         empty_hd95: float | None = AUTHORS_EMPTY_HD95,
         normal_area_max: float | None = None,
         label_gate: bool = False,
+        faithfulness: Faithfulness | None = None,
+        volumes: Volumes | None = None,
     ) -> None:
         """`task` is the DataModule's (`binary` | `multilabel`); `empty_hd95`,
         `normal_area_max` and `label_gate` are the scoring options of `binary_result`."""
         super().__init__()
         if task not in ("binary", "multilabel"):
             raise ValueError(f"task must be 'binary' or 'multilabel', got {task!r}")
+        if faithfulness is not None and task != "binary":
+            raise ValueError("eval.faithfulness needs a binary (one-logit) task")
+        self.faithfulness = faithfulness
+        if volumes is not None and task != "binary":
+            raise ValueError("per-case metrics need a binary task")
+        self.volumes = volumes
+        self.cases: CaseStacker | None = None
         self.task = task
         self.net = net
         self.cam_name = cam_name
@@ -78,6 +93,8 @@ class CAMEvaluationModule(pl.LightningModule):
         """Open the maps file (one shard per process under DDP) and forget earlier results."""
         self.results = []
         self._pending = []
+        if self.volumes is not None:
+            self.cases = CaseStacker(self.volumes, self.empty_hd95)
         path = self.maps_path
         if self.trainer.world_size > 1:  # one shard per process, merged by rank 0 afterwards
             path = shard_path(self.maps_path, self.global_rank)
@@ -98,6 +115,18 @@ class CAMEvaluationModule(pl.LightningModule):
         """Per image, the score (B,) and the map (B, H, W) in [0, 1] that the mask is made from:
         the classifier's sigmoid and the CAM. A subclass evaluates other maps the same way."""
         return torch.sigmoid(logits[:, 0]), self._cams(images, None)
+
+    def class_score(self, images: torch.Tensor) -> torch.Tensor:
+        """The classifier's sigmoid probability (B,): what faithfulness perturbs."""
+        return torch.sigmoid(self.net(images)[:, 0])
+
+    def _faithfulness(self, images: torch.Tensor, maps: torch.Tensor) -> dict[str, np.ndarray]:
+        """The faithfulness columns of a batch (empty when not measured), from the float16
+        maps that are saved, as the masks are."""
+        if self.faithfulness is None:
+            return {}
+        found = faithfulness_metrics(self.class_score, images, maps, self.faithfulness)
+        return {name: values.cpu().numpy() for name, values in found.items()}
 
     def _check_task(self, logits: torch.Tensor) -> None:
         """The network's output must fit the DataModule's task: one logit per image for a
@@ -122,7 +151,9 @@ class CAMEvaluationModule(pl.LightningModule):
         scores, maps = self.scores_and_maps(images, logits)
         # Masks are made from the float16 maps that are saved, so `stage=masks` can recompute
         # them exactly from the maps file.
-        maps_np = maps.detach().half().float().cpu().numpy()
+        saved = maps.detach().half().float()
+        faithful = self._faithfulness(images, saved)
+        maps_np = saved.cpu().numpy()
         images_np = truncated_uint8_rgb(images)
         gts = batch["mask"].cpu().numpy().astype(bool)
         labels = batch["label"].cpu().numpy()
@@ -140,6 +171,7 @@ class CAMEvaluationModule(pl.LightningModule):
                 "maps": maps_np,
                 "labels": labels,
                 "scores": score_list,
+                "faithfulness": faithful,
             }
         )
 
@@ -169,17 +201,22 @@ class CAMEvaluationModule(pl.LightningModule):
         """Score the masks the mask maker has made, in submission order."""
         for info, masks in zip(self._pending, self.mask_maker.results(), strict=True):
             for i, image_id in enumerate(info["ids"]):
+                label = int(info["labels"][i].max() > 0.5)
+                if self.cases is not None:
+                    scored = gated_mask(masks[i], label, self.label_gate)
+                    self.cases.add(image_id, scored, info["gts"][i])
                 self.results.append(
                     binary_result(
                         image_id,
                         info["gts"][i],
                         masks[i],
                         info["maps"][i],
-                        int(info["labels"][i].max() > 0.5),
+                        label,
                         info["scores"][i],
                         self.empty_hd95,
                         self.normal_area_max,
                         self.label_gate,
+                        {name: float(v[i]) for name, v in info["faithfulness"].items()},
                     )
                 )
         self._pending = []

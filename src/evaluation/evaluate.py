@@ -18,6 +18,7 @@ from src.evaluation.masks import MaskMaker
 from src.evaluation.publish import publish
 from src.evaluation.settings import EvalSettings, Method
 from src.evaluation.summary import build_summary
+from src.evaluation.volumes import CaseStacker
 
 #: Builds the test-loop module from the mask maker and the maps file it streams to.
 ModuleFactory = Callable[[MaskMaker, Path], CAMEvaluationModule]
@@ -37,11 +38,12 @@ def evaluate(
     `summary.json` as it is (what produced the maps: layers, options, checkpoint);
     `trainer` must have `inference_mode=False` (gradient CAMs need autograd)."""
     maps_path = settings.output_dir / MAPS_FILE
-    results = run_test_loop(trainer, build_module, loader, method, settings, maps_path)
-    if results is None:
+    evaluated = run_test_loop(trainer, build_module, loader, method, settings, maps_path)
+    if evaluated is None:
         return {}
-    summary = build_summary(results, settings, method, info)
-    publish(results, summary, settings, method, loader.dataset, maps_path, wandb_run)
+    results, cases = evaluated
+    summary = build_summary(results, settings, method, info, cases)
+    publish(results, summary, settings, method, loader.dataset, maps_path, wandb_run, cases)
     return summary
 
 
@@ -52,24 +54,26 @@ def run_test_loop(
     method: Method,
     settings: EvalSettings,
     maps_path: Path,
-) -> list[ImageResult] | None:
-    """Every image's result, on rank 0 (None on the other DDP processes): the mask maker
-    lives as long as the loop, and a failed loop leaves no maps file."""
+) -> tuple[list[ImageResult], CaseStacker | None] | None:
+    """Every image's result and the per-case stack (None when the images are not slices of
+    volumes), on rank 0 (None on the other DDP processes): the mask maker lives as long as
+    the loop, and a failed loop leaves no maps file."""
     with method.mask_maker(settings.mask_workers) as mask_maker:
         module = build_module(mask_maker, maps_path)
         try:
             trainer.test(module, dataloaders=loader, verbose=False)
         finally:
             module.close_maps(complete=False)  # no-op after a complete loop
-    results = module.results
+    results, cases = module.results, module.cases
     if trainer.world_size > 1:
         results = gather_results(results)
+        cases = gather_cases(cases)
         if trainer.is_global_zero:
             merge_shards(maps_path, trainer.world_size)
         trainer.strategy.barrier("eval-merged")
         if not trainer.is_global_zero:
             return None
-    return results
+    return results, cases
 
 
 def gather_results(results: Sequence[ImageResult]) -> list[ImageResult]:
@@ -82,3 +86,17 @@ def gather_results(results: Sequence[ImageResult]) -> list[ImageResult]:
         for result in shard or []:
             unique.setdefault(result.id, result)
     return list(unique.values())
+
+
+def gather_cases(cases: CaseStacker | None) -> CaseStacker | None:
+    """All processes' cases in one stack: a case's slices are spread over the processes, so
+    the cases none finished alone are completed here from their packed slices."""
+    if cases is None:
+        return None
+    shards: list[CaseStacker | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(shards, cases)
+    total = CaseStacker(cases.volumes, cases.empty_hd95)
+    for shard in shards:
+        if shard is not None:
+            total.merge(shard)
+    return total

@@ -76,9 +76,11 @@ def binary_result(
     empty_hd95: float | None,
     normal_area_max: float | None = None,
     label_gate: bool = False,
+    faithfulness: Mapping[str, float] | None = None,
 ) -> ImageResult:
-    """The result of one image of a binary task: the mask's metrics and the map's
-    threshold-free localisation (pointing game, mass in the GT).
+    """The result of one image of a binary task: the mask's metrics, the map's
+    threshold-free localisation (pointing game, mass in the GT) and, when measured, the map's
+    `faithfulness` columns (they need the network, so the caller brings them).
 
     Metrics and group are taken against `scored_ground_truth(gt, normal_area_max)`;
     `gt_area` stays the true tumour area, so a small tumour scored as normal can be seen.
@@ -95,6 +97,7 @@ def binary_result(
         metrics={
             **binary_metrics(mask, scored, empty_hd95=empty_hd95),
             **localisation_metrics(cam_map, scored),
+            **(faithfulness or {}),
         },
         # Pixel counts for the split-level confusion matrix (KSDD2's columns).
         confusion=ConfusionMatrix(2, ignore_index=None).update(mask, scored),

@@ -39,9 +39,12 @@ def _check_pair(pred: Any, gt: Any) -> tuple[np.ndarray, np.ndarray]:
     return pred, gt
 
 
-def surface_distances(source: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Distances (pixels, spacing 1) from each surface pixel of ``source`` to the nearest
-    surface pixel of ``target``; both masks must be non-empty.
+def surface_distances(
+    source: np.ndarray, target: np.ndarray, spacing: Sequence[float] | None = None
+) -> np.ndarray:
+    """Distances from each surface pixel of ``source`` to the nearest surface pixel of
+    ``target``; both masks must be non-empty. In pixels (spacing 1), or in the unit of
+    ``spacing`` (one value per axis: the voxel size of a stacked volume).
 
     The surface is the mask minus its erosion by the connectivity-1 cross (pixels outside the
     image count as background), exactly as medpy's ``__surface_distances``.
@@ -49,18 +52,21 @@ def surface_distances(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     cross = generate_binary_structure(source.ndim, 1)
     source_surface = source ^ binary_erosion(source, structure=cross, iterations=1)
     target_surface = target ^ binary_erosion(target, structure=cross, iterations=1)
-    return distance_transform_edt(~target_surface)[source_surface]
+    return distance_transform_edt(~target_surface, sampling=spacing)[source_surface]
 
 
-def hd95(pred: np.ndarray, gt: np.ndarray) -> float:
+def hd95(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float] | None = None) -> float:
     """95th percentile of the union of both directed surface-distance sets (medpy ``hd95``).
 
     MONAI's ``compute_hausdorff_distance(percentile=95)`` instead takes the larger of the two
     directed 95th percentiles, which can differ; this framework follows medpy (docs/metrics.md names
     it
-    first). Both masks must be non-empty.
+    first). Both masks must be non-empty; ``spacing`` as :func:`surface_distances` (medpy's
+    ``voxelspacing``).
     """
-    both = np.concatenate([surface_distances(pred, gt), surface_distances(gt, pred)])
+    both = np.concatenate(
+        [surface_distances(pred, gt, spacing), surface_distances(gt, pred, spacing)]
+    )
     return float(np.percentile(both, 95))
 
 

@@ -25,9 +25,16 @@ from src.evaluation.image_result import ImageResult, gated_mask
 from src.evaluation.items import item_index, truncated_uint8_rgb
 from src.evaluation.map_store import load_map
 from src.evaluation.metrics import scored_ground_truth
-from src.evaluation.reports import format_headline, format_table, write_json, write_per_image_csv
+from src.evaluation.reports import (
+    format_headline,
+    format_table,
+    write_json,
+    write_per_case_csv,
+    write_per_image_csv,
+)
 from src.evaluation.settings import EvalSettings, Method
 from src.evaluation.summary import LOCALISATION
+from src.evaluation.volumes import CaseStacker
 from src.evaluation.wandb_report import log_results
 
 
@@ -39,13 +46,16 @@ def publish(
     dataset: Dataset,
     maps_path: Path,
     wandb_run: Any | None,
+    cases: CaseStacker | None = None,
 ) -> None:
-    """Write the result files into `settings.output_dir`, log them to `wandb_run` (if any)
-    and print the results table. The run pipeline says the results are written once it has
+    """Write the result files into `settings.output_dir` (`per_case.csv` too when `cases`
+    are given), log them to `wandb_run` (if any) and print the results table. The run pipeline says the results are written once it has
     also finished the W&B run (`PipelineLoggers.finish`) and written the run's config."""
     output_dir = settings.output_dir
     write_per_image_csv(results, output_dir / "per_image.csv")
     write_json(summary, output_dir / "summary.json")
+    if cases is not None:
+        write_per_case_csv(cases.rows(), output_dir / "per_case.csv")
     rows = [result.as_row() for result in results]
     figure = output_dir / "overview.png"
     histogram = output_dir / "dice_histogram.png"

@@ -16,10 +16,12 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
+from src.evaluation.faithfulness import FAITHFULNESS
 from src.evaluation.image_result import (
     ImageResult,
     binary_result,
     class_map_id,
+    gated_mask,
     multilabel_result,
 )
 from src.evaluation.items import item_index, truncated_uint8_rgb
@@ -28,6 +30,7 @@ from src.evaluation.masks import voc_mask
 from src.evaluation.publish import publish
 from src.evaluation.settings import EvalSettings, Method
 from src.evaluation.summary import build_summary
+from src.evaluation.volumes import CaseStacker
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +59,14 @@ def remask(
     unknown = sorted(set(previous) - set(index))
     if unknown:
         raise KeyError(f"{source}: images {unknown[:5]} are not in the configured dataset")
+    cases = None
     if settings.binary:
-        results = remask_binary(settings, method, dataset, index, maps_path, previous)
+        results, cases = remask_binary(settings, method, dataset, index, maps_path, previous)
     else:
         log.info("Multi-label maps: the VOC rule makes the masks (cam.mask is not used)")
         results = remask_multilabel(dataset, index, maps_path, previous)
-    summary = build_summary(results, settings, method, source_info(source))
-    publish(results, summary, settings, method, dataset, maps_path, wandb_run=None)
+    summary = build_summary(results, settings, method, source_info(source), cases)
+    publish(results, summary, settings, method, dataset, maps_path, None, cases)
     return summary
 
 
@@ -88,9 +92,15 @@ def remask_binary(
     index: dict[str, int],
     maps_path: Path,
     previous: dict[str, dict[str, str]],
-) -> list[ImageResult]:
-    """One map per image through `method`'s rule; label and score come from the source run."""
+) -> tuple[list[ImageResult], CaseStacker | None]:
+    """One map per image through `method`'s rule; label and score come from the source run,
+    and so do the faithfulness columns (they depend on the map and the network, not on the
+    mask) when `settings.faithfulness` says the source run measured them. The new masks are
+    stacked per case when the images are slices of volumes (`settings.volumes`)."""
     results = []
+    cases = None
+    if settings.volumes is not None:
+        cases = CaseStacker(settings.volumes, settings.empty_hd95)
     with method.mask_maker(settings.mask_workers) as mask_maker:
         pending = []
         for image_id, cam_map in read_maps(maps_path):
@@ -101,20 +111,27 @@ def remask_binary(
             pending.append((image_id, item["mask"].numpy().astype(bool), cam_map))
         for (image_id, gt, cam_map), masks in zip(pending, mask_maker.results(), strict=True):
             old = previous[image_id]
+            label = int(old["label"])
+            if cases is not None:
+                cases.add(image_id, gated_mask(masks[0], label, settings.label_gate), gt)
+            faithful = None
+            if settings.faithfulness is not None:
+                faithful = {name: float(old[name]) for name in FAITHFULNESS}
             results.append(
                 binary_result(
                     image_id,
                     gt,
                     masks[0],
                     cam_map,
-                    int(old["label"]),
+                    label,
                     float(old["score"]),
                     settings.empty_hd95,
                     settings.normal_area_max,
                     settings.label_gate,
+                    faithful,
                 )
             )
-    return results
+    return results, cases
 
 
 def remask_multilabel(

@@ -17,6 +17,7 @@ from typing import Any
 from src.data.atomic import atomic_write_text
 from src.evaluation.image_result import ImageResult
 from src.evaluation.metrics import GROUPS
+from src.evaluation.volumes import CASE_COLUMNS, CaseResult
 
 
 def write_per_image_csv(results: Sequence[ImageResult], path: str | os.PathLike) -> None:
@@ -29,6 +30,17 @@ def write_per_image_csv(results: Sequence[ImageResult], path: str | os.PathLike)
     writer.writeheader()
     for result in sorted(results, key=lambda r: r.id):
         writer.writerow(result.csv_row())
+    atomic_write_text(path, buffer.getvalue())
+
+
+def write_per_case_csv(cases: Sequence[CaseResult], path: str | os.PathLike) -> None:
+    """One row per scored case, in the order given; only the header when no case was
+    complete (the summary says how many were left out)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(CASE_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    for case in cases:
+        writer.writerow(case.csv_row())
     atomic_write_text(path, buffer.getvalue())
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from src.evaluation.faithfulness import Faithfulness
 from src.evaluation.masks import MaskMaker
+from src.evaluation.volumes import Volumes
 from src.validation import check_choice
 
 #: The DataModule tasks evaluation knows: one logit (object vs background) or one per class.
@@ -27,6 +29,9 @@ class EvalSettings:
     split-level values), None for the task's default; `miou` = `foreground` makes the
     confusion headline's mIoU the foreground classes' (KSDD2). `label_gate`: binary images
     labelled negative are scored with an empty mask (`gated_mask`; KSDD2's convention).
+    `faithfulness`: how the maps' faithfulness to the classifier is measured, None = not
+    (`eval.faithfulness`; binary tasks only). `volumes`: the split's cases when its images
+    are slices of volumes (BraTS, TCGA-LGG), for the per-case metrics; None otherwise.
     """
 
     output_dir: Path
@@ -40,6 +45,8 @@ class EvalSettings:
     miou: str | None = None
     label_gate: bool = False
     target: str = "tumour"  # what a binary task's ground truth outlines, for the figures
+    faithfulness: Faithfulness | None = None
+    volumes: Volumes | None = None
 
     def __post_init__(self) -> None:
         """Refuse a task or headline this evaluation does not know, before any image runs."""
@@ -48,6 +55,8 @@ class EvalSettings:
             check_choice("eval.metrics", self.metrics, HEADLINES)
         if self.metrics == "per_image" and not self.binary:
             raise ValueError("eval.metrics=per_image needs a binary (one-logit) task")
+        if self.faithfulness is not None and not self.binary:
+            raise ValueError("eval.faithfulness needs a binary (one-logit) task")
 
     @property
     def binary(self) -> bool:

@@ -6,10 +6,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from src.evaluation.faithfulness import FAITHFULNESS
 from src.evaluation.image_result import ImageResult
 from src.evaluation.metrics import ConfusionMatrix, summarize
 from src.evaluation.reports import finite
 from src.evaluation.settings import EvalSettings, Method
+from src.evaluation.volumes import CaseStacker
 
 #: The mask metrics of a binary task, in summary and headline order.
 MASK_METRICS = ("dice", "iou", "hd95", "precision", "recall")
@@ -30,8 +32,11 @@ def split_confusion(results: Sequence[ImageResult]) -> ConfusionMatrix:
 
 def summarized_metrics(settings: EvalSettings) -> list[str]:
     """The per-image columns the groups summarise: mask and localisation metrics of a binary
-    task, pixel accuracy of a multi-label one."""
-    return [*MASK_METRICS, *LOCALISATION] if settings.binary else ["pixel_accuracy"]
+    task (and the faithfulness columns when measured), pixel accuracy of a multi-label one."""
+    if not settings.binary:
+        return ["pixel_accuracy"]
+    faithful = FAITHFULNESS if settings.faithfulness is not None else ()
+    return [*MASK_METRICS, *LOCALISATION, *faithful]
 
 
 def headline_of(
@@ -62,6 +67,18 @@ def conventions(settings: EvalSettings) -> dict[str, str]:
     if settings.normal_area_max is not None:
         normal = f"empty or tumour <= {settings.normal_area_max:g} of the image (scored as empty)"
     gate = "; images labelled negative are scored with an empty mask" if settings.label_gate else ""
+    faithful = {}
+    if settings.faithfulness is not None:
+        faithful = {"faithfulness": settings.faithfulness.describe()}
+    per_case = {}
+    if settings.volumes is not None:
+        per_case = {
+            "per_case": "cases with every slice of the split evaluated; slices stacked in "
+            "slice order; the masks as scored against the true ground truth (normal_area_max "
+            f"not applied); HD95 in {settings.volumes.unit} (medpy, voxel spacing); both "
+            f"empty: Dice 1, HD95 0; one empty: Dice 0, HD95 "
+            f"{settings.empty_hd95 if settings.empty_hd95 is not None else 'volume diagonal'}"
+        }
     return {
         "groups": f"abnormal = ground truth non-empty; normal = {normal}; all = both{gate}",
         "std": "population (ddof=0)",
@@ -69,6 +86,8 @@ def conventions(settings: EvalSettings) -> dict[str, str]:
         f"HD95 {empty_hd95}",
         "confusion": "one pixel confusion matrix over the split (255 ignored); precision, "
         "recall and f1 micro-averaged over the foreground classes",
+        **faithful,
+        **per_case,
     }
 
 
@@ -77,9 +96,11 @@ def build_summary(
     settings: EvalSettings,
     method: Method,
     info: dict[str, Any],
+    cases: CaseStacker | None = None,
 ) -> dict[str, Any]:
     """The content of `summary.json`; `info` (what produced the maps: layers, options,
-    checkpoint) goes in as it is, after the method's name."""
+    checkpoint) goes in as it is, after the method's name. `cases` (volume datasets) adds the
+    per-case means under `per_case`."""
     rows = [result.as_row() for result in results]
     groups = finite(summarize(rows, summarized_metrics(settings)))  # empty group: NaN -> None
     confusion = finite(split_confusion(results).as_dict())
@@ -93,4 +114,5 @@ def build_summary(
         "confusion": confusion,
         "headline_metrics": settings.headline_metrics,
         "headline": headline_of(groups, confusion, settings),
+        **({"per_case": finite(cases.summary())} if cases is not None else {}),
     }

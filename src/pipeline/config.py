@@ -16,10 +16,12 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from src.cams import CAM_METHODS, check_options
 from src.cams.base import OptionError
+from src.evaluation.faithfulness import BASELINES
 from src.evaluation.masks import METHODS as MASK_METHODS
 from src.models.backbones import min_image_size, stage_names
 from src.validation import check_choice
@@ -77,6 +79,33 @@ def _check_threads(value: Any) -> None:
         raise ConfigError(
             "threads",
             f"must be a number of CPU threads >= 1, or null (PyTorch's default), got {value!r}",
+        )
+
+
+def _check_faithfulness(cfg: DictConfig) -> None:
+    """`eval.faithfulness*`: the values, and that a measure of a CAM against its classifier
+    has both (a CAM run of a binary task: VOC's per-class maps are not supported), before the
+    classifier is trained."""
+    enabled = cfg.eval.get("faithfulness")
+    if not isinstance(enabled, bool):
+        raise ConfigError("eval.faithfulness", f"must be true or false, got {enabled!r}")
+    for key in ("faithfulness_steps", "faithfulness_chunk"):
+        value = cfg.eval.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"eval.{key}", f"must be an integer >= 1, got {value!r}")
+    _check_choice("eval.faithfulness_baseline", cfg.eval.get("faithfulness_baseline"), BASELINES)
+    if not enabled:
+        return
+    if cfg.method != "cam":
+        raise ConfigError(
+            "eval.faithfulness",
+            f"measures a CAM against its classifier; method={cfg.method} has no classifier",
+        )
+    datamodule = get_class(cfg.data._target_)
+    if datamodule.task != "binary":
+        raise ConfigError(
+            "eval.faithfulness",
+            f"needs a binary (one-logit) task; {datamodule.__name__} is {datamodule.task}",
         )
 
 
@@ -193,6 +222,7 @@ def validate_config(cfg: DictConfig) -> None:
     gate = cfg.eval.get("label_gate")
     if gate is not None and not isinstance(gate, bool):
         raise ConfigError("eval.label_gate", f"must be true, false or null, got {gate!r}")
+    _check_faithfulness(cfg)
 
 
 def check_paths(cfg: DictConfig) -> None:

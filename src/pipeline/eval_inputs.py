@@ -18,9 +18,11 @@ from torch.utils.data import DataLoader
 
 from src.evaluation.cam_module import CAMEvaluationModule
 from src.evaluation.evaluate import ModuleFactory
+from src.evaluation.faithfulness import Faithfulness
 from src.evaluation.masks import MaskMaker
 from src.evaluation.sampling import limited_loader
 from src.evaluation.settings import EvalSettings, Method
+from src.evaluation.volumes import Volumes, case_of
 
 
 def eval_loader(cfg: DictConfig, datamodule: pl.LightningDataModule) -> DataLoader:
@@ -54,6 +56,33 @@ def evaluation_settings(cfg: DictConfig, datamodule: pl.LightningDataModule) -> 
         miou=cfg.eval.get("miou") or datamodule.eval_miou,
         label_gate=_or_default(cfg.eval.get("label_gate"), datamodule.eval_label_gate),
         target=datamodule.class_names[0] if datamodule.task == "binary" else "object",
+        faithfulness=faithfulness_settings(cfg),
+        volumes=case_volumes(datamodule, cfg.eval.split),
+    )
+
+
+def case_volumes(datamodule: pl.LightningDataModule, split: str) -> Volumes | None:
+    """The split's cases and their voxel spacing when its images are slices of volumes
+    (the DataModule's `volume_unit`; BraTS, TCGA-LGG), else None: no per-case metrics."""
+    unit = getattr(datamodule, "volume_unit", None)
+    if unit is None:
+        return None
+    slices: dict[str, int] = {}
+    for image_id in datamodule.dataset(split).ids:
+        case = case_of(image_id)
+        slices[case] = slices.get(case, 0) + 1
+    spacing = {case: datamodule.voxel_spacing(case) for case in slices}
+    return Volumes(slices, spacing, unit)
+
+
+def faithfulness_settings(cfg: DictConfig) -> Faithfulness | None:
+    """`eval.faithfulness*` as the evaluation takes them; None when not measured."""
+    if not cfg.eval.get("faithfulness"):
+        return None
+    return Faithfulness(
+        steps=cfg.eval.faithfulness_steps,
+        baseline=cfg.eval.faithfulness_baseline,
+        chunk=cfg.eval.faithfulness_chunk,
     )
 
 
@@ -88,6 +117,8 @@ def cam_module_factory(
             empty_hd95=settings.empty_hd95,
             normal_area_max=settings.normal_area_max,
             label_gate=settings.label_gate,
+            faithfulness=settings.faithfulness,
+            volumes=settings.volumes,
         )
 
     return build

@@ -189,7 +189,8 @@ def eval_stage(
 
 def with_source_run(cfg: DictConfig) -> DictConfig:
     """For `stage=masks`: the data, split and method are those of the run whose maps are read;
-    only the mask and metric options come from this run's config."""
+    only the mask and metric options come from this run's config. So do the faithfulness
+    settings: no network runs here, its columns are the source run's (`remask_binary`)."""
     source_config = Path(cfg.maps_from) / "config.yaml"
     if not source_config.is_file():
         raise ConfigError("maps_from", f"{source_config} not found (not a finished run folder?)")
@@ -204,6 +205,9 @@ def with_source_run(cfg: DictConfig) -> DictConfig:
         cfg.data = upgrade_data_config(source.data, cfg.eval)
         cfg.eval.split = source.eval.split
         cfg.cam.name = source.cam.name
+        cfg.eval.faithfulness = bool(source.eval.get("faithfulness", False))
+        for key in ("faithfulness_steps", "faithfulness_baseline", "faithfulness_chunk"):
+            cfg.eval[key] = source.eval.get(key, cfg.eval[key])
     return cfg
 
 

@@ -144,7 +144,12 @@ def supervised_eval_stage(
 
     def build(mask_maker: MaskMaker, maps_path: Path) -> SegmenterEvaluationModule:
         return SegmenterEvaluationModule(
-            net, mask_maker, maps_path, settings.empty_hd95, settings.normal_area_max
+            net,
+            mask_maker,
+            maps_path,
+            settings.empty_hd95,
+            settings.normal_area_max,
+            settings.volumes,
         )
 
     info = {"network": type(net.unet).__name__, "checkpoint": str(ckpt)}

@@ -14,6 +14,7 @@ from torch import nn
 from src.evaluation.cam_module import CAMEvaluationModule
 from src.evaluation.masks import MaskMaker
 from src.evaluation.metrics import AUTHORS_EMPTY_HD95
+from src.evaluation.volumes import Volumes
 
 METHOD = "supervised"
 
@@ -32,9 +33,10 @@ class SegmenterEvaluationModule(CAMEvaluationModule):
         maps_path: str | Path,
         empty_hd95: float | None = AUTHORS_EMPTY_HD95,
         normal_area_max: float | None = None,
+        volumes: Volumes | None = None,
     ) -> None:
-        """A binary task always: the U-Net has one output channel. `empty_hd95` and
-        `normal_area_max` score it as a CAM row is scored (`binary_result`)."""
+        """A binary task always: the U-Net has one output channel. `empty_hd95`,
+        `normal_area_max` and `volumes` (per-case metrics) score it as a CAM row is scored."""
         super().__init__(
             net,
             METHOD,
@@ -45,6 +47,7 @@ class SegmenterEvaluationModule(CAMEvaluationModule):
             task="binary",
             empty_hd95=empty_hd95,
             normal_area_max=normal_area_max,
+            volumes=volumes,
         )
 
     def scores_and_maps(

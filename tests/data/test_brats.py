@@ -384,6 +384,13 @@ def test_crop_foreground_keeps_the_head_and_the_labels(tmp_path):
     resized.setup()
     item = resized.dataset("train")[2]
     assert item["image"].shape == (3, 10, 10) and int(item["mask"].sum()) == 6
+    # The per-case metrics' voxels: 1 mm before the 20 px crop is spread over 10 px.
+    assert cropped.voxel_spacing(case) == (1.0, 1.0, 1.0)
+    assert resized.voxel_spacing(case) == (1.0, 2.0, 2.0)
+    stepped = _dm(root, tmp_path, image_size=20, slice_step=2, **kw)
+    stepped.setup()
+    assert stepped.voxel_spacing(case) == (2.0, 2.0, 2.0)
+    assert stepped.volume_unit == "mm"
 
 
 def test_first_read_stopped_by_a_bad_case_leaves_no_partial_cache(brats_copy, tmp_path):

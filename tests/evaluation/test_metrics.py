@@ -436,7 +436,14 @@ def test_the_unet_rows_score_small_tumours_as_normal_as_the_cam_rows(tmp_path):
         )
         maps = np.zeros((1, 32, 32), np.float32)
         masks.submit(np.zeros((1, 32, 32, 3), np.uint8), maps)
-        info = {"ids": ["a"], "gts": gt, "maps": maps, "labels": np.ones(1), "scores": [0.1]}
+        info = {
+            "ids": ["a"],
+            "gts": gt,
+            "maps": maps,
+            "labels": np.ones(1),
+            "scores": [0.1],
+            "faithfulness": {},
+        }
         module._pending.append(info)
         module._collect()
     (result,) = module.results

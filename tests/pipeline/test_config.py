@@ -88,6 +88,10 @@ def test_delta_out_of_range_names_the_field(make_config, delta):
         ("data.image_size=[64,31]", "data.image_size"),
         ("threads=0", "threads"),
         ("threads=-1", "threads"),
+        ("eval.faithfulness=1", "eval.faithfulness"),
+        ("eval.faithfulness_steps=0", "eval.faithfulness_steps"),
+        ("eval.faithfulness_chunk=2.5", "eval.faithfulness_chunk"),
+        ("eval.faithfulness_baseline=noise", "eval.faithfulness_baseline"),
     ],
 )
 def test_bad_values_name_their_field(make_config, override, field):
@@ -96,6 +100,20 @@ def test_bad_values_name_their_field(make_config, override, field):
         validate_config(cfg)
     assert info.value.field == field
     assert field in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["data=voc"], "VOCDataModule is multilabel"),
+        (["method=supervised"], "method=supervised has no classifier"),
+    ],
+)
+def test_faithfulness_needs_a_binary_cam_run(make_config, overrides, message):
+    validate_config(make_config("eval.faithfulness=true", "data=tcga_lgg", "data.root=/x"))
+    cfg = make_config("eval.faithfulness=true", "data.root=/x", *overrides)
+    with pytest.raises(ConfigError, match=rf"'eval\.faithfulness'.*{message}"):
+        validate_config(cfg)
 
 
 def test_an_option_the_method_lacks_names_its_valid_options(make_config):
