@@ -32,7 +32,7 @@ from src.models.layers import FastInstanceNorm2d
 from src.validation import check_choice
 
 ARCHS = ("resnet18", "vgg16")
-HEADS = ("fc", "gap")
+HEADS = ("fc", "gap", "gmp")
 NORMS = {"resnet18": ("instance", "batch"), "vgg16": ("none", "batch")}
 INPUT_NORMS = {
     "identity": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
@@ -110,7 +110,10 @@ class CamVGG(_CamBackbone, VGG):
     right for plain VGG16 (4, 9, 16, 23, 30) and VGG16-BN (6, 13, 23, 33, 43) alike, at any
     width. ``head="gap"`` replaces torchvision's 7x7 pooling and three fully connected layers
     (120 M parameters at full width) by global average pooling and one linear layer: the
-    same five stages with a head small enough to train from scratch on a CPU.
+    same five stages with a head small enough to train from scratch on a CPU. ``head="gmp"``
+    pools by the maximum instead: the score then rests on the single most object-like
+    position of each channel, so training rewards features that fire on the object and not
+    around it (small objects such as surface defects; see docs/training.md).
     """
 
     def __init__(self, *args, input_norm: InputNormalization, head: str = "fc", **kwargs) -> None:
@@ -122,13 +125,13 @@ class CamVGG(_CamBackbone, VGG):
             if isinstance(module, nn.MaxPool2d)
         ]
         channels = [m for m in self.features.modules() if isinstance(m, nn.Conv2d)][-1].out_channels
-        if head == "gap":
-            self.avgpool = nn.AdaptiveAvgPool2d(1)
+        if head in ("gap", "gmp"):
+            self.avgpool = nn.AdaptiveAvgPool2d(1) if head == "gap" else nn.AdaptiveMaxPool2d(1)
             self.classifier = nn.Sequential(nn.Linear(channels, self.classifier[6].out_features))
         elif channels != 512:  # a narrower VGG16: torchvision's first layer expects 512 x 7 x 7
             self.classifier[0] = nn.Linear(channels * 49, self.classifier[0].out_features)
         for layer in self.classifier:
-            if isinstance(layer, nn.Linear) and (head == "gap" or channels != 512):
+            if isinstance(layer, nn.Linear) and (head != "fc" or channels != 512):
                 nn.init.normal_(layer.weight, 0, 0.01)  # torchvision's rule for linear layers
                 nn.init.constant_(layer.bias, 0)
         self.head_name = f"classifier.{len(self.classifier) - 1}"
@@ -203,7 +206,7 @@ def build_backbone(
     is skipped (other class count), every other parameter must match by name and shape.
     VGG16 only: ``width`` scales every convolution's channels (1 = torchvision's 64..512;
     ImageNet weights need 1); ``head``: ``fc`` (torchvision's three fully connected layers) or
-    ``gap`` (global average pooling and one linear layer, see :class:`CamVGG`).
+    ``gap`` / ``gmp`` (global average / max pooling and one linear layer, see :class:`CamVGG`).
     Extra keyword arguments go to the torchvision constructor (e.g. ``dropout`` for VGG).
     """
     check_choice("backbone.arch", arch, ARCHS)

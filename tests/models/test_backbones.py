@@ -162,3 +162,13 @@ def test_narrow_vgg16_with_the_fc_head_fits_its_first_linear_layer():
 def test_bad_width_or_head_is_refused_by_name(kwargs, match):
     with pytest.raises(ValueError, match=match):
         build_backbone(num_classes=1, **{"norm": "batch", **kwargs})
+
+
+def test_gmp_head_scores_the_strongest_position_of_each_channel():
+    net = build_backbone("vgg16", num_classes=1, norm="batch", width=0.125, head="gmp").eval()
+    assert isinstance(net.avgpool, nn.AdaptiveMaxPool2d) and net.head_name == "classifier.0"
+    features = torch.zeros(1, 64, 4, 2)
+    features[0, :, 3, 1] = torch.arange(64.0)  # one position holds every channel's maximum
+    pooled = net.classifier(net.avgpool(features).flatten(1))
+    expected = net.classifier(features[:, :, 3, 1])
+    torch.testing.assert_close(pooled, expected)

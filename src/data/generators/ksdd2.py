@@ -160,7 +160,10 @@ def generate_ksdd2(
                 if rng.random() < defect_fraction:
                     surface, gt = defective(surface, rng)
                 stem = f"{first + i:05d}"
-                Image.fromarray(to_rgb(surface, rng)).save(tmp / folder / f"{stem}.png")
+                # Fast zlib level: a noisy surface barely compresses, level 6 took 3x as long.
+                Image.fromarray(to_rgb(surface, rng)).save(
+                    tmp / folder / f"{stem}.png", compress_level=1
+                )
                 Image.fromarray((gt * 255).astype(np.uint8)).save(tmp / folder / f"{stem}_GT.png")
                 written[folder].append(stem)
         if marker is not None:
