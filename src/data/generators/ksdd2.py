@@ -102,8 +102,9 @@ def draw_defect(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
         )
         mask[rr, cc] = True
         return mask
-    # dent: a thresholded patch of smoothed noise, irregular but compact
-    size = int(rng.integers(20, 50))
+    # dent: a thresholded patch of smoothed noise, irregular but compact (no larger than the
+    # image: the tests' narrow strips are 40-odd pixels wide)
+    size = min(int(rng.integers(20, 50)), h, w)
     noise = ndimage.gaussian_filter(rng.standard_normal((size, size)), size / 6)
     yy, xx = np.mgrid[:size, :size]
     falloff = 1 - np.hypot(yy - size / 2, xx - size / 2) / (size / 2)
