@@ -67,7 +67,7 @@ def test_three_jobs_at_once_train_once_and_match_a_sequential_run(tmp_path: Path
     logs = [_finish(job) for job in jobs]
 
     text = "\n".join(logs)
-    assert text.count("generating demo BraTS data") == 1
+    assert text.count("generating demo data") == 1
     trained = [i for i in range(3) if (tmp_path / f"job{i}" / "checkpoints").exists()]
     assert len(trained) == 1
     assert sum("Reusing the finetune weights" in log for log in logs) == 2
