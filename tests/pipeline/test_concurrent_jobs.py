@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.processes import REPO
+from tests.helpers.processes import REPO, TIMEOUT
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +52,7 @@ def _start(cache: Path, run_dir: Path, method: str) -> subprocess.Popen:
 
 
 def _finish(job: subprocess.Popen) -> str:
-    output, _ = job.communicate(timeout=900)
+    output, _ = job.communicate(timeout=TIMEOUT)
     assert job.returncode == 0, output[-3000:]
     return output
 
