@@ -17,6 +17,29 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 
+RELEASE_OPTION = "--release"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        RELEASE_OPTION,
+        action="store_true",
+        help="also run the tests marked `release` (what `make test-all` does)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `release` (the long runs: every README command as written, the 30-job
+    sweep) are skipped unless --release is given: `make test` stays within CI's budget,
+    `make test-all` runs everything before a release."""
+    if config.getoption(RELEASE_OPTION):
+        return
+    skip = pytest.mark.skip(reason=f"release test: `make test-all` ({RELEASE_OPTION}) runs it")
+    for item in items:
+        if item.get_closest_marker("release") is not None:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="module")
 def single_thread() -> Iterator[None]:
     """One intra-op thread for a module of tiny-model tests: on a shared 2-core machine two
