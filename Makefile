@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint format bench clean
+.PHONY: help install run test test-all test-fast lint format bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -21,8 +21,11 @@ install: $(STAMP) ## create .venv and install the project with its dev and clust
 run: install ## run the whole pipeline on the embedded BraTS-format demo data
 	$(PY) -m src.run $(ARGS)
 
-test: install ## run the test suite
+test: install ## run the test suite (what CI runs; skips the tests marked release)
 	$(PY) -m pytest $(ARGS)
+
+test-all: install ## run every test, the long release tests too: run before each release
+	$(PY) -m pytest --release $(ARGS)
 
 test-fast: install ## run the tests not marked slow
 	$(PY) -m pytest -m "not slow" $(ARGS)

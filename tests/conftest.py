@@ -17,6 +17,29 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 
+RELEASE_OPTION = "--release"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        RELEASE_OPTION,
+        action="store_true",
+        help="also run the tests marked `release` (what `make test-all` does)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `release` (the long runs: every README command as written, the 30-job
+    sweep) are skipped unless --release is given: `make test` stays within CI's budget,
+    `make test-all` runs everything before a release."""
+    if config.getoption(RELEASE_OPTION):
+        return
+    skip = pytest.mark.skip(reason=f"release test: `make test-all` ({RELEASE_OPTION}) runs it")
+    for item in items:
+        if item.get_closest_marker("release") is not None:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="module")
 def single_thread() -> Iterator[None]:
     """One intra-op thread for a module of tiny-model tests: on a shared 2-core machine two
@@ -25,3 +48,40 @@ def single_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# --- Data and trained networks shared by the end-to-end tests of the whole session ---------
+# Each is built once, on first use, and is read-only for the tests: a test that must change
+# one copies it. A test whose subject is the building itself (generation, training, the
+# store's locking) still builds its own.
+
+
+@pytest.fixture(scope="session")
+def brats_e2e(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The end-to-end tests' BraTS-format data: 6 generated cases of 64x64x16 voxels
+    (seed 1, each with a tumour) in `data`, beside a slice cache (`slices`) and a model store
+    (`store`) that the tests running the pipeline on them share."""
+    from src.data.generators.brats import generate_brats
+
+    root = tmp_path_factory.mktemp("brats-e2e")
+    generate_brats(root / "BraTS2021", n_cases=6, seed=1, shape=(64, 64, 16), normal_cases=0)
+    (root / "cache" / "slices").mkdir(parents=True)  # present for the tests that link to it
+    return {
+        "root": root,
+        "data": root / "BraTS2021",
+        "slices": root / "cache" / "slices",
+        "store": root / "cache" / "classifiers",
+    }
+
+
+@pytest.fixture(scope="session")
+def demo_brats(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo's generated BraTS copy (`data=demo`, the default), where `make run` keeps it:
+    this checkout's `.cache/demo` (generated here on first use, as `make run` does; a
+    checkout that ran `make run` has it already)."""
+    from src.pipeline.compose import compose_config
+    from src.pipeline.stages import build_datamodule
+
+    cfg = compose_config(["logger=none"], tmp_path_factory.mktemp("demo-config"), cwd=REPO_ROOT)
+    build_datamodule(cfg).prepare_data()
+    return Path(cfg.data.root)

@@ -21,8 +21,15 @@ def load(name: str) -> dict:
     return config
 
 
-def test_one_config_per_method():
-    assert sorted(path.stem for path in CONF.glob("*.yaml")) == sorted(CAM_METHODS)
+def test_one_config_per_method_and_presets_of_methods():
+    """Every method has its file; any other file is a preset of one (`<method>_<setting>`,
+    e.g. ltgradcam_ksdd2: a paper's setting of ltgradcam)."""
+    names = sorted(path.stem for path in CONF.glob("*.yaml"))
+    assert set(CAM_METHODS) <= set(names)
+    for preset in set(names) - set(CAM_METHODS):
+        bases = [d for d in load(preset).get("defaults", []) if d != "_self_"]
+        method = bases[0] if bases else None
+        assert method in CAM_METHODS and preset.startswith(f"{method}_"), preset
 
 
 @pytest.mark.parametrize("name", CAM_METHODS)

@@ -120,7 +120,11 @@ def test_a_holder_with_a_heartbeat_is_waited_for(tmp_path: Path) -> None:
 def test_heartbeat_rewrites_the_owner_file(tmp_path: Path) -> None:
     with DirLock(tmp_path / "lock", heartbeat=0.05, stale_after=1.0) as lock:
         first = lock.read_owner()["beat"]
-        time.sleep(0.3)
+        # Every 0.05 s on an idle machine; the deadline is for a heartbeat that never comes
+        # (a loaded machine may not run the heartbeat thread within any short delay).
+        deadline = time.monotonic() + 60
+        while lock.read_owner()["beat"] == first and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert lock.read_owner()["beat"] > first
 
 

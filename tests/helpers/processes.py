@@ -11,9 +11,12 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+#: Seconds after which a child process counts as hung. Generous on purpose: on a machine whose
+#: cores other jobs keep busy a start-up alone (importing torch) can take a minute.
+TIMEOUT = 1800.0
 
 
-def run_python(*arguments: str, timeout: float = 600) -> subprocess.CompletedProcess:
+def run_python(*arguments: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
     """``python *arguments`` from the repository (on PYTHONPATH); fails the test with the end
     of stderr if the process fails."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}

@@ -72,7 +72,7 @@ def test_two_process_ddp_on_cpu(tmp_path):
     """Runs tests/models/ddp_fit_script.py: Lightning's DDP launcher re-executes the script,
     which would not work from inside pytest."""
     out = tmp_path / "ddp.json"
-    run_python(str(Path(__file__).with_name("ddp_fit_script.py")), str(out), timeout=540)
+    run_python(str(Path(__file__).with_name("ddp_fit_script.py")), str(out))
     result = json.loads(out.read_text())
     assert result["world_size"] == 2
     for kind in ("supcon", "finetune"):

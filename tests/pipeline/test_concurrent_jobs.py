@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.processes import REPO
+from tests.helpers.processes import REPO, TIMEOUT
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +52,7 @@ def _start(cache: Path, run_dir: Path, method: str) -> subprocess.Popen:
 
 
 def _finish(job: subprocess.Popen) -> str:
-    output, _ = job.communicate(timeout=900)
+    output, _ = job.communicate(timeout=TIMEOUT)
     assert job.returncode == 0, output[-3000:]
     return output
 
@@ -67,7 +67,7 @@ def test_three_jobs_at_once_train_once_and_match_a_sequential_run(tmp_path: Path
     logs = [_finish(job) for job in jobs]
 
     text = "\n".join(logs)
-    assert text.count("generating demo BraTS data") == 1
+    assert text.count("generating demo data") == 1
     trained = [i for i in range(3) if (tmp_path / f"job{i}" / "checkpoints").exists()]
     assert len(trained) == 1
     assert sum("Reusing the finetune weights" in log for log in logs) == 2

@@ -29,8 +29,9 @@ QUIET = ("logger=none", "trainer.enable_progress_bar=false")
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    """The demo config, its test split and its trained classifier (trained if not stored)."""
+def demo(tmp_path_factory, demo_brats):
+    """The demo config, its test split and its trained classifier (trained if not stored;
+    the data are the session's `demo_brats`, which are the checkout's own)."""
     run_dir = tmp_path_factory.mktemp("demo_run")
     cfg = compose_config(["stage=finetune", *QUIET], run_dir, cwd=REPO_ROOT)
     store = ModelStore(cfg.paths.model_store)
@@ -78,6 +79,9 @@ def test_the_classifier_scores_the_tumour_not_the_slice(demo):
     assert abs((original - _scores(net, control)).mean()) < 0.2
 
 
+# A release test (`make test-all`): Cfd-CAM at both scales on the 12 tumour slices costs
+# ~1000 forwards per slice, minutes of CPU; `make run` computes the same maps.
+@pytest.mark.release
 def test_cfdcam_points_at_the_tumour(demo):
     """With the demo's own CAM options (multi-scale, confidence scaling), the map's maximum
     lies inside the tumour on most tumour slices, and the map's mass concentrates there far

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from omegaconf import DictConfig
 
-from src.data.generators.brats import generate_brats
 from src.evaluation.items import truncated_uint8_rgb
 from src.evaluation.map_store import read_maps
 from src.evaluation.masks import MaskMaker
@@ -23,6 +22,7 @@ from src.evaluation.metrics import binary_metrics
 from src.models.checkpoints import CheckpointError
 from src.pipeline.config import ConfigError
 from src.pipeline.stages import run_pipeline
+from src.pipeline.store import ModelStore
 from tests.helpers.processes import run_python
 
 pytestmark = pytest.mark.slow
@@ -33,23 +33,24 @@ GRADCAM_CRF = ("cam=gradcam", "cam.mask=densecrf")
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("e2e")
-    data_root = root / "BraTS2021"
-    generate_brats(data_root, n_cases=6, seed=1, shape=(64, 64, 16), normal_cases=0)
-    return {"root": root, "data": data_root, "cache": root / "cache"}
+def workspace(tmp_path_factory, brats_e2e) -> dict[str, Path]:
+    """This module's run folders, on the session's BraTS data, slice cache and model store
+    (`brats_e2e`, tests/conftest.py)."""
+    return {
+        "root": tmp_path_factory.mktemp("e2e"),
+        **{k: brats_e2e[k] for k in ("data", "slices", "store")},
+    }
 
 
 @pytest.fixture(scope="module")
 def overrides(workspace) -> Callable[..., list[str]]:
     """``overrides(*extra)``: a run on this module's data and caches with tiny budgets, then
     ``extra`` (the command line of the subprocess tests)."""
-    data, cache = workspace["data"], workspace["cache"]
     return lambda *extra: [
         "data=brats",
-        f"data.root={data}",
-        f"data.cache_dir={cache / 'slices'}",
-        f"paths.model_store={cache / 'classifiers'}",
+        f"data.root={workspace['data']}",
+        f"data.cache_dir={workspace['slices']}",
+        f"paths.model_store={workspace['store']}",
         "data.image_size=null",
         "pretrain.epochs=1",
         "pretrain.batch_size=16",
@@ -84,10 +85,10 @@ def _rows(out: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def _run_module(module: str, *arguments: str, timeout: float = 600) -> None:
+def _run_module(module: str, *arguments: str) -> None:
     """``python -m module arguments`` in its own process, from the repository: DDP and Hydra
     multirun need their own launchers, which cannot start from inside pytest."""
-    run_python("-m", module, *arguments, timeout=timeout)
+    run_python("-m", module, *arguments)
 
 
 def test_run_writes_every_output(first_run):
@@ -130,7 +131,7 @@ def test_saved_maps_reproduce_the_reported_metrics(first_run):
 
 
 def test_second_run_reuses_the_classifier(workspace, first_run, config):
-    store = workspace["cache"] / "classifiers"
+    store = workspace["store"]
     before = {p: p.stat().st_mtime_ns for p in store.rglob("*") if p.is_file()}
     out = workspace["root"] / "run2"
     cfg = config(out, "cam=cfdcam", "cam.options.scales=[1]", "cam.options.batch_size=128")
@@ -275,7 +276,7 @@ def test_delta_sweep_multirun_reuses_the_classifier_and_reports(workspace, first
     jobs = sorted(p.parent for p in sweep.rglob("summary.json"))
     assert len(jobs) == 3
     assert not any((job / "checkpoints").exists() for job in jobs), "a sweep job retrained"
-    _run_module("src.report", str(sweep), timeout=120)
+    _run_module("src.report", str(sweep))
     table = (sweep / "sweep_report.md").read_text().splitlines()
     deltas = [line.split("|")[2].strip() for line in table[2:]]
     assert deltas == ["0", "20", "40"]
@@ -296,7 +297,7 @@ def test_missing_cam_layer_and_empty_split_fail_clearly_and_keep_results(
     split = tmp_path / "split.json"
     split.write_text(json.dumps({"train": cases[:-1], "val": cases[-1:], "test": []}))
     # Another split is another training config: name the trained weights explicitly.
-    weights = next((workspace["cache"] / "classifiers").glob("finetune-*/weights.pt"))
+    weights = ModelStore(workspace["store"]).lookup(first_run["cfg"], "finetune")
     cfg = config(out, "stage=eval", f"data.split_file={split}", f"ckpt={weights}")
     with pytest.raises(RuntimeError, match="test split is empty"):
         run_pipeline(cfg)

@@ -22,7 +22,8 @@ from src.pipeline.config import cam_options, cam_target_layers
 from src.pipeline.stages import build_datamodule, build_net, run_pipeline
 from src.pipeline.store import ModelStore, load_weights
 
-pytestmark = pytest.mark.slow
+# Trains the KSDD2 demo classifier on a clean checkout (minutes): `make test-all`.
+pytestmark = [pytest.mark.slow, pytest.mark.release]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 QUIET = ("logger=none", "trainer.enable_progress_bar=false")

@@ -20,7 +20,7 @@ from src.pipeline.resume import (
     resumed_arguments,
 )
 from tests.helpers.files import snapshot
-from tests.helpers.processes import REPO
+from tests.helpers.processes import REPO, TIMEOUT
 
 STARTED_WITH = ["reuse_classifier=false", "finetune.epochs=4", "cam=gradcam"]
 
@@ -138,7 +138,7 @@ def test_a_finished_run_is_said_complete_and_left_alone(run):
         env={**os.environ, "PYTHONPATH": str(REPO)},
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=TIMEOUT,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "is complete" in result.stdout and "nothing changed" in result.stdout

@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from src.data.generators.brats import generate_brats
 from src.pipeline.resume import KEY_FILE
-from tests.helpers.processes import REPO, run_python
+from tests.helpers.processes import REPO, TIMEOUT, run_python
 
 pytestmark = pytest.mark.slow
 
@@ -23,9 +22,12 @@ EPOCHS = 3
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory) -> Path:
+def workspace(tmp_path_factory, brats_e2e) -> Path:
+    """This module's runs and stores, on the session's BraTS data (`brats_e2e`): each run
+    trains (`reuse_classifier=false`) into a store of its own, so the stored entries compare."""
     root = tmp_path_factory.mktemp("resume")
-    generate_brats(root / "BraTS2021", n_cases=6, seed=1, shape=(64, 64, 16), normal_cases=0)
+    (root / "BraTS2021").symlink_to(brats_e2e["data"], target_is_directory=True)
+    (root / "slices").symlink_to(brats_e2e["slices"], target_is_directory=True)
     return root
 
 
@@ -145,7 +147,7 @@ def test_resume_finishes_the_run_as_if_never_interrupted(workspace, uninterrupte
         env={**os.environ, "PYTHONPATH": str(REPO)},
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=TIMEOUT,
     )
     assert refused.returncode == 2
     assert "cam=gradcam" in refused.stderr and "cam=cfdcam" in refused.stderr

@@ -35,7 +35,7 @@ from src.pipeline.user_errors import (
     remove_if_disposable,
     report,
 )
-from tests.helpers.processes import REPO
+from tests.helpers.processes import REPO, TIMEOUT
 
 
 def test_cam_options_become_upserts_and_nothing_else_changes():
@@ -172,7 +172,9 @@ def _run(*overrides: str, full_error: bool = False) -> subprocess.CompletedProce
     if full_error:
         env["HYDRA_FULL_ERROR"] = "1"
     command = [sys.executable, "-m", "src.run", *overrides]
-    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT
+    )
 
 
 @pytest.mark.parametrize(
@@ -281,7 +283,7 @@ def test_help_names_the_main_keys_and_every_group_option():
         env={**os.environ, "PYTHONPATH": str(REPO)},
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=TIMEOUT,
     )
     assert result.returncode == 0, result.stderr
     text = result.stdout

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from omegaconf import DictConfig
 
-from src.data.generators.brats import generate_brats
 from src.data.generators.voc import generate_voc
 from src.pipeline.config import ConfigError
 from src.pipeline.eval_inputs import eval_loader
@@ -24,27 +23,31 @@ EVAL_IMAGES = 6
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory) -> dict[str, Path]:
+def workspace(tmp_path_factory, brats_e2e) -> dict[str, Path]:
+    """This module's runs and U-Net store, on the session's BraTS data and slice cache."""
     root = tmp_path_factory.mktemp("supervised")
-    data_root = root / "BraTS2021"
-    generate_brats(data_root, n_cases=6, seed=1, shape=(64, 64, 16), normal_cases=1)
-    return {"root": root, "data": data_root, "cache": root / "cache"}
+    return {
+        "root": root,
+        "data": brats_e2e["data"],
+        "slices": brats_e2e["slices"],
+        "store": root / "store",
+    }
 
 
 @pytest.fixture(scope="module")
 def config(workspace, composer) -> Callable[..., DictConfig]:
     """``config(out, *extra)``: a tiny-budget supervised run on this module's data."""
-    data, cache = workspace["data"], workspace["cache"]
+    data, slices, store = workspace["data"], workspace["slices"], workspace["store"]
 
     def make(out: Path, *extra: str) -> DictConfig:
         overrides = [
             "method=supervised",
             "data=brats",
             f"data.root={data}",
-            f"data.cache_dir={cache / 'slices'}",
-            f"paths.model_store={cache / 'classifiers'}",
+            f"data.cache_dir={slices}",
+            f"paths.model_store={store}",
             "data.image_size=null",
-            "data.split_ratios=[0.34,0.33,0.33]",  # 2/2/2 cases: tumours in every split
+            "data.split_ratios=[0.34,0.33,0.33]",  # 2/2/2 cases
             "segmenter.epochs=3",
             "segmenter.batch_size=16",
             "segmenter.net.filters=[8,16,32,64,128]",
@@ -78,7 +81,10 @@ def test_writes_the_outputs_of_a_cam_run(first_run):
     out = first_run["out"]
     for name in ("per_image.csv", "summary.json", "cam_maps.npz", "overview.png", "config.yaml"):
         assert (out / name).is_file(), name
-    assert (out / "checkpoints" / "segmenter" / "last.ckpt").is_file()
+    # The best checkpoint stays; last.ckpt, which only a resume reads, is gone once the run
+    # is complete (keep_last_checkpoint=false).
+    kept = sorted(p.name for p in (out / "checkpoints" / "segmenter").glob("*.ckpt"))
+    assert len(kept) == 1 and kept[0].startswith("best-epoch="), kept
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["method"], summary["mask"], summary["network"]) == (
         "supervised",
@@ -125,7 +131,7 @@ def test_scores_the_same_images_as_a_cam_run(first_run, config, tmp_path):
 
 
 def test_second_run_reuses_the_stored_unet(workspace, first_run, config):
-    store = workspace["cache"] / "classifiers"
+    store = workspace["store"]
     assert [p.name.split("-")[0] for p in store.iterdir()] == ["segmenter"]
     before = {p: p.stat().st_mtime_ns for p in store.rglob("*") if p.is_file()}
     out = workspace["root"] / "run2"
