@@ -114,52 +114,49 @@ def ensure_demo_ksdd2(root: str | Path, seed: int = 0, **kw: Any) -> Path:
     return ensure_generated(root, params, generate, expected)
 
 
-def _plain(demo: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """A config node's values as plain containers (the marker file is JSON)."""
-    return OmegaConf.to_container(demo) if OmegaConf.is_config(demo) else demo  # type: ignore[return-value]
+class _GeneratedData:
+    """Mixin for a reader's DataModule whose `prepare_data` generates its folder first.
 
+    ``demo``: the generator's arguments (passed to ``ensure``); None reads ``root`` as it is
+    (a real folder, or one made by other code). ``prepare_data`` generates the copy into
+    ``root`` once per parameter set, however many processes ask at once; the pipeline calls
+    it right after building the DataModule, before anything reads ``root``."""
 
-class DemoBraTSDataModule(BraTSDataModule):
-    """The BraTS DataModule on a generated copy of BraTS in its real on-disk format.
-
-    ``demo``: the generator's arguments (:func:`ensure_demo_brats`: ``n_cases``, ``seed``,
-    ``normal_cases``, ``shape``, ``workers``, ...); None reads ``root`` as it is (the demo's
-    settings on another BraTS-format folder). Every other argument is the
-    :class:`~src.data.brats.BraTSDataModule`'s. ``prepare_data`` generates the copy into
-    ``root`` (once per parameter set, however many processes ask at once); the pipeline calls
-    it right after building the DataModule, before anything reads ``root``.
-    """
+    root: Path
+    #: Makes `root` hold the generated copy: ensure(root, **demo).
+    ensure: Callable[..., Path]
 
     def __init__(
         self, root: str | Path, demo: Mapping[str, Any] | None = None, **kwargs: Any
     ) -> None:
-        """A BraTS DataModule on `root` that `prepare_data` fills with `demo`'s generator."""
-        super().__init__(root, **kwargs)
-        self.demo = _plain(demo)
+        """The reader's DataModule on `root`, which `prepare_data` fills with `demo`'s data."""
+        super().__init__(root, **kwargs)  # type: ignore[call-arg]
+        # Plain values (a config node's lists are not JSON, which the marker file is).
+        self.demo = OmegaConf.to_container(demo) if OmegaConf.is_config(demo) else demo
 
     def prepare_data(self) -> None:
         """Generate the demo copy into ``root`` unless it is already there (the marker matches)."""
         if self.demo is not None:
-            ensure_demo_brats(self.root, **self.demo)
+            type(self).ensure(self.root, **self.demo)
 
 
-class DemoKSDD2DataModule(KSDD2DataModule):
+class DemoBraTSDataModule(_GeneratedData, BraTSDataModule):
+    """The BraTS DataModule on a generated copy of BraTS in its real on-disk format.
+
+    ``demo``: :func:`ensure_demo_brats`'s arguments (``n_cases``, ``seed``, ``normal_cases``,
+    ``shape``, ``workers``, ...); every other argument is the
+    :class:`~src.data.brats.BraTSDataModule`'s.
+    """
+
+    ensure = staticmethod(ensure_demo_brats)
+
+
+class DemoKSDD2DataModule(_GeneratedData, KSDD2DataModule):
     """The KSDD2 DataModule on a generated copy of KolektorSDD2 in its real on-disk format.
 
-    ``demo``: the generator's arguments (:func:`ensure_demo_ksdd2`: ``n_train``, ``n_test``,
-    ``seed``, ``defect_fraction``, ``size``); None reads ``root`` as it is (a real KSDD2
-    folder, or one made by other code). Every other argument is the
+    ``demo``: :func:`ensure_demo_ksdd2`'s arguments (``n_train``, ``n_test``, ``seed``,
+    ``defect_fraction``, ``size``); every other argument is the
     :class:`~src.data.ksdd2.KSDD2DataModule`'s.
     """
 
-    def __init__(
-        self, root: str | Path, demo: Mapping[str, Any] | None = None, **kwargs: Any
-    ) -> None:
-        """A KSDD2 DataModule on `root` that `prepare_data` fills with `demo`'s generator."""
-        super().__init__(root, **kwargs)
-        self.demo = _plain(demo)
-
-    def prepare_data(self) -> None:
-        """Generate the demo copy into ``root`` unless it is already there (the marker matches)."""
-        if self.demo is not None:
-            ensure_demo_ksdd2(self.root, **self.demo)
+    ensure = staticmethod(ensure_demo_ksdd2)

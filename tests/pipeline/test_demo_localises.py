@@ -14,13 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from src.cams import build_cam
-from src.evaluation.metrics import localisation_metrics
 from src.evaluation.sampling import eval_indices
 from src.pipeline.compose import compose_config
-from src.pipeline.config import cam_options, cam_target_layers
 from src.pipeline.stages import build_datamodule, build_net, run_pipeline
 from src.pipeline.store import ModelStore, load_weights
+from tests.helpers.localisation import cam_localisation
 
 pytestmark = pytest.mark.slow
 
@@ -87,17 +85,6 @@ def test_cfdcam_points_at_the_tumour(demo):
     lies inside the tumour on most tumour slices, and the map's mass concentrates there far
     more than a map spread evenly over the slice would."""
     cfg, net, items = demo
-    images = torch.stack([item["image"] for item in items])
-    options = cam_options(cfg.cam)
-    layers = cam_target_layers(net.cam_stages, cfg.cam.layers)
-    with torch.enable_grad(), build_cam(cfg.cam.name, net, target_layers=layers, **options) as cam:
-        maps = cam(images).detach().numpy()
-    found = [
-        localisation_metrics(cam_map, item["mask"].numpy())
-        for cam_map, item in zip(maps, items, strict=True)
-    ]
-    pointing = np.mean([f["pointing"] for f in found])
-    mass = np.mean([f["mass_in_gt"] for f in found])
-    share = np.mean([item["mask"].float().mean().item() for item in items])
-    assert pointing > 0.5, found
-    assert mass > 2 * share, (mass, share)
+    found = cam_localisation(cfg, net, items)
+    assert found.pointing > 0.5, found.per_image
+    assert found.mass > 2 * found.share, found

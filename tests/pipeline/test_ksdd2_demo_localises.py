@@ -15,12 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from src.cams import build_cam
-from src.evaluation.metrics import localisation_metrics
 from src.pipeline.compose import compose_config
-from src.pipeline.config import cam_options, cam_target_layers
 from src.pipeline.stages import build_datamodule, build_net, run_pipeline
 from src.pipeline.store import ModelStore, load_weights
+from tests.helpers.localisation import cam_localisation
 
 # Trains the KSDD2 demo classifier on a clean checkout (minutes): `make test-all`.
 pytestmark = [pytest.mark.slow, pytest.mark.release]
@@ -75,16 +73,6 @@ def test_ltgradcam_points_at_the_defect(demo):
     """With the demo's own CAM options the map's maximum lies on the defect on most defective
     images, and the map's mass concentrates there far more than an even spread would."""
     cfg, net, defective, _ = demo
-    images = torch.stack([item["image"] for item in defective])
-    layers = cam_target_layers(net.cam_stages, cfg.cam.layers)
-    with torch.enable_grad(), build_cam(cfg.cam.name, net, layers, **cam_options(cfg.cam)) as cam:
-        maps = cam(images).detach().numpy()
-    found = [
-        localisation_metrics(cam_map, item["mask"].numpy())
-        for cam_map, item in zip(maps, defective, strict=True)
-    ]
-    pointing = np.mean([f["pointing"] for f in found])
-    mass = np.mean([f["mass_in_gt"] for f in found])
-    share = np.mean([item["mask"].float().mean().item() for item in defective])
-    assert pointing > 0.6, found
-    assert mass > 5 * share, (mass, share)
+    found = cam_localisation(cfg, net, defective)
+    assert found.pointing > 0.6, found.per_image
+    assert found.mass > 5 * found.share, found
