@@ -1,8 +1,11 @@
-"""How well a run's CAM, with its config's options, finds the objects of some images."""
+"""A demo's stored classifier, and how well a run's CAM, with its config's options, finds the
+objects of some images."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -10,7 +13,30 @@ from omegaconf import DictConfig
 
 from src.cams import build_cam
 from src.evaluation.metrics import localisation_metrics
+from src.pipeline.compose import compose_config
 from src.pipeline.config import cam_options, cam_target_layers
+from src.pipeline.stages import build_datamodule, build_net, run_pipeline
+from src.pipeline.store import ModelStore, load_weights
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+QUIET = ("logger=none", "trainer.enable_progress_bar=false")
+
+
+def stored_classifier(
+    overrides: list[str], run_dir: Path
+) -> tuple[DictConfig, Any, torch.nn.Module]:
+    """The config `python -m src.run <overrides>` composes in this checkout, its DataModule
+    (test split set up) and its classifier from the project's model store, trained first if
+    the store has none (so the demo run and the tests share it)."""
+    cfg = compose_config([*overrides, "stage=finetune", *QUIET], run_dir, cwd=REPO_ROOT)
+    store = ModelStore(cfg.paths.model_store)
+    if store.lookup(cfg, "finetune") is None:
+        run_pipeline(cfg)
+    datamodule = build_datamodule(cfg)
+    datamodule.setup("test")
+    net = build_net(cfg, datamodule.num_classes)
+    load_weights(net, store.lookup(cfg, "finetune"))
+    return cfg, datamodule, net.eval()
 
 
 @dataclass(frozen=True)

@@ -8,38 +8,21 @@ either reuses it. Slow: the first run generates the demo data and trains (minute
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
 from src.evaluation.sampling import eval_indices
-from src.pipeline.compose import compose_config
-from src.pipeline.stages import build_datamodule, build_net, run_pipeline
-from src.pipeline.store import ModelStore, load_weights
-from tests.helpers.localisation import cam_localisation
+from tests.helpers.localisation import cam_localisation, stored_classifier
 
 pytestmark = pytest.mark.slow
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-QUIET = ("logger=none", "trainer.enable_progress_bar=false")
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory, demo_brats):
     """The demo config, its test split and its trained classifier (trained if not stored;
     the data are the session's `demo_brats`, which are the checkout's own)."""
-    run_dir = tmp_path_factory.mktemp("demo_run")
-    cfg = compose_config(["stage=finetune", *QUIET], run_dir, cwd=REPO_ROOT)
-    store = ModelStore(cfg.paths.model_store)
-    if store.lookup(cfg, "finetune") is None:
-        run_pipeline(cfg)
-    datamodule = build_datamodule(cfg)
-    datamodule.setup("test")
-    net = build_net(cfg, datamodule.num_classes)
-    load_weights(net, store.lookup(cfg, "finetune"))
-    net.eval()
+    cfg, datamodule, net = stored_classifier([], tmp_path_factory.mktemp("demo_run"))
     dataset = datamodule.dataset("test")
     # The slices the demo evaluates (its eval.limit and eval.positive_fraction): tumours ...
     chosen = eval_indices(dataset, cfg.eval.limit, cfg.eval.positive_fraction)

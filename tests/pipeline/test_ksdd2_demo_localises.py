@@ -9,22 +9,15 @@ generates the demo data and trains (minutes).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
-from src.pipeline.compose import compose_config
-from src.pipeline.stages import build_datamodule, build_net, run_pipeline
-from src.pipeline.store import ModelStore, load_weights
-from tests.helpers.localisation import cam_localisation
+from tests.helpers.localisation import cam_localisation, stored_classifier
 
 # Trains the KSDD2 demo classifier on a clean checkout (minutes): `make test-all`.
 pytestmark = [pytest.mark.slow, pytest.mark.release]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-QUIET = ("logger=none", "trainer.enable_progress_bar=false")
 IMAGES = 24  # defective and clean test images each
 
 
@@ -32,15 +25,7 @@ IMAGES = 24  # defective and clean test images each
 def demo(tmp_path_factory):
     """The KSDD2 demo config, its test images and its trained classifier."""
     run_dir = tmp_path_factory.mktemp("ksdd2_demo_run")
-    cfg = compose_config(["data=demo_ksdd2", "stage=finetune", *QUIET], run_dir, cwd=REPO_ROOT)
-    store = ModelStore(cfg.paths.model_store)
-    if store.lookup(cfg, "finetune") is None:
-        run_pipeline(cfg)
-    datamodule = build_datamodule(cfg)
-    datamodule.setup("test")
-    net = build_net(cfg, datamodule.num_classes)
-    load_weights(net, store.lookup(cfg, "finetune"))
-    net.eval()
+    cfg, datamodule, net = stored_classifier(["data=demo_ksdd2"], run_dir)
     dataset = datamodule.dataset("test")
     labels = np.asarray(dataset.labels).reshape(len(dataset), -1).max(1)
     defective = [dataset[i] for i in np.flatnonzero(labels > 0.5)[:IMAGES]]
