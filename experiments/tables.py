@@ -21,12 +21,14 @@ import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from experiments.paper_numbers import PAPER, PaperValue
 from experiments.recipes import Recipe, Row
 
 DONE, FAILED, NOT_RUN = "done", "failed", "not run"
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -334,6 +336,17 @@ def _csv_outcome(row: Row, outcome: Outcome | None, metric: str) -> dict[str, An
         "seconds": None
         if outcome is None or outcome.seconds is None
         else round(outcome.seconds, 1),
-        "run_dir": outcome.run_dir if outcome else "",
-        "log": outcome.log if outcome else "",
+        "run_dir": _portable(outcome.run_dir) if outcome else "",
+        "log": _portable(outcome.log) if outcome else "",
     }
+
+
+def _portable(path: str) -> str:
+    """A path inside this checkout relative to it, so committed tables hold no machine's
+    folders; any other path as it is."""
+    if not path:
+        return path
+    try:
+        return str(Path(path).resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return path
