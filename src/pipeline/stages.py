@@ -220,15 +220,22 @@ def masks_stage(cfg: DictConfig, datamodule: pl.LightningDataModule) -> dict[str
     return remask(settings, cam_method(cfg), dataset, cfg.maps_from)
 
 
-def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
-    """Run the configured stage(s); returns the evaluation summary (empty if no eval ran)."""
-    quiet_console()
+def start_up_checks(cfg: DictConfig) -> DictConfig:
+    """Every check a run makes before it starts any work; returns the config the run uses
+    (with `stage=masks`, the source run's, `with_source_run`)."""
     validate_config(cfg)
     if cfg.method == "supervised":
         check_supervised_config(cfg)
     if cfg.stage == "masks":
         cfg = with_source_run(cfg)
     check_paths(cfg)
+    return cfg
+
+
+def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
+    """Run the configured stage(s); returns the evaluation summary (empty if no eval ran)."""
+    quiet_console()
+    cfg = start_up_checks(cfg)
     if cfg.get("threads"):
         # On a busy CPU fewer intra-op threads than cores can be much faster (benchmarks/).
         torch.set_num_threads(int(cfg.threads))

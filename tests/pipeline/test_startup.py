@@ -234,20 +234,24 @@ def test_an_old_flat_cam_option_on_the_command_line_is_one_line_exit_2(tmp_path)
     assert not (tmp_path / "run").exists()
 
 
-def test_eval_without_a_stored_classifier_is_one_line_exit_2(tmp_path):
+def _small_brats(tmp_path: Path) -> tuple[Path, list[str]]:
+    """A 4-case BraTS folder and the overrides that run on it with this test's own slice
+    cache and model store (empty: nothing is stored yet)."""
     data = tmp_path / "BraTS2021"
     generate_brats(data, n_cases=4, seed=1, shape=(48, 48, 8), normal_cases=0)
-    run_dir = tmp_path / "run"
-    result = _run(
-        "stage=eval",
-        "backbone=vgg16_bn",
+    return data, [
         "data=brats",
         f"data.root={data}",
         f"data.cache_dir={tmp_path / 'slices'}",
         f"paths.model_store={tmp_path / 'classifiers'}",
         "data.image_size=null",
-        f"hydra.run.dir={run_dir}",
-    )
+    ]
+
+
+def test_eval_without_a_stored_classifier_is_one_line_exit_2(tmp_path):
+    _, overrides = _small_brats(tmp_path)
+    run_dir = tmp_path / "run"
+    result = _run("stage=eval", "backbone=vgg16_bn", *overrides, f"hydra.run.dir={run_dir}")
     assert result.returncode == 2, result.stderr[-2000:]
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "'ckpt': no trained classifier" in lines[0], result.stderr
@@ -303,17 +307,12 @@ def test_help_names_the_main_keys_and_every_group_option():
 def test_a_truncated_volume_found_in_training_leaves_no_run_folder(tmp_path):
     """The data are read once the first stage has recorded its training key: that
     key.json alone must not keep the failed run's folder."""
-    data = tmp_path / "BraTS2021"
-    generate_brats(data, n_cases=4, seed=1, shape=(48, 48, 8), normal_cases=0)
+    data, overrides = _small_brats(tmp_path)
     flair = sorted(data.glob("*/*_flair.nii.gz"))[0]
     flair.write_bytes(flair.read_bytes()[:300])
     run_dir = tmp_path / "run"
     result = _run(
-        "data=brats",
-        f"data.root={data}",
-        f"data.cache_dir={tmp_path / 'slices'}",
-        f"paths.model_store={tmp_path / 'classifiers'}",
-        "data.image_size=null",
+        *overrides,
         *("pretrain.epochs=1", "pretrain.batch_size=8", "finetune.epochs=1", "threads=1"),
         f"hydra.run.dir={run_dir}",
     )

@@ -172,18 +172,11 @@ def _compose_and_check(overrides: list[str], output_dir: Path, project: Path) ->
     """Compose one job's config as the entry point would, resolve every value and run the
     start-up checks `run_pipeline` runs before any data are read."""
     from src.pipeline.compose import compose_config
-    from src.pipeline.config import check_paths, validate_config
-    from src.pipeline.stages import with_source_run
-    from src.pipeline.supervised import check_supervised_config
+    from src.pipeline.stages import start_up_checks
 
     cfg = compose_config(overrides, output_dir, cwd=project)
     OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    validate_config(cfg)
-    if cfg.method == "supervised":
-        check_supervised_config(cfg)
-    if cfg.stage == "masks":
-        cfg = with_source_run(cfg)
-    check_paths(cfg)
+    start_up_checks(cfg)
 
 
 def _stand_in_runs(folder: Path, project: Path) -> tuple[Path, Path, Path]:
