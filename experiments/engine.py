@@ -69,13 +69,18 @@ class DemoData:
     (`experiment/demo.yaml`, the budgets `data=demo` has when no recipe replaces them).
     `demo_wins`: the demo's experiments come after the recipe's, so the rows train the
     demo's own classifier (the KSDD2 demo: the paper's fine-tuning settings assume ImageNet
-    weights, which a demo trained from scratch cannot use); otherwise the recipe's win."""
+    weights, which a demo trained from scratch cannot use); otherwise the recipe's win.
+    `replaces_recipe`: the rows run the demo's own config (its data config and the budgets
+    it applies) with only their overrides, not the recipe's experiment: the demo config is
+    already the recipe scaled to a CPU, and a row on `make run`'s data and modality then
+    shares the classifier `make run` stored."""
 
     generate: Callable[[Path], None] | None
     overrides: tuple[str, ...]
     experiments: tuple[str, ...] = ()
     note: str = ""
     demo_wins: bool = False
+    replaces_recipe: bool = False
 
 
 _DEMO_EVAL = (
@@ -117,9 +122,20 @@ PLUMBING_DATA: dict[str, DemoData] = {
     ),
 }
 #: `--demo`: the datasets' demos with budgets a classifier learns from, where one exists
-#: (KSDD2: `data=demo_ksdd2`); the others still run their plumbing budgets and say so.
+#: (BraTS: `data=demo`, every modality; KSDD2: `data=demo_ksdd2`); the others still run
+#: their plumbing budgets and say so.
 DEMO_DATA: dict[str, DemoData] = {
     **PLUMBING_DATA,
+    "brats": DemoData(
+        None,
+        ("data=demo",),
+        (),
+        "DEMO run on `data=demo` (`make run`'s generated BraTS-format phantoms and budgets, "
+        "the row's modality; ResNet-18 trained from scratch, no SupCon; 12 tumour and 3 normal "
+        "slices of the test cases). Numbers show the methods' ordering on phantoms, not the "
+        "paper's data",
+        replaces_recipe=True,
+    ),
     "ksdd2": DemoData(
         None,
         ("data=demo_ksdd2", "backbone=vgg16_slim"),
@@ -209,7 +225,9 @@ def job_overrides(recipe: Recipe, row: Row, settings: Settings) -> tuple[str, ..
     experiments = [] if recipe.experiment is None else [recipe.experiment]
     if settings.demo and not recipe.on_demo_config:
         demo = demo_data(row.dataset, settings)
-        if demo.demo_wins:
+        if demo.replaces_recipe:
+            experiments = []
+        elif demo.demo_wins:
             experiments += demo.experiments
         else:
             experiments[:0] = demo.experiments
@@ -393,7 +411,7 @@ def _data_note(recipe: Recipe, settings: Settings) -> str:
     if recipe.on_demo_config:
         return "our runs: the default (demo) config of `make run` and its stored classifier"
     if settings.demo:
-        datasets = dict.fromkeys(row.dataset for row in recipe.rows)
+        datasets = dict.fromkeys(row.dataset for row in recipe.jobs())
         notes = dict.fromkeys(demo_data(d, settings).note for d in datasets)
         vgg = ", random-init VGG16" if recipe.imagenet_weights else ""
         note = "; ".join(n.format(vgg=vgg) for n in notes)

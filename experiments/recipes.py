@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from experiments.paper_numbers import BRATS_FLAIR, CFD_DATASETS, TCGA
+from experiments.paper_numbers import CFD_DATASETS, TCGA
 from src.evaluation.metrics import AUTHORS_EMPTY_HD95
 
 DATASETS = ("brats", "tcga_lgg", "voc", "ksdd2")
@@ -95,8 +95,6 @@ def _cfd_data(dataset: str) -> tuple[tuple[str, ...], str]:
     return (f"modality={MODALITIES[dataset]}",), "brats"
 
 
-_CFD_DEMO = (BRATS_FLAIR, TCGA)
-_CFD_DEMO_NOTE = "demo subset: BraTS T2-FLAIR and TCGA-LGG only"
 
 _CFD_TABLE1_METHODS = (
     ("Grad-CAM (2016)", "cam=gradcam"),
@@ -113,7 +111,7 @@ _CFD_UNET = ("Opt. U-net (2021)", "method=supervised")
 def _cfd_row(dataset: str, method: str, cam: tuple[str, ...], kind: str = "") -> Row:
     """A reproduced row of the Cfd-CAM tables: the `cam` overrides on the data of `dataset`."""
     data_overrides, data = _cfd_data(dataset)
-    return Row(dataset, method, (*data_overrides, *cam), data, kind, dataset in _CFD_DEMO)
+    return Row(dataset, method, (*data_overrides, *cam), data, kind)
 
 
 def _cfd_table(
@@ -127,7 +125,6 @@ def _cfd_table(
         metrics=CFD_METRICS,
         rows=tuple(rows),
         primary="brats",
-        demo_note=_CFD_DEMO_NOTE,
         notes=notes,
         reference=reference,
     )
