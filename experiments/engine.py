@@ -36,6 +36,7 @@ from experiments.tables import (
 )
 from src.data.atomic import atomic_write_text
 from src.pipeline.compose import compose_config
+from src.pipeline.store import fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -253,13 +254,25 @@ def job_overrides(recipe: Recipe, row: Row, settings: Settings) -> tuple[str, ..
     return (*overrides, *settings.extra)
 
 
-def cached_outcome(job: Job) -> Outcome | None:
-    """The finished result of the same job in its run folder, if there is one."""
+def config_digest(cfg: DictConfig) -> str:
+    """A hash of a job's composed config before interpolation: it changes when a config file
+    the job reads changes (e.g. a budget in `experiment/demo.yaml`), not only its overrides."""
+    return fingerprint(OmegaConf.to_container(cfg, resolve=False))
+
+
+def cached_outcome(job: Job, project_root: Path = REPO_ROOT) -> Outcome | None:
+    """The finished result of the same job in its run folder, if there is one: the same
+    overrides and the same composed config (a record without the config's digest, from an
+    older version, is not trusted)."""
     job_file, summary = job.run_dir / JOB_FILE, job.run_dir / "summary.json"
     if not (job_file.is_file() and summary.is_file()):
         return None
     recorded = json.loads(job_file.read_text())
     if recorded.get("overrides") != list(job.overrides):
+        return None
+    cfg = compose_job_config(job.overrides, job.run_dir, project_root)
+    if recorded.get("config") != config_digest(cfg):
+        log.info("%s: the config changed since it ran; running it again", job.run_dir)
         return None
     headline = json.loads(summary.read_text()).get("headline")
     return Outcome(DONE, headline, "reused", str(job.run_dir), recorded.get("seconds"))
@@ -347,6 +360,7 @@ def run_job(job: Job, settings: Settings) -> Outcome:
     start = time.monotonic()
     try:
         cfg = compose_job_config(job.overrides, job.run_dir, settings.project_root)
+        digest = config_digest(cfg)
         summary = run_pipeline(cfg)
     except Exception as err:  # noqa: BLE001 - one row's failure must not lose the others
         log.exception("job %s failed", job.key)
@@ -355,13 +369,14 @@ def run_job(job: Job, settings: Settings) -> Outcome:
     seconds = time.monotonic() - start
     if not summary.get("headline"):
         return Outcome(FAILED, reason="the run wrote no headline", run_dir=str(job.run_dir))
-    record_job(job.run_dir, job.overrides, seconds)
+    record_job(job.run_dir, job.overrides, digest, seconds)
     return Outcome(DONE, summary["headline"], "", str(job.run_dir), seconds)
 
 
-def record_job(run_dir: Path, overrides: Sequence[str], seconds: float) -> None:
-    """Mark a finished job (`job.json`: its overrides and time) so `cached_outcome` reuses it."""
-    record = {"overrides": list(overrides), "seconds": seconds}
+def record_job(run_dir: Path, overrides: Sequence[str], digest: str, seconds: float) -> None:
+    """Mark a finished job (`job.json`: its overrides, config digest and time) so
+    `cached_outcome` reuses it."""
+    record = {"overrides": list(overrides), "config": digest, "seconds": seconds}
     atomic_write_text(Path(run_dir) / JOB_FILE, json.dumps(record, indent=2) + "\n")
 
 
@@ -487,7 +502,7 @@ def run_recipe(
     for job in jobs:
         selected = _selected(job.row, settings)
         # --rerun repeats the selected rows only; the others keep their finished results.
-        cached = None if settings.rerun and selected else cached_outcome(job)
+        cached = None if settings.rerun and selected else cached_outcome(job, settings.project_root)
         if cached is not None:
             job_outcomes[job.key] = cached
         elif selected:
@@ -528,7 +543,7 @@ def launch_and_collect(
         launch(jobs, sweep_dir, settings.launcher, settings.launcher_options, settings.project_root)
     except Exception:  # noqa: BLE001 - the finished rows must still reach the table
         log.exception("the %s launcher stopped; collecting the finished rows", settings.launcher)
-    return collect(jobs)
+    return collect(jobs, settings.project_root)
 
 
 def collect_recipe(recipe: Recipe, settings: Settings) -> tuple[dict[str, Outcome], list[Path]]:
@@ -536,7 +551,7 @@ def collect_recipe(recipe: Recipe, settings: Settings) -> tuple[dict[str, Outcom
     from experiments.launch import collect
 
     jobs, outcomes = plan(recipe, settings)
-    outcomes.update(row_outcomes(jobs, collect(jobs), settings.seeds))
+    outcomes.update(row_outcomes(jobs, collect(jobs, settings.project_root), settings.seeds))
     return outcomes, write_tables(recipe, outcomes, settings)
 
 

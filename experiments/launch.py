@@ -30,7 +30,7 @@ from hydra.core.utils import JobStatus
 from hydra.types import HydraContext, RunMode
 from omegaconf import DictConfig
 
-from experiments.engine import Job, cached_outcome, record_job
+from experiments.engine import Job, cached_outcome, config_digest, record_job
 from experiments.tables import FAILED, NOT_RUN, Outcome
 from src.data.atomic import atomic_write_text
 from src.pipeline.compose import CONF_DIR
@@ -49,6 +49,7 @@ def run_row(cfg: DictConfig) -> dict[str, Any]:
     from src.pipeline.stages import run_pipeline
 
     out = Path(cfg.paths.output_dir)
+    digest = config_digest(cfg)  # before the run, which may fill in values
     start = time.monotonic()
     try:
         summary = run_pipeline(cfg)
@@ -61,7 +62,8 @@ def run_row(cfg: DictConfig) -> dict[str, Any]:
         raise
     with contextlib.suppress(FileNotFoundError):
         (out / FAILED_FILE).unlink()
-    record_job(out, list(HydraConfig.get().overrides.task), time.monotonic() - start)
+    overrides = list(HydraConfig.get().overrides.task)
+    record_job(out, overrides, digest, time.monotonic() - start)
     return summary
 
 
@@ -127,12 +129,12 @@ def job_log(run_dir: Path) -> Path | None:
     return path if path.is_file() else None
 
 
-def collect(jobs: Sequence[Job]) -> dict[str, Outcome]:
+def collect(jobs: Sequence[Job], project_root: Path = CODE_ROOT) -> dict[str, Outcome]:
     """The outcome of each job (by `Job.key`) from its run folder: done (job.json +
     summary.json), failed (with the reason and the path of its log), or not run."""
     outcomes = {}
     for job in jobs:
-        done = cached_outcome(job)
+        done = cached_outcome(job, project_root)
         if done is not None:
             outcomes[job.key] = done
             continue

@@ -95,7 +95,6 @@ def _cfd_data(dataset: str) -> tuple[tuple[str, ...], str]:
     return (f"modality={MODALITIES[dataset]}",), "brats"
 
 
-
 _CFD_TABLE1_METHODS = (
     ("Grad-CAM (2016)", "cam=gradcam"),
     ("ScoreCAM (2020)", "cam=scorecam"),

@@ -4,6 +4,7 @@ jobs and writes the tables (run_pipeline replaced by a fake that writes real res
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 
@@ -92,3 +93,34 @@ def test_dry_run_prints_commands_and_runs_nothing(settings, fake_pipeline, capsy
     printed = capsys.readouterr().out
     assert printed.count("python -m src.run experiment=ltgrad_table1") == 7
     assert "'cam.layers=[features.4]'" in printed
+
+
+def test_a_finished_job_whose_config_files_changed_runs_again(settings, fake_pipeline, monkeypatch):
+    """Same overrides, another composed config (a budget edited in an experiment file): the
+    old result must not stand in for the new config; an old record without a digest neither."""
+    import experiments.engine as engine
+
+    recipe = RECIPES["ltgrad_table2"]
+    one = dataclasses.replace(settings, only=("ltfullgrad-delta-0",))
+    run_recipe(recipe, one)
+    assert run_recipe(recipe, one)[0]["ltfullgrad-delta-0"].reason == "reused"
+
+    compose = engine.compose_config
+
+    def edited(*args, **kwargs):
+        cfg = compose(*args, **kwargs)
+        cfg.finetune.epochs = cfg.finetune.epochs + 1  # as if the file said so
+        return cfg
+
+    monkeypatch.setattr(engine, "compose_config", edited)
+    fake_pipeline.clear()
+    assert run_recipe(recipe, one)[0]["ltfullgrad-delta-0"].reason == ""
+    assert fake_pipeline == ["ltfullgrad@0"]
+    monkeypatch.setattr(engine, "compose_config", compose)
+    job_file = settings.runs_dir / "ltgrad_table2" / "ltfullgrad-delta-0" / "job.json"
+    record = json.loads(job_file.read_text())
+    del record["config"]
+    job_file.write_text(json.dumps(record))
+    fake_pipeline.clear()
+    run_recipe(recipe, one)
+    assert fake_pipeline == ["ltfullgrad@0"]
