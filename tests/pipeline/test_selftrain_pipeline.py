@@ -21,9 +21,9 @@ from src.evaluation.items import item_index, truncated_uint8_rgb
 from src.evaluation.map_store import MAPS_FILE, read_maps
 from src.evaluation.masks import MaskMaker
 from src.pipeline.config import ConfigError
-from src.pipeline.selftrain import MASKS_FILE, plan
+from src.pipeline.selftrain import MASKS_FILE, plan, with_pseudo_masks
 from src.pipeline.stages import build_datamodule, run_pipeline, start_up_checks
-from src.pipeline.store import ModelStore
+from src.pipeline.store import ModelStore, training_key
 from src.segmentation.pseudo_masks import read_masks
 
 pytestmark = pytest.mark.slow
@@ -247,6 +247,12 @@ def test_keys_follow_what_determines_them(first_run, config, workspace):
         other = keys(change)
         assert other[0] != base[0] and other[1] != base[1], change
     assert keys("segmenter.epochs=3") == base
+
+    def unet_key(*extra: str) -> dict:
+        cfg = config(workspace["root"] / "keys", *extra)
+        return training_key(with_pseudo_masks(cfg, base[1]), "selftrain")
+
+    assert unet_key("segmenter.epochs=3") != unet_key()
     stored = json.loads((entries["selftrain"] / "key.json").read_text())
     assert stored["pseudo_masks"] == entries["pseudomasks"].name.removeprefix("pseudomasks-")
     assert base[1] == stored["pseudo_masks"]
