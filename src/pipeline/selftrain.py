@@ -406,7 +406,28 @@ def selftrain_eval_stage(
                 "weights with ckpt=/path",
             )
         info = pseudo_mask_info(pseudo, store)
-    return score_segmenter(cfg, datamodule, ckpt, METHOD, loggers, info)
+    summary = score_segmenter(cfg, datamodule, ckpt, METHOD, loggers, info)
+    if info:
+        log.info("%s", closing_note(info, cam_method(cfg)))
+    return summary
+
+
+def closing_note(info: dict[str, Any], method: Method) -> str:
+    """What the U-Net learnt from and what its targets cost, from `pseudo_mask_info`."""
+    slices, positives = info["pseudo_mask_slices"], info["pseudo_mask_positives"]
+    seconds, cpu = info.get("training_maps_seconds"), info.get("training_maps_cpu_seconds")
+    cost = "cost unknown"
+    if seconds is not None and cpu is not None:
+        cost = (
+            f"{seconds:.0f} s of wall time, {cpu:.0f} s of CPU ({cpu / max(positives, 1):.1f} s "
+            "per slice), once"
+        )
+    return (
+        f"The U-Net learnt from the pseudo-masks of {slices} training slices: {positives} "
+        f"labelled positive, each a {method.name} map with its {method.describe()} mask (the "
+        f"maps: {cost}), and {slices - positives} labelled negative with an empty mask (free); "
+        f"no pixel label. Entry: {info['pseudo_masks']}"
+    )
 
 
 def pseudo_mask_info(pseudo: PseudoMaskPlan, store: ModelStore) -> dict[str, Any]:

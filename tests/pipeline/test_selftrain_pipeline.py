@@ -20,8 +20,9 @@ from src.data.brats import BraTSDataModule
 from src.evaluation.items import item_index, truncated_uint8_rgb
 from src.evaluation.map_store import MAPS_FILE, read_maps
 from src.evaluation.masks import MaskMaker
+from src.evaluation.settings import Method
 from src.pipeline.config import ConfigError
-from src.pipeline.selftrain import MASKS_FILE, plan, with_pseudo_masks
+from src.pipeline.selftrain import MASKS_FILE, closing_note, plan, with_pseudo_masks
 from src.pipeline.stages import build_datamodule, run_pipeline, start_up_checks
 from src.pipeline.store import ModelStore, training_key
 from src.segmentation.pseudo_masks import read_masks
@@ -119,6 +120,8 @@ def test_results_are_a_unet_row(first_run):
     assert summary["pseudo_mask_slices"] == TRAINING_SLICES
     assert summary["pseudo_mask_positives"] == TRAINING_SLICES // 2
     assert summary["training_maps_cpu_seconds"] >= 0
+    note = closing_note(summary, Method("gradcam", "densecrf"))
+    assert f"{TRAINING_SLICES} training slices: {TRAINING_SLICES // 2} labelled positive" in note
     assert len(_rows(out / "per_image.csv")) == EVAL_IMAGES
     # The weights stored are the last epoch's: no best checkpoint, no validation score.
     assert not list((out / "checkpoints" / "selftrain").glob("best*.ckpt"))
