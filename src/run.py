@@ -33,8 +33,10 @@ from src.pipeline.user_errors import (
 DEMO_NEXT = {
     "src.data.demo.DemoBraTSDataModule": (
         "Next: the paper's Table 1 baselines (Grad-CAM, ScoreCAM, LayerCAM) on this classifier "
-        "and these slices, and the supervised U-Net ceiling, beside Cfd-CAM and the paper's "
-        "FLAIR numbers (29 min on a shared 2-core CPU, experiments/results/demo_table1.csv):\n"
+        "and these slices, the U-Net self-trained on Cfd-CAM's masks and the supervised U-Net "
+        "ceiling, beside Cfd-CAM and the paper's FLAIR numbers (29 min on a shared 2-core CPU "
+        "before the self-trained row, which took 15 min alone; experiments/results/"
+        "demo_table1.csv):\n"
         "  .venv/bin/python experiments/run_recipe.py demo_table1\n"
         "  -> experiments/results/demo_table1.md\n"
     ),

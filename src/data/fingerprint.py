@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 _CHUNK = 1 << 20
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """SHA-256 of one file's bytes (hex), read in chunks; not remembered anywhere."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(_CHUNK):
@@ -83,7 +84,7 @@ def _digest(root: Path, memo: dict[str, list], hash_missing: bool) -> tuple[str 
         if known and known[:2] == [stat.st_size, stat.st_mtime_ns]:
             sha = known[2]
         elif hash_missing:
-            sha = _file_sha256(file)
+            sha = file_sha256(file)
             hashed += stat.st_size
         else:
             return None, {}

@@ -27,7 +27,7 @@ from src.models.backbones import min_image_size, stage_names
 from src.validation import check_choice
 
 STAGES = ("all", "pretrain", "finetune", "eval", "masks")
-METHODS = ("cam", "supervised")
+METHODS = ("cam", "supervised", "selftrain")
 MODALITIES = ("t1", "t1ce", "t2", "flair")
 EVAL_SPLITS = ("train", "val", "test")
 FULLGRAD_METHODS = ("fullgrad", "ltfullgrad")

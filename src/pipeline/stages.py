@@ -1,5 +1,8 @@
 """The stages of a run: pretrain (SupCon) -> finetune (classifier) -> eval (CAMs -> masks -> metrics).
 
+`method=supervised` and `method=selftrain` train a U-Net instead (on pixel labels, or on the
+pseudo-masks the classifier's CAMs make of training slices) and score it the same way.
+
 Each stage can run alone (`stage=pretrain|finetune|eval`); `stage=all` runs them in order.
 Trained networks go to the model store keyed by their config, so a later run with the same
 data/backbone/training config (e.g. every job of a CAM sweep) loads them instead of training.
@@ -36,6 +39,11 @@ from src.pipeline.eval_inputs import (
     evaluation_settings,
 )
 from src.pipeline.resume import FINISHED_MARKER, LAST_CHECKPOINT
+from src.pipeline.selftrain import (
+    check_selftrain_config,
+    selftrain_eval_stage,
+    selftrain_stage,
+)
 from src.pipeline.store import ModelStore, load_weights
 from src.pipeline.supervised import (
     check_supervised_config,
@@ -147,6 +155,26 @@ def _finetune(
     return fit_and_store(cfg, "finetune", classifier, CLASSIFIER_BEST, datamodule, store, loggers)
 
 
+def load_classifier(
+    cfg: DictConfig, datamodule: pl.LightningDataModule, ckpt: str | Path
+) -> tuple[torch.nn.Module, list[str]]:
+    """The classifier with the weights `ckpt`, and the layers its CAMs hook (`cam.layers`)."""
+    net = build_net(cfg, datamodule.num_classes)
+    load_weights(net, ckpt)
+    target_layers = cam_target_layers(net.cam_stages, cfg.cam.layers)
+    modules = dict(net.named_modules())
+    missing = [name for name in target_layers if name not in modules]
+    if missing:
+        # The start-up check tests `cam.layers` against the architecture's stage names; this
+        # guards a built network whose modules differ from them.
+        raise ConfigError(
+            "cam.layers",
+            f"the {cfg.backbone.net.arch} network has no module named {missing}; "
+            f"its CAM stages are {list(net.cam_stages)}",
+        )
+    return net, target_layers
+
+
 def eval_stage(
     cfg: DictConfig,
     datamodule: pl.LightningDataModule,
@@ -162,19 +190,7 @@ def eval_stage(
             f"({cfg.backbone.net.arch}, norm={cfg.backbone.net.get('norm')}): run with "
             "stage=all (or stage=finetune) first, or give one with ckpt=/path/to/weights",
         )
-    net = build_net(cfg, datamodule.num_classes)
-    load_weights(net, ckpt)
-    target_layers = cam_target_layers(net.cam_stages, cfg.cam.layers)
-    modules = dict(net.named_modules())
-    missing = [name for name in target_layers if name not in modules]
-    if missing:
-        # The start-up check tests `cam.layers` against the architecture's stage names; this
-        # guards a built network whose modules differ from them.
-        raise ConfigError(
-            "cam.layers",
-            f"the {cfg.backbone.net.arch} network has no module named {missing}; "
-            f"its CAM stages are {list(net.cam_stages)}",
-        )
+    net, target_layers = load_classifier(cfg, datamodule, ckpt)
     datamodule.setup("test")
     loader = eval_loader(cfg, datamodule)
     options = cam_options(cfg.cam)
@@ -226,6 +242,8 @@ def start_up_checks(cfg: DictConfig) -> DictConfig:
     validate_config(cfg)
     if cfg.method == "supervised":
         check_supervised_config(cfg)
+    if cfg.method == "selftrain":
+        check_selftrain_config(cfg)
     if cfg.stage == "masks":
         cfg = with_source_run(cfg)
     check_paths(cfg)
@@ -247,6 +265,8 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     try:
         if cfg.method == "supervised":
             summary = _run_supervised(cfg, datamodule, store, loggers)
+        elif cfg.method == "selftrain":
+            summary = _run_selftrain(cfg, datamodule, store, loggers)
         else:
             summary = _run_weakly_supervised(cfg, datamodule, store, loggers)
     finally:
@@ -302,4 +322,28 @@ def _run_supervised(
         segmenter_stage(cfg, datamodule, store, loggers)
     if cfg.stage in ("all", "eval"):
         return supervised_eval_stage(cfg, datamodule, store, loggers)
+    return {}
+
+
+def _run_selftrain(
+    cfg: DictConfig,
+    datamodule: pl.LightningDataModule,
+    store: ModelStore,
+    loggers: PipelineLoggers,
+) -> dict[str, Any]:
+    """`method=selftrain`: the classifier (trained or reused), its CAMs of training slices ->
+    pseudo-masks -> the U-Net (each reused when stored), then scored like the supervised one."""
+    if cfg.stage in ("all", "finetune"):
+        classifier = finetune_stage(cfg, datamodule, store, loggers)
+        selftrain_stage(
+            cfg,
+            datamodule,
+            store,
+            loggers,
+            classifier,
+            lambda: load_classifier(cfg, datamodule, classifier),
+        )
+    if cfg.stage in ("all", "eval"):
+        classifier = store.lookup(cfg, "finetune")
+        return selftrain_eval_stage(cfg, datamodule, store, loggers, classifier)
     return {}

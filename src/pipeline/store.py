@@ -67,7 +67,8 @@ def _plain(node: Any) -> Any:
 
 def training_key(cfg: DictConfig, stage: str) -> dict[str, Any]:
     """The config subset that determines the weights produced by `stage` (pretrain|finetune
-    for the classifier, segmenter for the supervised U-Net).
+    for the classifier, segmenter for the supervised U-Net, selftrain for the U-Net trained
+    on pseudo-masks).
 
     The data root, a split file and a backbone's initial weights are named by the content
     fingerprint of their files (per-file hashes remembered in `<paths.cache_dir>/fingerprints`).
@@ -96,6 +97,16 @@ def training_key(cfg: DictConfig, stage: str) -> dict[str, Any]:
     }
     if stage == "segmenter":
         key["segmenter"] = _with_checkpoint_rule(cfg.segmenter, cfg.callbacks.segmenter_checkpoint)
+        return key
+    if stage == "selftrain":
+        # The same U-Net settings; its weights are those of the last epoch (no validation:
+        # the validation split's pixel labels must not choose them), and its targets are
+        # the pseudo-masks the pipeline names by their entry's hash (docs/selftrain.md).
+        pseudo_masks = cfg.selftrain.get("pseudo_masks")
+        if not pseudo_masks:
+            raise ValueError("the selftrain key needs selftrain.pseudo_masks (set at run time)")
+        key["segmenter"] = {**_plain(cfg.segmenter), "keep": "last epoch"}
+        key["pseudo_masks"] = pseudo_masks
         return key
     backbone = dict(_plain(cfg.backbone.net))
     if "weights" in backbone:

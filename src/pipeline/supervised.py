@@ -127,8 +127,6 @@ def supervised_eval_stage(
     """The U-Net's probability maps of the evaluation images -> masks (> 0.5) -> metrics,
     written like a CAM run's results, on the images and with the settings a CAM run of this
     config would use (`eval_inputs`), so both methods score the same slices."""
-    datamodule.setup("test")
-    settings = evaluation_settings(cfg, datamodule)
     ckpt = cfg.get("ckpt") or store.lookup(cfg, STAGE)
     if ckpt is None:
         raise ConfigError(
@@ -137,6 +135,22 @@ def supervised_eval_stage(
             "method=supervised with stage=all (or stage=finetune) first, or give its weights "
             "with ckpt=/path",
         )
+    return score_segmenter(cfg, datamodule, ckpt, METHOD, loggers)
+
+
+def score_segmenter(
+    cfg: DictConfig,
+    datamodule: pl.LightningDataModule,
+    ckpt: str | Path,
+    method: str,
+    loggers: PipelineLoggers,
+    info: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Score the U-Net weights `ckpt` on the evaluation images (a CAM run's, `eval_inputs`):
+    probability maps -> masks (> `segmenter.module.threshold`) -> metrics and result files.
+    `method` names what trained it in `summary.json`; `info` adds to its description there."""
+    datamodule.setup("test")
+    settings = evaluation_settings(cfg, datamodule)
     require_binary_task(datamodule)
     net = build_segmenter(cfg, patch_size(datamodule, cfg.eval.split))
     load_weights(net, ckpt)
@@ -150,10 +164,11 @@ def supervised_eval_stage(
             settings.empty_hd95,
             settings.normal_area_max,
             settings.volumes,
+            method=method,
         )
 
-    info = {"network": type(net.unet).__name__, "checkpoint": str(ckpt)}
+    info = {"network": type(net.unet).__name__, "checkpoint": str(ckpt), **(info or {})}
     loader = eval_loader(cfg, datamodule)
     trainer = build_trainer(cfg, "eval", loggers, inference_mode=False)
-    method = Method(METHOD, "threshold", threshold, map_label="U-Net probability")
-    return evaluate(trainer, build, loader, method, settings, info, loggers.wandb_run())
+    scored = Method(method, "threshold", threshold, map_label="U-Net probability")
+    return evaluate(trainer, build, loader, scored, settings, info, loggers.wandb_run())

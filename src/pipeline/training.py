@@ -79,16 +79,17 @@ def fit_and_store(
     datamodule: pl.LightningDataModule,
     store: ModelStore,
     loggers: PipelineLoggers,
+    settings: str | None = None,
 ) -> Path:
     """Train `stage` and store its weights under this config's key; returns their path.
 
     Seeds, builds the LightningModule with `build()` (after seeding, so its initial weights
-    follow `cfg.seed`), trains it with the stage's own batch size and epochs (`cfg.<stage>`)
-    and stores what `keep` says. Meant to run inside `ModelStore.train_once`, which decides
-    whether this job trains at all."""
+    follow `cfg.seed`), trains it with the batch size and epochs of `cfg.<settings>` (default:
+    the stage's own node, `cfg.<stage>`) and stores what `keep` says. Meant to run inside
+    `ModelStore.train_once`, which decides whether this job trains at all."""
     pl.seed_everything(cfg.seed, workers=True)
     module = build()
-    node = cfg[stage]
+    node = cfg[settings or stage]
     datamodule.batch_size = node.batch_size
     if not isinstance(keep, BestCheckpoint):
         trainer, _ = fit(cfg, stage, module, datamodule, node.epochs, loggers=loggers)

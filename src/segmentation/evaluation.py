@@ -34,12 +34,14 @@ class SegmenterEvaluationModule(CAMEvaluationModule):
         empty_hd95: float | None = AUTHORS_EMPTY_HD95,
         normal_area_max: float | None = None,
         volumes: Volumes | None = None,
+        method: str = METHOD,
     ) -> None:
         """A binary task always: the U-Net has one output channel. `empty_hd95`,
-        `normal_area_max` and `volumes` (per-case metrics) score it as a CAM row is scored."""
+        `normal_area_max` and `volumes` (per-case metrics) score it as a CAM row is scored;
+        `method` names what trained it (`supervised`, or `selftrain` on pseudo-masks)."""
         super().__init__(
             net,
-            METHOD,
+            method,
             [],
             {},
             mask_maker,

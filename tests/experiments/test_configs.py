@@ -150,11 +150,16 @@ def test_demo_table_rows_share_the_classifier_of_the_default_run(settings, tmp_p
         "ScoreCAM (2020)",
         "LayerCAM (2021)",
         "Cfd-CAM (ours)",
+        "Cfd-CAM -> U-Net (self-trained)",
         "Opt. U-net (2021)",
     ]
     for job in jobs:
         cfg = compose_job_config(job.overrides, job.run_dir, settings.project_root)
         assert training_key(cfg, "finetune") == training_key(default, "finetune")
         assert cfg.eval == default.eval and cfg.data == default.data
-    # The supervised ceiling trains on the same data and scores the same slices.
+    # The U-Net self-trained on Cfd-CAM's masks and the supervised ceiling train on the same
+    # data and score the same slices.
+    assert "method=selftrain" in jobs[-2].overrides
+    selftrain = compose_job_config(jobs[-2].overrides, jobs[-2].run_dir, settings.project_root)
+    assert (selftrain.cam.name, selftrain.cam.mask) == ("cfdcam", "densecrf")  # Cfd-CAM's row's
     assert "method=supervised" in jobs[-1].overrides
