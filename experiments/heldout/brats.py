@@ -3,7 +3,8 @@
 Skull-stripped volumes (zero outside the brain) in int16 with a per-case and per-contrast
 scale, 1 mm voxels over a 240 x 240 x 155 mm field of view (a smaller ``shape`` samples the
 same field with larger voxels), seg labels {0, 1, 2, 4}; ``normal`` of the cases have no
-tumour (seg all zero). A hidden ``.heldout.json`` records the parameters and what each case
+tumour (seg all zero), and every other case's tumour covers more than 1 % of its slices over
+at least 10 mm of height (so each tumour case has positive slices). A hidden ``.heldout.json`` records the parameters and what each case
 holds; the BraTS reader ignores it.
 """
 
@@ -26,6 +27,7 @@ from experiments.heldout.common import case_seeds, run_cases, staged_output
 
 FOV = (240.0, 240.0, 155.0)
 SHAPE = (240, 240, 155)
+MIN_SPAN_MM = 10.0  # a tumour case has at least this much of its height over 1 % per slice
 
 
 def write_nifti(path: Path, volume: np.ndarray, spacing) -> None:
@@ -40,6 +42,11 @@ def write_nifti(path: Path, volume: np.ndarray, spacing) -> None:
     nib.save(image, str(path))
 
 
+def _span_over_1pct(appearance: np.ndarray, slice_mm: float) -> float:
+    area = (appearance > 0).sum((0, 1))
+    return float((area > 0.01 * appearance.shape[0] * appearance.shape[1]).sum() * slice_mm)
+
+
 def make_case(seed: np.random.SeedSequence, shape=SHAPE, tumour: bool = True) -> dict:
     """One case's four contrasts (int16) and seg (uint8), plus a summary of what it holds."""
     rng = np.random.default_rng(seed)
@@ -47,8 +54,15 @@ def make_case(seed: np.random.SeedSequence, shape=SHAPE, tumour: bool = True) ->
     brain = make_brain(rng, grid, centre=(0.0, 0.0, 8.0))
     appearance, info = None, {"tumour": False}
     if tumour:
-        spec = draw_tumour(rng)
-        appearance = add_tumour(rng, brain, spec)
+        # Like every BraTS case, the tumour must show: redraw it (on the anatomy as it was)
+        # until slices over MIN_SPAN_MM of height have whole-tumour areas above 1 %.
+        anatomy = brain.labels.copy()
+        for _ in range(8):
+            spec = draw_tumour(rng)
+            appearance = add_tumour(rng, brain, spec)
+            if _span_over_1pct(appearance, grid.spacing[2]) >= MIN_SPAN_MM:
+                break
+            brain.labels[...] = anatomy
         info = {
             "tumour": True,
             "kind": spec.kind,
