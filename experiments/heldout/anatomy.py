@@ -110,12 +110,14 @@ class Grid:
 def smooth_noise(rng: np.random.Generator, grid: Grid, scale: float) -> np.ndarray:
     """Zero-mean unit-variance Gaussian random field with correlation length ``scale`` mm.
 
-    White noise on a grid of ``scale / 2`` mm, blurred by one of its cells and interpolated
-    linearly onto ``grid`` (separably: cheap however fine the grid)."""
-    step = scale / 2.0
+    White noise on a grid of ``scale / 2`` mm (or ``grid``'s voxel, if coarser), blurred by
+    ``scale / 2`` and interpolated linearly onto ``grid`` (separably: cheap however fine the
+    grid)."""
+    step = max(scale / 2.0, min(grid.spacing))
     lo = [o - 2 * step for o in grid.origin]
     n = [int(np.ceil(s * sp / step)) + 5 for s, sp in zip(grid.shape, grid.spacing, strict=True)]
-    a = ndi.gaussian_filter(rng.standard_normal(n, dtype=np.float32), 1.0, mode="wrap")
+    white = rng.standard_normal(n, dtype=np.float32)
+    a = ndi.gaussian_filter(white, scale / 2.0 / step, mode="wrap")
     for k in range(3):
         pos = grid.origin[k] + grid.spacing[k] * np.arange(grid.shape[k])
         f = (pos - lo[k]) / step
