@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -96,3 +97,37 @@ def test_bad_inputs_name_the_file(tiny_tcga, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataFormatError, match="no patient folders"):
         TCGALGGDataModule(tmp_path / "empty").setup()
+
+
+def test_generator_marker_compression_and_tumours(tmp_path):
+    """Every patient has a tumour on part of its slices (no tumour-free patients, as in the
+    real data), bright on FLAIR; non-enhancing tumours stay dark on post-contrast; the marker
+    lists every file; compressed tifs decode to the same data; same bytes every time."""
+    kw = {"n_patients": 3, "seed": 4, "size": 48, "n_slices": (8, 10), "enhancing": 0.0}
+    patients = generate_tcga_lgg(tmp_path / "a", **kw, marker=(".m.json", {"x": 1}))
+    generate_tcga_lgg(tmp_path / "b", **kw, compress=True)
+    generate_tcga_lgg(tmp_path / "c", **kw, compress=True)
+    marker = json.loads((tmp_path / "a" / ".m.json").read_text())
+    listed = sorted(marker.pop("files"))
+    written = sorted(
+        str(p.relative_to(tmp_path / "a")) for p in (tmp_path / "a" / "kaggle_3m").rglob("*.*")
+    )
+    assert marker == {"x": 1} and listed == written
+    for patient in patients:
+        folder = Path("kaggle_3m") / patient
+        slices = sorted((tmp_path / "a" / folder).glob("*_mask.tif"))
+        masks = np.stack([tifffile.imread(p) > 0 for p in slices])
+        images = np.stack([tifffile.imread(str(p).replace("_mask", "")) for p in slices])
+        assert 0 < masks.any(axis=(1, 2)).sum() < len(slices)
+        brain = images.max(-1) > 0
+        pre, flair, post = (images[..., c].astype(float) for c in range(3))
+        assert flair[masks].mean() > 1.3 * flair[brain & ~masks].mean()
+        assert post[masks].mean() < post[brain & ~masks].mean()
+        for p in slices:
+            for name in (p.name, p.name.replace("_mask", "")):
+                plain = tifffile.imread(tmp_path / "a" / folder / name)
+                np.testing.assert_array_equal(
+                    plain, tifffile.imread(tmp_path / "b" / folder / name)
+                )
+                compressed = (tmp_path / "b" / folder / name).read_bytes()
+                assert compressed == (tmp_path / "c" / folder / name).read_bytes()
