@@ -117,9 +117,19 @@ PLUMBING_DATA: dict[str, DemoData] = {
     ),
 }
 #: `--demo`: the datasets' demos with budgets a classifier learns from, where one exists
-#: (KSDD2: `data=demo_ksdd2`); the others still run their plumbing budgets and say so.
+#: (TCGA-LGG: `data=demo_tcga`, KSDD2: `data=demo_ksdd2`); the others still run their
+#: plumbing budgets and say so.
 DEMO_DATA: dict[str, DemoData] = {
     **PLUMBING_DATA,
+    "tcga_lgg": DemoData(
+        None,
+        ("data=demo_tcga",),
+        ("demo_tcga",),
+        "DEMO run on `data=demo_tcga` (generated kaggle_3m-format slices, 15 test slices), "
+        "with its classifier: ResNet-18 trained from scratch with the demo's budgets (no "
+        "SupCon). Numbers show the methods' ordering on phantoms, not the paper's data",
+        demo_wins=True,
+    ),
     "ksdd2": DemoData(
         None,
         ("data=demo_ksdd2", "backbone=vgg16_slim"),
