@@ -195,7 +195,7 @@ def test_demo_tcga_config_instantiates_the_tcga_module(tmp_path):
     assert isinstance(dm, DemoTCGADataModule) and isinstance(dm, TCGALGGDataModule)
     assert dm.demo["normal_patients"] == 0 and dm.demo["n_patients"] > 0
     assert dm.image_size == (112, 112) and dm.crop_foreground and dm.weighted_sampling
-    assert dm.channels == "stored"
+    assert dm.channels == "flair"
 
 
 def test_demo_datamodule_generates_its_data_in_prepare_data(tmp_path):

@@ -114,9 +114,15 @@ def test_the_tcga_demo_applies_its_budgets_on_any_kaggle_3m_folder(make_config):
     assert real.data.demo is None and real.data.root == "/data/kaggle_3m"
     for cfg in (demo, real):
         assert not cfg.pretrain.enabled and cfg.backbone.net.weights is None  # from scratch
+        assert (cfg.backbone.net.arch, cfg.backbone.net.norm, cfg.backbone.net.head) == (
+            "resnet18",
+            "batch",
+            "gmp",
+        )
         assert cfg.finetune.epochs == 6 and cfg.eval.limit == 15 and cfg.cam.name == "cfdcam"
         assert cfg.callbacks.classifier_checkpoint.monitor == "val/loss"
         assert cfg.data.image_size == 112 and cfg.data.crop_foreground
+        assert cfg.data.channels == "flair"
 
 
 # The model-store keys of networks trained before the config groups moved (task and
