@@ -126,8 +126,8 @@ PLUMBING_DATA: dict[str, DemoData] = {
 # still rising): the modality rows all train 10 (docs/demo.md, "Every modality").
 _DEMO_MODALITY_EPOCHS = ("finetune.epochs=10",)
 #: `--demo`: the datasets' demos with budgets a classifier learns from, where one exists
-#: (BraTS: `data=demo`, every modality; KSDD2: `data=demo_ksdd2`); the others still run
-#: their plumbing budgets and say so.
+#: (BraTS: `data=demo`, every modality; TCGA-LGG: `data=demo_tcga`; KSDD2: `data=demo_ksdd2`);
+#: the others still run their plumbing budgets and say so.
 DEMO_DATA: dict[str, DemoData] = {
     **PLUMBING_DATA,
     "brats": DemoData(
@@ -138,6 +138,16 @@ DEMO_DATA: dict[str, DemoData] = {
         "the row's modality, 10 fine-tuning epochs instead of 3 for every modality; ResNet-18 "
         "trained from scratch, no SupCon; 12 tumour and 3 normal slices of the test cases). "
         "Numbers show the methods' ordering on phantoms, not the paper's data",
+        replaces_recipe=True,
+    ),
+    "tcga_lgg": DemoData(
+        None,
+        ("data=demo_tcga",),
+        (),
+        "DEMO run on `data=demo_tcga` (generated kaggle_3m-format slices, 15 test slices), "
+        "with its classifier: ResNet-18 with BatchNorm and max pooling trained from scratch "
+        "with the demo's budgets (no SupCon). Numbers show the methods' ordering on phantoms, "
+        "not the paper's data",
         replaces_recipe=True,
     ),
     "ksdd2": DemoData(

@@ -40,6 +40,12 @@ DEMO_NEXT = {
         "  .venv/bin/python experiments/run_recipe.py demo_table1\n"
         "  -> experiments/results/demo_table1.md\n"
     ),
+    "src.data.demo.DemoTCGADataModule": (
+        "Next: the paper's Table 1 rows for TCGA-LGG (Grad-CAM, ScoreCAM, LayerCAM, Cfd-CAM) on "
+        "this classifier and these slices, and the supervised U-Net ceiling:\n"
+        "  .venv/bin/python experiments/run_recipe.py cfdcam_table1 --demo --only 'tcga-lgg-*'\n"
+        "  -> experiments/results/demo/cfdcam_table1.md\n"
+    ),
     "src.data.demo.DemoKSDD2DataModule": (
         "Next: the LT-Grad-CAM paper's Table 4 rows (Grad-CAM++, Grad-CAM, FullGrad, Layer-CAM, "
         "LTGrad-CAM) on this classifier and this test split, and the delta sweeps of its "

@@ -24,14 +24,17 @@ from src.data.brats import BraTSDataModule
 from src.data.generators.anatomy import MODALITIES
 from src.data.generators.brats import generate_brats
 from src.data.generators.ksdd2 import generate_ksdd2
+from src.data.generators.tcga_lgg import generate_tcga_lgg
 from src.data.ksdd2 import KSDD2DataModule
 from src.data.lock import build_once
+from src.data.tcga_lgg import TCGALGGDataModule
 
 log = logging.getLogger(__name__)
 
 #: Bump when a generator's output changes, so cached demo copies are rebuilt.
 DEMO_VERSION = 3
 KSDD2_DEMO_VERSION = 3
+TCGA_DEMO_VERSION = 1
 MARKER = ".wsss_demo.json"
 
 #: (root, overwrite, marker) -> None: writes the copy, marker included, atomically.
@@ -108,10 +111,27 @@ def ensure_demo_ksdd2(root: str | Path, seed: int = 0, **kw: Any) -> Path:
     def generate(target: Path, overwrite: bool, marker: tuple[str, dict]) -> None:
         generate_ksdd2(target, seed=seed, overwrite=overwrite, marker=marker, **kw)
 
-    def expected(stored: dict) -> list[str]:
-        return stored.get("files") or [""]
+    return ensure_generated(root, params, generate, _listed_files)
 
-    return ensure_generated(root, params, generate, expected)
+
+def ensure_demo_tcga(root: str | Path, seed: int = 0, **kw: Any) -> Path:
+    """Return ``root`` holding a generated TCGA-LGG copy (kaggle_3m layout) made with these
+    parameters.
+
+    ``kw`` goes to :func:`src.data.generators.tcga_lgg.generate_tcga_lgg` (``n_patients``,
+    ``size``, ``n_slices``, ``normal_patients``, ``nested_duplicate``, ``compress``).
+    """
+    params = {"version": TCGA_DEMO_VERSION, "seed": seed, **kw}
+
+    def generate(target: Path, overwrite: bool, marker: tuple[str, dict]) -> None:
+        generate_tcga_lgg(target, seed=seed, overwrite=overwrite, marker=marker, **kw)
+
+    return ensure_generated(root, params, generate, _listed_files)
+
+
+def _listed_files(stored: dict) -> list[str]:
+    """The files a generator listed in its marker (``[""]``, never complete, if none)."""
+    return stored.get("files") or [""]
 
 
 class _GeneratedData:
@@ -160,3 +180,15 @@ class DemoKSDD2DataModule(_GeneratedData, KSDD2DataModule):
     """
 
     ensure = staticmethod(ensure_demo_ksdd2)
+
+
+class DemoTCGADataModule(_GeneratedData, TCGALGGDataModule):
+    """The TCGA-LGG DataModule on a generated copy of Kaggle's ``kaggle_3m`` in its real
+    on-disk format.
+
+    ``demo``: :func:`ensure_demo_tcga`'s arguments (``n_patients``, ``seed``, ``size``,
+    ``n_slices``, ``normal_patients``, ``compress``, ...); every other argument is the
+    :class:`~src.data.tcga_lgg.TCGALGGDataModule`'s.
+    """
+
+    ensure = staticmethod(ensure_demo_tcga)

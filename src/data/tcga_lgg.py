@@ -5,6 +5,8 @@ post-contrast) with ``<folder>_<n>_mask.tif`` (0/255). ``root`` may be the ``kag
 folder or its parent; ``data.csv``, other files and any folder not named ``TCGA_*`` (such as
 the nested duplicate copy of the Kaggle download) are ignored. Slice numbers are not
 zero-padded and sorted numerically. Label = mask non-empty; split by patient.
+``crop_foreground`` cuts each patient's slices to the square around its head (one square per
+patient, found from the images alone, never the masks).
 """
 
 from __future__ import annotations
@@ -19,13 +21,18 @@ import numpy as np
 from src.data.base import DataModuleArguments, FileDataModule
 from src.data.errors import DataFormatError
 from src.data.jpeg import jpeg_roundtrip as roundtrip
-from src.data.transforms import as_size
+from src.data.transforms import as_size, foreground_square
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
 #: Channel order of the stored tif slices (Kaggle ``kaggle_3m``).
 CHANNELS = {"pre": 0, "flair": 1, "post": 2}
+#: ``crop_foreground``: the head is where a patient's mean slice exceeds this share of its
+#: maximum. A relative threshold on the mean over slices, not "non-zero": the Kaggle slices
+#: are not skull-stripped and their background need not be exactly black, and isolated
+#: bright pixels average out.
+FOREGROUND_SHARE = 0.05
 
 
 def read_tif(path: Path) -> np.ndarray:
@@ -86,6 +93,14 @@ def natural_slices(folder: Path) -> list[tuple[int, Path, Path]]:
     return [(n, images[n], masks[n]) for n in sorted(images)]
 
 
+def head_square(mean_slice: np.ndarray) -> tuple[slice, slice] | None:
+    """The square around the head of a patient's mean slice (H, W): where it exceeds
+    ``FOREGROUND_SHARE`` of its maximum (:func:`~src.data.transforms.foreground_square`);
+    None for an all-black patient."""
+    peak = float(mean_slice.max())
+    return foreground_square(mean_slice > FOREGROUND_SHARE * peak) if peak > 0 else None
+
+
 class TCGALGGDataModule(FileDataModule):
     """TCGA-LGG slices, binary tumour label, FLAIR-abnormality mask.
 
@@ -93,6 +108,10 @@ class TCGALGGDataModule(FileDataModule):
     of ``pre``/``flair``/``post`` repeated to 3 channels. ``image_size``: None keeps 256x256.
     ``jpeg_roundtrip``: pass each slice (its selected channels) through JPEG as it is read, the
     way the Cfd-CAM authors' pipeline stores slices (:mod:`src.data.jpeg`).
+    ``crop_foreground``: cut every slice of a patient (image and mask) to the square around
+    the patient's head (:func:`head_square` of the mean over its slices, brightest channel)
+    before resizing, so a small ``image_size`` spends its pixels on the brain; the label is
+    still the full mask's. The scan then decodes every slice once.
     ``split_ratios`` divides the patients; ``**shared``: :class:`DataModuleArguments`.
     """
 
@@ -109,12 +128,18 @@ class TCGALGGDataModule(FileDataModule):
         image_size: int | Sequence[int] | None = None,
         split_ratios: Sequence[float] = (0.8, 0.1, 0.1),
         jpeg_roundtrip: bool = False,
+        crop_foreground: bool = False,
         **shared: Unpack[DataModuleArguments],
     ) -> None:
         super().__init__(root, split_ratios, **shared)
-        if not isinstance(jpeg_roundtrip, bool):
-            raise ValueError(f"jpeg_roundtrip must be true or false, got {jpeg_roundtrip!r}")
+        for name, value in (
+            ("jpeg_roundtrip", jpeg_roundtrip),
+            ("crop_foreground", crop_foreground),
+        ):
+            if not isinstance(value, bool):
+                raise ValueError(f"{name} must be true or false, got {value!r}")
         self.jpeg_roundtrip = jpeg_roundtrip
+        self.crop_foreground = crop_foreground
         if channels != "stored" and channels not in CHANNELS:
             raise ValueError(
                 f"channels must be 'stored' or one of {list(CHANNELS)}, got {channels!r}"
@@ -140,24 +165,39 @@ class TCGALGGDataModule(FileDataModule):
         return [p for p in patients if p in self._entries]
 
     def _scan_patient(self, folder: Path) -> list[tuple[str, object, list[float]]]:
-        rows = []
+        slices, total = [], None
         for n, image, mask_path in natural_slices(folder):
-            shape = tif_shape(image)
+            if self.crop_foreground:
+                pixels = read_tif(image)
+                shape = pixels.shape
+            else:
+                shape = tif_shape(image)
             if len(shape) != 3 or shape[2] != 3:
                 raise DataFormatError(image, f"expected an (H, W, 3) slice, got {shape}")
+            if self.crop_foreground:
+                brightest = pixels.max(axis=2).astype(np.float64)
+                if total is not None and total.shape != brightest.shape:
+                    raise DataFormatError(
+                        image, f"slice shape {shape} differs from the patient's other slices"
+                    )
+                total = brightest if total is None else total + brightest
             mask = read_binary_mask(mask_path)
             if mask.shape != shape[:2]:
                 raise DataFormatError(
                     mask_path, f"mask shape {mask.shape} differs from image {shape}"
                 )
-            rows.append((f"{folder.name}/s{n:03d}", (image, mask_path), [float(mask.any())]))
-        return rows
+            slices.append((f"{folder.name}/s{n:03d}", image, mask_path, float(mask.any())))
+        box = head_square(total) if total is not None else None
+        return [(id_, (image, mask, box), [label]) for id_, image, mask, label in slices]
 
     def _load(self, record: object) -> tuple[np.ndarray, np.ndarray]:
-        image_path, mask_path = record  # type: ignore[misc]
+        image_path, mask_path, box = record  # type: ignore[misc]
         image = read_tif(image_path)
         if self.channels != "stored":
             image = image[..., CHANNELS[self.channels] : CHANNELS[self.channels] + 1]
-        if self.jpeg_roundtrip:
+        if self.jpeg_roundtrip:  # on the full slice, as the authors store it
             image = roundtrip(image)
-        return image, read_binary_mask(mask_path)
+        mask = read_binary_mask(mask_path)
+        if box is not None:
+            image, mask = image[box], mask[box]
+        return image, mask

@@ -88,12 +88,19 @@ class _CamBackbone:
 
 
 class CamResNet(_CamBackbone, ResNet):
-    """torchvision ResNet that normalises its input first (names unchanged)."""
+    """torchvision ResNet that normalises its input first (names unchanged).
+
+    ``head``: ``fc`` or ``gap`` (torchvision's global average pooling and linear layer) or
+    ``gmp`` (global max pooling instead): the score then rests on the most tumour-like
+    position of each channel, not on the share of positions that show it, so it does not
+    shrink when the image is enlarged (Cfd-CAM's second scale; docs/demo.md)."""
 
     head_name = "fc"
 
-    def __init__(self, *args, input_norm: InputNormalization, **kwargs) -> None:
+    def __init__(self, *args, input_norm: InputNormalization, head: str = "fc", **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        if head == "gmp":
+            self.avgpool = nn.AdaptiveMaxPool2d(1)
         self.input_norm = input_norm
         self.cam_stages = ["layer1", "layer2", "layer3", "layer4"]
         self.feature_dim = self.fc.in_features
@@ -205,15 +212,17 @@ def build_backbone(
     ``weights``: path of a local torchvision state_dict (e.g. ImageNet); its final linear layer
     is skipped (other class count), every other parameter must match by name and shape.
     VGG16 only: ``width`` scales every convolution's channels (1 = torchvision's 64..512;
-    ImageNet weights need 1); ``head``: ``fc`` (torchvision's three fully connected layers) or
-    ``gap`` / ``gmp`` (global average / max pooling and one linear layer, see :class:`CamVGG`).
+    ImageNet weights need 1). ``head``: VGG16 ``fc`` (torchvision's three fully connected
+    layers) or ``gap`` / ``gmp`` (global average / max pooling and one linear layer, see
+    :class:`CamVGG`); ResNet-18 ``fc`` = ``gap`` (torchvision's) or ``gmp`` (max pooling,
+    :class:`CamResNet`).
     Extra keyword arguments go to the torchvision constructor (e.g. ``dropout`` for VGG).
     """
     check_choice("backbone.arch", arch, ARCHS)
     check_choice("backbone.norm", norm, NORMS[arch])
     check_choice("backbone.input_norm", input_norm, INPUT_NORMS)
-    if arch != "vgg16" and (width != 1.0 or head != "fc"):
-        raise ValueError(f"backbone.width and backbone.head are VGG16 options, not {arch}'s")
+    if arch != "vgg16" and width != 1.0:
+        raise ValueError(f"backbone.width is a VGG16 option, not {arch}'s")
     check_choice("backbone.head", head, HEADS)
     if not width > 0:
         raise ValueError(f"backbone.width must be > 0, got {width}")
@@ -229,6 +238,7 @@ def build_backbone(
             num_classes=out,
             norm_layer=norm_layer,
             input_norm=normaliser,
+            head=head,
             **kw,
         )
     else:

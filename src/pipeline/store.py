@@ -53,6 +53,9 @@ _RUNTIME_DATA_KEYS = (
 _DEMO_TARGET = "src.data.demo.DemoBraTSDataModule"
 _BRATS_TARGET = "src.data.brats.BraTSDataModule"
 _FORMER_TASK = {"task": "binary", "num_classes": 1}
+# Options a reader gained after networks were stored for it: at the value that does what the
+# reader did before, they stay out of the key, so those networks are still found.
+_ADDED_DATA_OPTIONS = {"src.data.tcga_lgg.TCGALGGDataModule": {"crop_foreground": False}}
 # Path-valued fields that enter the key as the content fingerprint of what they name.
 _PATH_DATA_KEYS = ("root", "split_file")
 
@@ -75,7 +78,8 @@ def training_key(cfg: DictConfig, stage: str) -> dict[str, Any]:
     Settings that moved out of the hashed nodes enter the key as they were before they moved
     (the best-checkpoint rule, the classifier's former task keys, the demo's BraTS reader, the
     `data.batch_size` the data configs set to the reader's default although every stage
-    trains with its own), so the networks stored before the move are still found."""
+    trains with its own), and options a reader gained later are left out at their former
+    behaviour, so the networks stored before are still found."""
     memo = Path(cfg.paths.cache_dir) / "fingerprints"
 
     def content(path: Any) -> str | None:
@@ -84,6 +88,9 @@ def training_key(cfg: DictConfig, stage: str) -> dict[str, Any]:
     data = {k: v for k, v in _plain(cfg.data).items() if k not in _RUNTIME_DATA_KEYS}
     if data.get("_target_") == _DEMO_TARGET:  # the BraTS reader; `demo` names the data made
         data["_target_"] = _BRATS_TARGET
+    for name, former in _ADDED_DATA_OPTIONS.get(data.get("_target_"), {}).items():
+        if name in data and data[name] == former:
+            del data[name]
     if "batch_size" not in data:  # the data configs named it, always the reader's default
         data["batch_size"] = get_class(data["_target_"]).default_batch_size
     for name in _PATH_DATA_KEYS:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from hydra.utils import instantiate
 
 from src.data.brats import BraTSDataModule
@@ -13,10 +14,15 @@ from src.data.demo import (
     MARKER,
     DemoBraTSDataModule,
     DemoKSDD2DataModule,
+    DemoTCGADataModule,
     ensure_demo_brats,
     ensure_demo_ksdd2,
+    ensure_demo_tcga,
 )
+from src.data.generators.tcga_lgg import generate_tcga_lgg
+from src.data.tcga_lgg import TCGALGGDataModule, read_binary_mask
 from src.pipeline.stages import datamodule_arguments
+from tests.helpers.files import snapshot
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "data"
 TINY = {"shape": [24, 24, 10], "normal_cases": 1}
@@ -89,6 +95,70 @@ def test_ksdd2_demo_refuses_to_replace_a_real_folder(tmp_path):
         ensure_demo_ksdd2(tmp_path / "KSDD2", **KSDD2_TINY)
 
 
+TCGA_TINY = {"n_patients": 3, "size": 48, "n_slices": [6, 8], "tumour_depth": 0.7}
+
+
+def test_tcga_demo_is_generated_once_rebuilt_on_change_and_read_by_the_reader(tmp_path):
+    root = tmp_path / "tcga"
+    dm = DemoTCGADataModule(root, demo={**TCGA_TINY, "compress": True}, batch_size=2)
+    assert not root.exists()  # building the DataModule generates nothing
+    dm.prepare_data()
+    marker = json.loads((root / MARKER).read_text())
+    masks = sorted(root.glob("kaggle_3m/TCGA_*/*_mask.tif"))
+    assert len(marker["files"]) == 2 * len(masks) + 1  # images, masks, data.csv
+    first = _mtimes(root)
+    ensure_demo_tcga(root, **TCGA_TINY, compress=True)
+    assert _mtimes(root) == first  # cached: nothing rewritten
+
+    (root / marker["files"][-1]).unlink()  # incomplete: rebuilt
+    ensure_demo_tcga(root, **TCGA_TINY, compress=True)
+    assert (root / marker["files"][-1]).is_file()
+
+    # The real reader: labels and masks are the mask files'; every patient has a tumour on
+    # some of its slices and none on the others.
+    dm.setup()
+    patients = sorted(p.name for p in (root / "kaggle_3m").glob("TCGA_*"))
+    assert sorted(sum(dm.split.values(), [])) == patients
+    for split in ("train", "val", "test"):
+        data = dm.dataset(split)
+        for patient in dm.split[split]:
+            rows = [i for i, item_id in enumerate(data.ids) if item_id.startswith(patient)]
+            labels = [data[i]["label"].item() for i in rows]
+            assert 0 < sum(labels) < len(labels)
+            for i in rows:
+                n = int(data.ids[i].split("/s")[1])
+                mask = read_binary_mask(root / "kaggle_3m" / patient / f"{patient}_{n}_mask.tif")
+                assert data[i]["label"].item() == float(mask.any())
+                assert torch.equal(data[i]["mask"], torch.from_numpy(mask).long())
+
+    ensure_demo_tcga(root, **{**TCGA_TINY, "n_patients": 4, "compress": True})
+    assert len(list((root / "kaggle_3m").glob("TCGA_*"))) == 4
+
+
+def test_tcga_demo_refuses_to_replace_a_real_folder(tmp_path):
+    generate_tcga_lgg(tmp_path / "kaggle", n_patients=1, size=32, n_slices=(3, 3))
+    before = snapshot(tmp_path / "kaggle")
+    with pytest.raises(FileExistsError, match="not a generated demo folder"):
+        DemoTCGADataModule(tmp_path / "kaggle", demo=TCGA_TINY).prepare_data()
+    assert snapshot(tmp_path / "kaggle") == before
+
+
+def test_tcga_demo_recipe_reads_a_folder_as_it_is_with_demo_null(tmp_path):
+    """`data=demo_tcga data.root=<folder> data.demo=null`: the demo's recipe on a kaggle_3m
+    folder made by other code, which is read and never written."""
+    root = tmp_path / "lgg-mri-segmentation"
+    patients = generate_tcga_lgg(root, n_patients=3, seed=1, size=40, n_slices=(4, 6))
+    before = snapshot(root)
+    cfg = _compose(tmp_path, "demo_tcga", f"data.root={root}", "data.demo=null")
+    dm = instantiate(cfg.data)
+    assert isinstance(dm, DemoTCGADataModule) and dm.demo is None
+    dm.prepare_data()
+    dm.setup()
+    assert sorted(sum(dm.split.values(), [])) == patients
+    assert dm.dataset("train")[0]["image"].shape == (3, 112, 112)
+    assert snapshot(root) == before and not (root / MARKER).exists()
+
+
 def _compose(tmp_path: Path, data: str, *overrides: str):
     """Compose the real ``conf/data`` group under a minimal primary config with Hydra."""
     from hydra import compose, initialize_config_dir
@@ -116,6 +186,16 @@ def test_demo_config_instantiates_brats_module(tmp_path):
     assert {"n_cases", "seed"} <= set(dm.demo)
     assert dm.modalities == ["t2"] and dm.image_size == (112, 112) and dm.slice_range == (40, 120)
     assert dm.crop_foreground and dm.slice_step == 2
+
+
+def test_demo_tcga_config_instantiates_the_tcga_module(tmp_path):
+    cfg = _compose(tmp_path, "demo_tcga")
+    assert cfg.data.root == str(tmp_path / "cache" / "demo" / "tcga_lgg")
+    dm = instantiate(cfg.data)
+    assert isinstance(dm, DemoTCGADataModule) and isinstance(dm, TCGALGGDataModule)
+    assert dm.demo["normal_patients"] == 0 and dm.demo["n_patients"] > 0
+    assert dm.image_size == (112, 112) and dm.crop_foreground and dm.weighted_sampling
+    assert dm.channels == "flair"
 
 
 def test_demo_datamodule_generates_its_data_in_prepare_data(tmp_path):

@@ -95,6 +95,11 @@ def test_plumbing_mode_uses_generated_data_and_small_budgets(settings):
     ksdd2 = _config(plumbing, "ltgrad_fig4", "ltgrad-cam-delta-40")
     assert ksdd2.data.root == str(plumbing.demo_data_dir / "ksdd2")
     assert ksdd2.backbone.net.weights is None and list(ksdd2.data.image_size) == [128, 64]
+    # TCGA-LGG: the small generated folder, not the TCGA demo's recipe.
+    tcga = _config(plumbing, "cfdcam_table1", "tcga-lgg-cfd-cam-ours")
+    assert tcga.data._target_ == "src.data.tcga_lgg.TCGALGGDataModule"
+    assert tcga.data.root == str(plumbing.demo_data_dir / "tcga_lgg")
+    assert (tcga.data.image_size, tcga.finetune.epochs, tcga.eval.limit) == (64, 1, 6)
 
 
 def test_demo_mode_runs_the_ksdd2_rows_on_the_ksdd2_demo_and_its_classifier(settings):
@@ -107,6 +112,26 @@ def test_demo_mode_runs_the_ksdd2_rows_on_the_ksdd2_demo_and_its_classifier(sett
         assert cfg.backbone.net == plain.backbone.net and cfg.finetune == plain.finetune
         assert cfg.eval.limit is None
     assert _config(demo, "ltgrad_fig5", "ltfullgrad-delta-90").eval.split == "train"
+
+
+def test_demo_mode_runs_the_tcga_rows_on_the_tcga_demo_and_its_classifier(settings):
+    """`--demo`: the Cfd-CAM tables' TCGA-LGG rows run `data=demo_tcga` with its budgets, so
+    every row (Cfd-CAM, Grad-CAM, ...) evaluates the classifier `python -m src.run
+    data=demo_tcga` stored, on the same slices."""
+    demo = dataclasses.replace(settings, demo=True, vgg_weights=None)
+    plain = compose_job_config(["data=demo_tcga"], settings.runs_dir, settings.project_root)
+    rows = (
+        ("cfdcam_table1", "tcga-lgg-cfd-cam-ours"),
+        ("cfdcam_table1", "tcga-lgg-grad-cam-2016"),
+        ("cfdcam_table2", "tcga-lgg-cfd-cam-ss"),
+    )
+    for recipe, key in rows:
+        cfg = _config(demo, recipe, key)
+        assert cfg.data == plain.data and cfg.data._target_ == "src.data.demo.DemoTCGADataModule"
+        assert training_key(cfg, "finetune") == training_key(plain, "finetune")
+        assert cfg.eval == plain.eval and cfg.cam.mask == "densecrf"
+    assert _config(demo, *rows[1]).cam.name == "gradcam"
+    assert list(_config(demo, *rows[2]).cam.options.scales) == [1]
 
 
 def test_missing_roots_and_weights_are_reported(settings):

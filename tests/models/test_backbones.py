@@ -154,8 +154,9 @@ def test_narrow_vgg16_with_the_fc_head_fits_its_first_linear_layer():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"arch": "resnet18", "width": 0.5}, "VGG16 options"),
+        ({"arch": "resnet18", "width": 0.5}, "VGG16 option"),
         ({"arch": "vgg16", "head": "mlp"}, "backbone.head"),
+        ({"arch": "resnet18", "head": "mlp"}, "backbone.head"),
         ({"arch": "vgg16", "width": 0}, "backbone.width"),
     ],
 )
@@ -164,11 +165,17 @@ def test_bad_width_or_head_is_refused_by_name(kwargs, match):
         build_backbone(num_classes=1, **{"norm": "batch", **kwargs})
 
 
-def test_gmp_head_scores_the_strongest_position_of_each_channel():
-    net = build_backbone("vgg16", num_classes=1, norm="batch", width=0.125, head="gmp").eval()
-    assert isinstance(net.avgpool, nn.AdaptiveMaxPool2d) and net.head_name == "classifier.0"
-    features = torch.zeros(1, 64, 4, 2)
-    features[0, :, 3, 1] = torch.arange(64.0)  # one position holds every channel's maximum
-    pooled = net.classifier(net.avgpool(features).flatten(1))
-    expected = net.classifier(features[:, :, 3, 1])
-    torch.testing.assert_close(pooled, expected)
+@pytest.mark.parametrize("arch", ["vgg16", "resnet18"])
+def test_gmp_head_scores_the_strongest_position_of_each_channel(arch):
+    kw = {"width": 0.125} if arch == "vgg16" else {}
+    net = build_backbone(arch, num_classes=1, norm="batch", head="gmp", **kw).eval()
+    assert isinstance(net.avgpool, nn.AdaptiveMaxPool2d)
+    head = net.get_submodule(net.head_name)
+    assert net.head_name == ("classifier.0" if arch == "vgg16" else "fc")
+    features = torch.zeros(1, net.feature_dim, 4, 2)
+    features[0, :, 3, 1] = torch.arange(float(net.feature_dim))  # every channel's maximum
+    pooled = head(net.avgpool(features).flatten(1))
+    torch.testing.assert_close(pooled, head(features[:, :, 3, 1]))
+    assert net(torch.rand(2, 3, 64, 48)).shape == (2, 1)
+    # The fc (= gap) head keeps torchvision's average pooling.
+    assert isinstance(build_backbone("resnet18", 1, head="gap").avgpool, nn.AdaptiveAvgPool2d)

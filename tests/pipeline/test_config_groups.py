@@ -105,6 +105,26 @@ def test_the_default_run_applies_the_demo_budgets_and_other_data_none(make_confi
     assert both.finetune.module.augment.hflip_p == 0.5 and both.finetune.epochs == 10
 
 
+def test_the_tcga_demo_applies_its_budgets_on_any_kaggle_3m_folder(make_config):
+    """`data=demo_tcga` brings conf/experiment/demo_tcga.yaml; with `data.root=... data.demo=null`
+    the same recipe runs on a folder made elsewhere."""
+    demo = make_config("data=demo_tcga")
+    real = make_config("data=demo_tcga", "data.root=/data/kaggle_3m", "data.demo=null")
+    assert demo.data._target_ == "src.data.demo.DemoTCGADataModule" and demo.data.demo
+    assert real.data.demo is None and real.data.root == "/data/kaggle_3m"
+    for cfg in (demo, real):
+        assert not cfg.pretrain.enabled and cfg.backbone.net.weights is None  # from scratch
+        assert (cfg.backbone.net.arch, cfg.backbone.net.norm, cfg.backbone.net.head) == (
+            "resnet18",
+            "batch",
+            "gmp",
+        )
+        assert cfg.finetune.epochs == 6 and cfg.eval.limit == 15 and cfg.cam.name == "cfdcam"
+        assert cfg.callbacks.classifier_checkpoint.monitor == "val/loss"
+        assert cfg.data.image_size == 112 and cfg.data.crop_foreground
+        assert cfg.data.channels == "flair"
+
+
 # The model-store keys of networks trained before the config groups moved (task and
 # num_classes in finetune.module, monitor in finetune/segmenter, data.evaluation, the demo as
 # BraTSDataModule with `demo`), computed by that code with the data root's fingerprint

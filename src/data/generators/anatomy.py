@@ -165,11 +165,16 @@ def sample_brain(shape: tuple[int, int, int], rng: np.random.Generator) -> Brain
     return Brain(gm=gm, wm=wm, csf=csf, mask=brain, texture=texture)
 
 
-def sample_tumour(brain: Brain, rng: np.random.Generator) -> Tumour:
-    """An irregular tumour centred in white matter: nested parts of a noisy ellipsoid level set."""
+def sample_tumour(
+    brain: Brain, rng: np.random.Generator, scale: tuple[float, float, float] = (1.0, 1.0, 1.0)
+) -> Tumour:
+    """An irregular tumour centred in white matter: nested parts of a noisy ellipsoid level set.
+
+    ``scale`` multiplies its radii along the three axes (the last: how many slices it spans)."""
     shape = brain.mask.shape
     extent = np.array([np.ptp(a) + 1 for a in np.nonzero(brain.mask)], np.float64)
     radii = extent * rng.uniform(0.13, 0.26, 3)  # whole tumour ~ 2-12 % of a central slice
+    radii *= np.asarray(scale, np.float64)
     deep = np.argwhere(brain.wm > 0.6)
     if len(deep) == 0:
         deep = np.argwhere(brain.mask)
