@@ -58,7 +58,8 @@ def ensure_generated(
             return None
         if stored.get("params") != params:
             return None
-        return root if all((root / f).is_file() for f in expected(stored)) else None
+        files = expected(stored)  # a marker listing nothing is an interrupted generation
+        return root if files and all((root / f).is_file() for f in files) else None
 
     def build() -> Path:
         log.info("generating demo data in %s (%s)", root, params)
@@ -95,7 +96,7 @@ def ensure_demo_brats(
 
     def expected(stored: dict) -> list[str]:
         names = [*MODALITIES, "seg"]
-        return [f"{c}/{c}_{m}.nii.gz" for c in stored.get("cases", []) for m in names] or [""]
+        return [f"{c}/{c}_{m}.nii.gz" for c in stored.get("cases", []) for m in names]
 
     return ensure_generated(root, params, generate, expected)
 
@@ -130,8 +131,8 @@ def ensure_demo_tcga(root: str | Path, seed: int = 0, **kw: Any) -> Path:
 
 
 def _listed_files(stored: dict) -> list[str]:
-    """The files a generator listed in its marker (``[""]``, never complete, if none)."""
-    return stored.get("files") or [""]
+    """The files a generator listed in its marker."""
+    return stored.get("files", [])
 
 
 class _GeneratedData:

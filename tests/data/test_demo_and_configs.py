@@ -47,6 +47,12 @@ def test_demo_is_generated_once_and_rebuilt_on_change(tmp_path):
     ensure_demo_brats(root, n_cases=3, seed=0, **TINY)
     assert (root / case / f"{case}_t2.nii.gz").is_file()
 
+    # A marker with the right parameters but no cases listed (an interrupted generation)
+    # is not a complete copy either.
+    (root / MARKER).write_text(json.dumps({**marker, "cases": []}))
+    ensure_demo_brats(root, n_cases=3, seed=0, **TINY)
+    assert json.loads((root / MARKER).read_text())["cases"] == marker["cases"]
+
     # Other parameters rebuild it; the reader ignores the hidden marker.
     ensure_demo_brats(root, n_cases=4, seed=1, **TINY)
     assert len([p for p in root.iterdir() if p.is_dir()]) == 4
