@@ -4,9 +4,12 @@ Every row becomes a Hydra composition of `experiment=<recipe>` plus the row's ov
 data root of its dataset and the caller's extra overrides (last wins), run in this process
 into `<runs_dir>/<recipe>/<row key>/`. With `seeds` > 1 every row runs once per seed
 (`Settings.seeds`), each seed in its own folder and with its own classifier, and the tables
-give the mean ± std over the seeds. A finished job is reused when its overrides are the
-same (`job.json`, written only after success), so a recipe can be resumed or grown with
-`only` and every table shows all rows finished so far. A job that raises is reported as
+give the mean ± std over the seeds. A finished job is reused when its overrides and
+composed config are the same (`job.json`, written only after success), so a recipe can be
+resumed or grown with `only` and every table shows all rows finished so far; a job whose
+config equals, but for `task_name`, one another recipe finished (Table 2's multi-scale
+Cfd-CAM is Table 1's) shows that run's result instead of running again. A job that raises
+is reported as
 "failed: <reason>" and the others still run. Trained classifiers are shared through the
 model store, so the rows of one dataset train once.
 """
@@ -273,22 +276,61 @@ def config_digest(cfg: DictConfig) -> str:
     return fingerprint(OmegaConf.to_container(cfg, resolve=False))
 
 
-def cached_outcome(job: Job, project_root: Path = REPO_ROOT) -> Outcome | None:
-    """The finished result of the same job in its run folder, if there is one: the same
-    overrides and the same composed config (a record without the config's digest, from an
-    older version, is not trusted)."""
-    job_file, summary = job.run_dir / JOB_FILE, job.run_dir / "summary.json"
-    if not (job_file.is_file() and summary.is_file()):
+def result_digest(cfg: DictConfig) -> str:
+    """A hash of everything in a job's config that can change its result: all of it but
+    `task_name`, which only names the run (two recipes' rows with the same settings differ
+    only there)."""
+    container = OmegaConf.to_container(cfg, resolve=False)
+    container.pop("task_name", None)
+    return fingerprint(container)
+
+
+def job_digests(cfg: DictConfig) -> dict[str, str]:
+    """What `job.json` records of a job's config, taken before the run fills in values."""
+    return {"config": config_digest(cfg), "result": result_digest(cfg)}
+
+
+def _finished_record(run_dir: Path) -> dict | None:
+    """The `job.json` of a run folder whose job finished (its summary written), else None."""
+    job_file = run_dir / JOB_FILE
+    if not (job_file.is_file() and (run_dir / "summary.json").is_file()):
         return None
-    recorded = json.loads(job_file.read_text())
-    if recorded.get("overrides") != list(job.overrides):
+    try:
+        return json.loads(job_file.read_text())
+    except ValueError:
         return None
-    cfg = compose_job_config(job.overrides, job.run_dir, project_root)
-    if recorded.get("config") != config_digest(cfg):
+
+
+def _reused(run_dir: Path, record: dict, how: str) -> Outcome:
+    headline = json.loads((run_dir / "summary.json").read_text()).get("headline")
+    return Outcome(DONE, headline, how, str(run_dir), record.get("seconds"))
+
+
+def cached_outcome(
+    job: Job, project_root: Path = REPO_ROOT, runs_dir: Path | None = None
+) -> Outcome | None:
+    """The finished result of the same job: in its run folder (the same overrides and the same
+    composed config; a record without the config's digest, from an older version, is not
+    trusted), or, given `runs_dir`, in another recipe's folder below it whose config differs
+    only in `task_name` (`result_digest`)."""
+    recorded = _finished_record(job.run_dir)
+    if recorded is not None and recorded.get("overrides") == list(job.overrides):
+        cfg = compose_job_config(job.overrides, job.run_dir, project_root)
+        if recorded.get("config") == config_digest(cfg):
+            return _reused(job.run_dir, recorded, "reused")
         log.info("%s: the config changed since it ran; running it again", job.run_dir)
+    if runs_dir is None:
         return None
-    headline = json.loads(summary.read_text()).get("headline")
-    return Outcome(DONE, headline, "reused", str(job.run_dir), recorded.get("seconds"))
+    digest = result_digest(compose_job_config(job.overrides, job.run_dir, project_root))
+    for job_file in sorted(Path(runs_dir).rglob(JOB_FILE)):  # seeds k > 0 a level deeper
+        twin = job_file.parent
+        if twin == job.run_dir:
+            continue
+        record = _finished_record(twin)
+        if record is not None and record.get("result") == digest:
+            log.info("%s: the same job finished in %s; reusing its result", job.run_dir, twin)
+            return _reused(twin, record, f"reused from {twin.relative_to(runs_dir)}")
+    return None
 
 
 def base_seed(overrides: Sequence[str], run_dir: Path, project_root: Path) -> int:
@@ -373,7 +415,7 @@ def run_job(job: Job, settings: Settings) -> Outcome:
     start = time.monotonic()
     try:
         cfg = compose_job_config(job.overrides, job.run_dir, settings.project_root)
-        digest = config_digest(cfg)
+        digests = job_digests(cfg)
         summary = run_pipeline(cfg)
     except Exception as err:  # noqa: BLE001 - one row's failure must not lose the others
         log.exception("job %s failed", job.key)
@@ -382,14 +424,16 @@ def run_job(job: Job, settings: Settings) -> Outcome:
     seconds = time.monotonic() - start
     if not summary.get("headline"):
         return Outcome(FAILED, reason="the run wrote no headline", run_dir=str(job.run_dir))
-    record_job(job.run_dir, job.overrides, digest, seconds)
+    record_job(job.run_dir, job.overrides, digests, seconds)
     return Outcome(DONE, summary["headline"], "", str(job.run_dir), seconds)
 
 
-def record_job(run_dir: Path, overrides: Sequence[str], digest: str, seconds: float) -> None:
-    """Mark a finished job (`job.json`: its overrides, config digest and time) so
-    `cached_outcome` reuses it."""
-    record = {"overrides": list(overrides), "config": digest, "seconds": seconds}
+def record_job(
+    run_dir: Path, overrides: Sequence[str], digests: dict[str, str], seconds: float
+) -> None:
+    """Mark a finished job (`job.json`: its overrides, config digests (`job_digests`) and
+    time) so `cached_outcome` reuses it."""
+    record = {"overrides": list(overrides), **digests, "seconds": seconds}
     atomic_write_text(Path(run_dir) / JOB_FILE, json.dumps(record, indent=2) + "\n")
 
 
@@ -515,7 +559,11 @@ def run_recipe(
     for job in jobs:
         selected = _selected(job.row, settings)
         # --rerun repeats the selected rows only; the others keep their finished results.
-        cached = None if settings.rerun and selected else cached_outcome(job, settings.project_root)
+        cached = (
+            None
+            if settings.rerun and selected
+            else cached_outcome(job, settings.project_root, settings.runs_dir)
+        )
         if cached is not None:
             job_outcomes[job.key] = cached
         elif selected:

@@ -30,7 +30,7 @@ from hydra.core.utils import JobStatus
 from hydra.types import HydraContext, RunMode
 from omegaconf import DictConfig
 
-from experiments.engine import Job, cached_outcome, config_digest, record_job
+from experiments.engine import Job, cached_outcome, job_digests, record_job
 from experiments.tables import FAILED, NOT_RUN, Outcome
 from src.data.atomic import atomic_write_text
 from src.pipeline.compose import CONF_DIR
@@ -49,7 +49,7 @@ def run_row(cfg: DictConfig) -> dict[str, Any]:
     from src.pipeline.stages import run_pipeline
 
     out = Path(cfg.paths.output_dir)
-    digest = config_digest(cfg)  # before the run, which may fill in values
+    digests = job_digests(cfg)  # before the run, which may fill in values
     start = time.monotonic()
     try:
         summary = run_pipeline(cfg)
@@ -63,7 +63,7 @@ def run_row(cfg: DictConfig) -> dict[str, Any]:
     with contextlib.suppress(FileNotFoundError):
         (out / FAILED_FILE).unlink()
     overrides = list(HydraConfig.get().overrides.task)
-    record_job(out, overrides, digest, time.monotonic() - start)
+    record_job(out, overrides, digests, time.monotonic() - start)
     return summary
 
 

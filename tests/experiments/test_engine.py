@@ -124,3 +124,28 @@ def test_a_finished_job_whose_config_files_changed_runs_again(settings, fake_pip
     fake_pipeline.clear()
     run_recipe(recipe, one)
     assert fake_pipeline == ["ltfullgrad@0"]
+
+
+def test_a_job_another_recipe_finished_with_the_same_config_is_not_run_again(settings, monkeypatch):
+    """Table 2's multi-scale Cfd-CAM row is Table 1's Cfd-CAM row under another task name:
+    it shows that run's result; the single-scale row, a different config, runs."""
+    calls: list[tuple[str, tuple]] = []
+
+    def run(cfg):
+        calls.append((cfg.task_name, tuple(cfg.cam.options.scales)))
+        return finished_run(cfg, 0.5)
+
+    monkeypatch.setattr(stages, "run_pipeline", run)
+    table1, table2 = RECIPES["cfdcam_table1"], RECIPES["cfdcam_table2"]
+    run_recipe(table1, dataclasses.replace(settings, only=("brats-t2-flair-cfd-cam-ours",)))
+    assert calls == [("cfdcam_table1", (1, 2))]
+
+    calls.clear()
+    outcomes, _ = run_recipe(
+        table2, dataclasses.replace(settings, only=("brats-t2-flair-cfd-cam-*",))
+    )
+    assert calls == [("cfdcam_table2", (1,))]
+    multi = outcomes["brats-t2-flair-cfd-cam-ms"]
+    assert multi.reason == "reused from cfdcam_table1/brats-t2-flair-cfd-cam-ours"
+    assert multi.run_dir == str(settings.runs_dir / "cfdcam_table1" / "brats-t2-flair-cfd-cam-ours")
+    assert outcomes["brats-t2-flair-cfd-cam-ss"].reason == ""
