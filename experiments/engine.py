@@ -181,8 +181,8 @@ DEMO_DATA: dict[str, DemoData] = {
         "DEMO run on `data=demo_voc` (generated VOC2012-format scenes of 20 shape x colour x "
         "pattern classes, all 200 images of its val list), with its classifier: VGG16-slim "
         "(VGG16-BN at 1/8 width, max-pooling head) trained from scratch at 160 px (no ImageNet "
-        "weights offline). Numbers show the methods' ordering on synthetic scenes, not the "
-        "paper's data",
+        "weights offline; a single stage Sk is the VGG16-BN max-pool at the paper's depth k). "
+        "Numbers show the methods' ordering on synthetic scenes, not the paper's data",
         replaces_recipe=True,
         layer_names=_VOC_DEMO_STAGES,
     ),
