@@ -159,7 +159,7 @@ def test_voc_demo_recipe_reads_a_folder_as_it_is_with_demo_null(tmp_path):
     cfg = compose_config(overrides, tmp_path / "run")
     assert cfg.backbone.net.width == 0.125 and cfg.backbone.net.head == "gmp"
     assert cfg.cam.name == "ltgradcam" and cfg.cam.layers == 5 and cfg.pretrain.enabled is False
-    assert cfg.finetune.epochs == 20 and cfg.eval.limit is None
+    assert cfg.finetune.epochs == 30 and cfg.eval.limit is None
     dm = instantiate(cfg.data)
     assert isinstance(dm, DemoVOCDataModule) and dm.demo is None
     dm.prepare_data()
