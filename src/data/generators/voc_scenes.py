@@ -11,16 +11,17 @@ What makes the task learnable and not trivial (the VOC properties the demo keeps
   box, triangle, star, cross; 4 hue families; 5 patterns: smooth, stripes, dots, checks,
   grain). The three are assigned as a Latin square, so any two classes differ in at least
   two of them: neither the colour, nor the shape, nor the pattern alone names the class.
-- **Within-class variation**: size (a quarter to three quarters of the image side), aspect, rotation,
-  wobbly outlines, hue / saturation / brightness jitter, pattern scale and angle, shading.
+- **Within-class variation**: size (a quarter to three quarters of the image side), aspect,
+  rotation, wobbly outlines, hue / saturation / brightness jitter, pattern scale and angle,
+  shading.
 - **Scenes**: one to three objects (the same class twice now and then, as VOC's people),
   objects occlude each other and are cut by the image border (each keeps at least a third of
   itself in view), image sizes vary.
 - **Cluttered backgrounds** that are not objects: crops of the photographs and textures
   bundled with scikit-image under a random tint, and distractor shapes from the same shape
   and pattern families in colours no class has (greys, purple, cyan, brown).
-- **Void** (255) in a band of 1-2 px on each side of every object outline, as the real masks'
-  5 px band at VOC's ~500 px, and sensor noise, blur and JPEG compression on the images.
+- **Void** (255) in a band 2 px wide (one on each side) along every object outline, as the
+  real masks' 5 px band at VOC's ~500 px, and sensor noise, blur and JPEG compression.
 """
 
 from __future__ import annotations
