@@ -38,6 +38,7 @@ from experiments.tables import (
     render_markdown,
 )
 from src.data.atomic import atomic_write_text
+from src.models.backbones import stage_names
 from src.pipeline.compose import compose_config
 from src.pipeline.store import fingerprint
 
@@ -77,7 +78,9 @@ class DemoData:
     `replaces_recipe`: the rows run the demo's own config (its data config and the budgets
     it applies) with only their overrides, not the recipe's experiment: the demo config is
     already the recipe scaled to a CPU, and a row on `make run`'s data and modality then
-    shares the classifier `make run` stored."""
+    shares the classifier `make run` stored. `layer_names`: (recipe network's stage, demo
+    network's stage) pairs, for rows that name a stage (the VOC demo's VGG16-BN has its
+    max-pools at other indices than the recipes' plain VGG16)."""
 
     generate: Callable[[Path], None] | None
     overrides: tuple[str, ...]
@@ -85,6 +88,21 @@ class DemoData:
     note: str = ""
     demo_wins: bool = False
     replaces_recipe: bool = False
+    layer_names: tuple[tuple[str, str], ...] = ()
+
+    def rename_layers(self, overrides: Sequence[str]) -> list[str]:
+        """The row's overrides with the CAM stages it names (`cam.layers=[features.4]`, the
+        recipe network's) replaced by the demo network's stages at the same depth
+        (`layer_names`: (recipe's, demo's) pairs)."""
+        names = dict(self.layer_names)
+        out = []
+        for override in overrides:
+            key, sep, value = override.partition("=")
+            if names and key.lstrip("+~") == "cam.layers" and value.startswith("["):
+                parts = [p.strip() for p in value.strip("[]").split(",")]
+                value = "[" + ",".join(names.get(p, p) for p in parts) + "]"
+            out.append(f"{key}{sep}{value}")
+        return out
 
 
 _DEMO_EVAL = (
@@ -128,8 +146,14 @@ PLUMBING_DATA: dict[str, DemoData] = {
 # make run's 3 epochs leave the T1 classifier at chance (validation AUC 0.46; 0.80 after 10,
 # still rising): the modality rows all train 10 (docs/demo.md, "Every modality").
 _DEMO_MODALITY_EPOCHS = ("finetune.epochs=10",)
+#: The VOC demo's network (VGG16-BN) has its five max-pools at other indices than the plain
+#: VGG16 the VOC recipes name (Table 1's single stages): the same depth, the demo's index.
+_VOC_DEMO_STAGES = tuple(
+    zip(stage_names("vgg16", "none"), stage_names("vgg16", "batch"), strict=True)
+)
 #: `--demo`: the datasets' demos with budgets a classifier learns from, where one exists
-#: (BraTS: `data=demo`, every modality; TCGA-LGG: `data=demo_tcga`; KSDD2: `data=demo_ksdd2`);
+#: (BraTS: `data=demo`, every modality; TCGA-LGG: `data=demo_tcga`; KSDD2: `data=demo_ksdd2`;
+#: VOC: `data=demo_voc`);
 #: the others still run their plumbing budgets and say so.
 DEMO_DATA: dict[str, DemoData] = {
     **PLUMBING_DATA,
@@ -152,6 +176,18 @@ DEMO_DATA: dict[str, DemoData] = {
         "with the demo's budgets (no SupCon). Numbers show the methods' ordering on phantoms, "
         "not the paper's data",
         replaces_recipe=True,
+    ),
+    "voc": DemoData(
+        None,
+        ("data=demo_voc",),
+        (),
+        "DEMO run on `data=demo_voc` (generated VOC2012-format scenes of 20 shape x colour x "
+        "pattern classes, all 200 images of its val list), with its classifier: VGG16-slim "
+        "(VGG16-BN at 1/8 width, max-pooling head) trained from scratch at 160 px (no ImageNet "
+        "weights offline; a single stage Sk is the VGG16-BN max-pool at the paper's depth k). "
+        "Numbers show the methods' ordering on synthetic scenes, not the paper's data",
+        replaces_recipe=True,
+        layer_names=_VOC_DEMO_STAGES,
     ),
     "ksdd2": DemoData(
         None,
@@ -239,6 +275,8 @@ def job_overrides(recipe: Recipe, row: Row, settings: Settings) -> tuple[str, ..
     if row.dataset not in DATASETS:
         raise ValueError(f"recipe {recipe.name}, row {row.key}: unknown dataset {row.dataset!r}")
     overrides = [f"task_name={recipe.name}", *row.overrides]
+    if settings.demo and not recipe.on_demo_config:
+        overrides = demo_data(row.dataset, settings).rename_layers(overrides)
     experiments = [] if recipe.experiment is None else [recipe.experiment]
     if settings.demo and not recipe.on_demo_config:
         demo = demo_data(row.dataset, settings)

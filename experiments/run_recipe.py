@@ -70,9 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--demo",
         action="store_true",
-        help="the datasets' demos (generated data in the real formats; TCGA-LGG and KSDD2: "
-        "data=demo_tcga and data=demo_ksdd2 with budgets a classifier learns from, the others "
-        "tiny budgets and a row subset); "
+        help="the datasets' demos (generated data in the real formats; BraTS, TCGA-LGG, VOC "
+        "and KSDD2: data=demo, demo_tcga, demo_voc and demo_ksdd2 with budgets a classifier "
+        "learns from); "
         "tables go to results/demo/",
     )
     parser.add_argument(

@@ -46,6 +46,14 @@ DEMO_NEXT = {
         "  .venv/bin/python experiments/run_recipe.py cfdcam_table1 --demo --only 'tcga-lgg-*'\n"
         "  -> experiments/results/demo/cfdcam_table1.md\n"
     ),
+    "src.data.demo.DemoVOCDataModule": (
+        "Next: the LT-Grad-CAM paper's VOC Tables 1-3 (Grad-CAM per stage and fused, gradient "
+        "truncation, the comparison) on this classifier and this test split (3 min on a shared "
+        "2-core CPU):\n"
+        "  .venv/bin/python experiments/run_recipe.py ltgrad_table1 ltgrad_table2 ltgrad_table3 "
+        "--demo\n"
+        "  -> experiments/results/demo/ltgrad_table1.md, ltgrad_table2.md, ltgrad_table3.md\n"
+    ),
     "src.data.demo.DemoKSDD2DataModule": (
         "Next: the LT-Grad-CAM paper's Table 4 rows (Grad-CAM++, Grad-CAM, FullGrad, Layer-CAM, "
         "LTGrad-CAM) on this classifier and this test split, and the delta sweeps of its "

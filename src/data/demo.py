@@ -25,9 +25,11 @@ from src.data.generators.anatomy import MODALITIES
 from src.data.generators.brats import generate_brats
 from src.data.generators.ksdd2 import generate_ksdd2
 from src.data.generators.tcga_lgg import generate_tcga_lgg
+from src.data.generators.voc_scenes import generate_voc_scenes
 from src.data.ksdd2 import KSDD2DataModule
 from src.data.lock import build_once
 from src.data.tcga_lgg import TCGALGGDataModule
+from src.data.voc import VOCDataModule
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,7 @@ log = logging.getLogger(__name__)
 DEMO_VERSION = 3
 KSDD2_DEMO_VERSION = 3
 TCGA_DEMO_VERSION = 1
+VOC_DEMO_VERSION = 1
 MARKER = ".wsss_demo.json"
 
 #: (root, overwrite, marker) -> None: writes the copy, marker included, atomically.
@@ -130,6 +133,21 @@ def ensure_demo_tcga(root: str | Path, seed: int = 0, **kw: Any) -> Path:
     return ensure_generated(root, params, generate, _listed_files)
 
 
+def ensure_demo_voc(root: str | Path, seed: int = 0, **kw: Any) -> Path:
+    """Return ``root`` holding a generated PASCAL VOC 2012 copy (``VOCdevkit/VOC2012``) made
+    with these parameters.
+
+    ``kw`` goes to :func:`src.data.generators.voc_scenes.generate_voc_scenes` (``n_train``,
+    ``n_val``, ``size``).
+    """
+    params = {"version": VOC_DEMO_VERSION, "seed": seed, **kw}
+
+    def generate(target: Path, overwrite: bool, marker: tuple[str, dict]) -> None:
+        generate_voc_scenes(target, seed=seed, overwrite=overwrite, marker=marker, **kw)
+
+    return ensure_generated(root, params, generate, _listed_files)
+
+
 def _listed_files(stored: dict) -> list[str]:
     """The files a generator listed in its marker."""
     return stored.get("files", [])
@@ -193,3 +211,13 @@ class DemoTCGADataModule(_GeneratedData, TCGALGGDataModule):
     """
 
     ensure = staticmethod(ensure_demo_tcga)
+
+
+class DemoVOCDataModule(_GeneratedData, VOCDataModule):
+    """The VOC DataModule on a generated copy of PASCAL VOC 2012 in its real on-disk format.
+
+    ``demo``: :func:`ensure_demo_voc`'s arguments (``n_train``, ``n_val``, ``seed``,
+    ``size``); every other argument is the :class:`~src.data.voc.VOCDataModule`'s.
+    """
+
+    ensure = staticmethod(ensure_demo_voc)

@@ -195,7 +195,10 @@ class CAMEvaluationModule(pl.LightningModule):
                 self._writer.add(class_map_id(image_id, class_index), cam_map)
             pred = voc_mask(own, classes)
             score = float(probs[i, classes].mean()) if classes else 0.0
-            self.results.append(multilabel_result(image_id, gts[i], pred, classes, score))
+            all_probs = probs[i].tolist()
+            self.results.append(
+                multilabel_result(image_id, gts[i], pred, classes, score, all_probs)
+            )
 
     def _collect(self) -> None:
         """Score the masks the mask maker has made, in submission order."""

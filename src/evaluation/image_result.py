@@ -6,7 +6,7 @@ CSV columns without a hidden key, and the CSV's columns and formatting live in o
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +44,8 @@ class ImageResult:
     pred_area: int
     metrics: Mapping[str, float]
     confusion: ConfusionMatrix = field(repr=False, compare=False)
+    #: A multi-label classifier's probability of every class (for the split's mAP); else None.
+    probs: tuple[float, ...] | None = field(default=None, repr=False, compare=False)
 
     def as_row(self) -> dict[str, Any]:
         """The CSV columns as values, in order: what summaries, figures and W&B tables read."""
@@ -105,9 +107,15 @@ def binary_result(
 
 
 def multilabel_result(
-    image_id: str, gt: np.ndarray, pred: np.ndarray, classes: list[int], score: float
+    image_id: str,
+    gt: np.ndarray,
+    pred: np.ndarray,
+    classes: list[int],
+    score: float,
+    probs: Sequence[float] | None = None,
 ) -> ImageResult:
-    """The result of one image of a multi-label task (VOC): label maps with 255 = void."""
+    """The result of one image of a multi-label task (VOC): label maps with 255 = void.
+    `probs`: the classifier's probability of every class, when known (the split's mAP)."""
     valid = gt != VOID
     foreground = valid & (gt > 0)
     accuracy = float((pred[valid] == gt[valid]).mean()) if valid.any() else 1.0
@@ -120,6 +128,7 @@ def multilabel_result(
         pred_area=int((pred > 0).sum()),
         metrics={"pixel_accuracy": accuracy},
         confusion=ConfusionMatrix(NUM_VOC_LABELS).update(pred, gt),
+        probs=None if probs is None else tuple(float(p) for p in probs),
     )
 
 

@@ -87,6 +87,12 @@ def print_results(summary: dict[str, Any], settings: EvalSettings, method: Metho
         columns = ("dice", "iou", "hd95", *LOCALISATION)
         print("\n" + format_table(summary["groups"], columns, title=title))
     print("\n" + format_headline(summary["headline"], summary["headline_metrics"]) + "\n")
+    found = summary.get("classifier", {}).get("map")
+    if found is not None:
+        images = summary["classifier"]["images"]
+        print(
+            f"classifier mAP over the {images} images of the {settings.split} split: {found:.4f}\n"
+        )
 
 
 def write_overview(

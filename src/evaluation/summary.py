@@ -6,6 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
+from src.data.voc import VOC_CLASSES
 from src.evaluation.faithfulness import FAITHFULNESS
 from src.evaluation.image_result import ImageResult
 from src.evaluation.metrics import ConfusionMatrix, summarize
@@ -91,6 +94,30 @@ def conventions(settings: EvalSettings) -> dict[str, str]:
     }
 
 
+def classifier_ap(results: Sequence[ImageResult], class_names: Sequence[str]) -> dict[str, Any]:
+    """A multi-label classifier's average precision per class over the evaluated images (from
+    `probs` and the image labels; sklearn's non-interpolated AP) and their mean over the
+    classes with a positive image (`map`, None if no image has `probs`)."""
+    from sklearn.metrics import average_precision_score
+
+    scored = [r for r in results if r.probs is not None]
+    if not scored:
+        return {"map": None, "ap": {}, "images": 0}
+    probs = np.array([r.probs for r in scored], np.float64)
+    labels = np.zeros(probs.shape, bool)
+    for row, result in enumerate(scored):
+        for c in str(result.label).split():
+            labels[row, int(c)] = True
+    ap = {
+        name: float(average_precision_score(labels[:, k], probs[:, k]))
+        if labels[:, k].any()
+        else None
+        for k, name in enumerate(class_names)
+    }
+    found = [v for v in ap.values() if v is not None]
+    return {"map": float(np.mean(found)) if found else None, "ap": ap, "images": len(scored)}
+
+
 def build_summary(
     results: Sequence[ImageResult],
     settings: EvalSettings,
@@ -115,4 +142,5 @@ def build_summary(
         "headline_metrics": settings.headline_metrics,
         "headline": headline_of(groups, confusion, settings),
         **({"per_case": finite(cases.summary())} if cases is not None else {}),
+        **({"classifier": classifier_ap(results, VOC_CLASSES)} if not settings.binary else {}),
     }

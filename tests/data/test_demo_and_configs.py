@@ -15,9 +15,11 @@ from src.data.demo import (
     DemoBraTSDataModule,
     DemoKSDD2DataModule,
     DemoTCGADataModule,
+    DemoVOCDataModule,
     ensure_demo_brats,
     ensure_demo_ksdd2,
     ensure_demo_tcga,
+    ensure_demo_voc,
 )
 from src.data.generators.tcga_lgg import generate_tcga_lgg
 from src.data.tcga_lgg import TCGALGGDataModule, read_binary_mask
@@ -99,6 +101,84 @@ def test_ksdd2_demo_refuses_to_replace_a_real_folder(tmp_path):
     (tmp_path / "KSDD2" / "train").mkdir(parents=True)
     with pytest.raises(FileExistsError, match="not a generated demo folder"):
         ensure_demo_ksdd2(tmp_path / "KSDD2", **KSDD2_TINY)
+
+
+VOC_TINY = {"n_train": 10, "n_val": 6, "size": [40, 56]}
+
+
+def test_voc_demo_is_read_by_the_voc_reader_and_generated_once(tmp_path):
+    """The generated folder is a VOC2012 devkit to the real reader: multi-hot labels from the
+    XML, palette masks with classes and a void band, the official lists; the marker keeps it
+    from being regenerated, and other parameters rebuild it."""
+    from src.data.voc import VOC_CLASSES, VOID, read_index_mask
+
+    root = tmp_path / "voc"
+    dm = DemoVOCDataModule(root, demo=VOC_TINY, image_size=None, batch_size=1)
+    assert not root.exists()  # building the DataModule generates nothing
+    dm.prepare_data()
+    voc = root / "VOCdevkit" / "VOC2012"
+    for sub in ("JPEGImages", "Annotations", "SegmentationClass", "ImageSets/Main"):
+        assert (voc / sub).is_dir()
+    marker = json.loads((root / MARKER).read_text())
+    assert len(list((voc / "JPEGImages").glob("*.jpg"))) == 16
+    assert all((root / f).is_file() for f in marker["files"])
+    first = _mtimes(root)
+    ensure_demo_voc(root, **VOC_TINY)
+    assert _mtimes(root) == first  # cached: nothing rewritten
+
+    dm.setup()
+    assert len(dm.split["test"]) == 6 and len(dm.split["train"]) + len(dm.split["val"]) == 10
+    labels, values = [], set()
+    for i in range(6):
+        item = dm.dataset("test")[i]
+        label = item["label"]
+        assert label.shape == (len(VOC_CLASSES),) and 1 <= label.sum() <= 3
+        mask = item["mask"].numpy()
+        present = {int(v) for v in mask.ravel()} - {0, VOID}
+        assert present <= {int(c) + 1 for c in torch.nonzero(label).flatten()}
+        labels.append(label)
+        values |= {int(v) for v in mask.ravel()}
+    assert {0, VOID} <= values and len(values) > 2  # background, void band, classes
+    train_ids = [dm.dataset("train")[i]["label"] for i in range(len(dm.split["train"]))]
+    assert max(float(x.sum()) for x in labels + train_ids) >= 2  # multi-label images
+    mask_file = next((voc / "SegmentationClass").glob("*.png"))
+    assert read_index_mask(mask_file).dtype == "uint8"
+    main = (voc / "ImageSets" / "Main" / "aeroplane_val.txt").read_text().split()
+    assert len(main) == 12 and set(main[1::2]) <= {"1", "-1"}
+
+    ensure_demo_voc(root, **{**VOC_TINY, "n_val": 4})
+    assert len((voc / "ImageSets" / "Segmentation" / "val.txt").read_text().split()) == 4
+
+
+def test_voc_demo_recipe_reads_a_folder_as_it_is_with_demo_null(tmp_path):
+    """`data=demo_voc data.root=<folder> data.demo=null`: the demo's recipe (its network,
+    CAM and budgets) on a VOC folder made by other code (the plumbing generator), which is
+    read and never written."""
+    from src.data.generators.voc import generate_voc
+
+    root = tmp_path / "VOC2012-other"
+    lists = generate_voc(root, n_train=6, n_val=3, seed=1)
+    before = snapshot(root)
+    from src.pipeline.compose import compose_config
+
+    overrides = ["data=demo_voc", f"data.root={root}", "data.demo=null"]
+    cfg = compose_config(overrides, tmp_path / "run")
+    assert cfg.backbone.net.width == 0.125 and cfg.backbone.net.head == "gmp"
+    assert cfg.cam.name == "ltgradcam" and cfg.cam.layers == 5 and cfg.pretrain.enabled is False
+    assert cfg.finetune.epochs == 30 and cfg.eval.limit is None
+    dm = instantiate(cfg.data)
+    assert isinstance(dm, DemoVOCDataModule) and dm.demo is None
+    dm.prepare_data()
+    dm.setup()
+    assert sorted(dm.split["test"]) == sorted(lists["val"])
+    assert dm.dataset("test")[0]["image"].shape == (3, 160, 160)
+    assert snapshot(root) == before and not (root / MARKER).exists()
+
+
+def test_voc_demo_refuses_to_replace_a_real_folder(tmp_path):
+    (tmp_path / "VOC" / "VOCdevkit").mkdir(parents=True)
+    with pytest.raises(FileExistsError, match="not a generated demo folder"):
+        ensure_demo_voc(tmp_path / "VOC", **VOC_TINY)
 
 
 TCGA_TINY = {"n_patients": 3, "size": 48, "n_slices": [6, 8], "tumour_depth": 0.7}

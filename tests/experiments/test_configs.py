@@ -134,6 +134,35 @@ def test_demo_mode_runs_the_tcga_rows_on_the_tcga_demo_and_its_classifier(settin
     assert list(_config(demo, *rows[2]).cam.options.scales) == [1]
 
 
+def test_demo_mode_runs_the_voc_rows_on_the_voc_demo_and_its_classifier(settings):
+    """`--demo`: the LT-Grad-CAM VOC tables run `data=demo_voc` with its budgets, so every
+    row evaluates the classifier `python -m src.run data=demo_voc` stored; Table 1's single
+    stages hook the demo VGG16-BN's max-pool at the same depth as the paper's VGG16 one."""
+    demo = dataclasses.replace(settings, demo=True, vgg_weights=None)
+    plain = compose_job_config(["data=demo_voc"], settings.runs_dir, settings.project_root)
+    bn_stages = stage_names("vgg16", "batch")
+    for i in range(5):
+        cfg = _config(demo, "ltgrad_table1", f"s{i + 1}")
+        assert cfg.data == plain.data and cfg.data._target_ == "src.data.demo.DemoVOCDataModule"
+        assert training_key(cfg, "finetune") == training_key(plain, "finetune")
+        assert cfg.cam.name == "gradcam" and list(cfg.cam.layers) == [bn_stages[i]]
+        assert cam_target_layers(bn_stages, cfg.cam.layers) == [bn_stages[i]]
+    fused = _config(demo, "ltgrad_table1", "s3ps4ps5")
+    assert cfg.eval == plain.eval and fused.cam.layers == 3
+    proposed = _config(demo, "ltgrad_table3", "ltgrad-cam-l-5-delta-20")
+    assert (proposed.cam.name, proposed.cam.layers, proposed.cam.options.delta) == (
+        "ltgradcam",
+        5,
+        20,
+    )
+    assert proposed.backbone.net == plain.backbone.net and proposed.finetune == plain.finetune
+    truncated = _config(demo, "ltgrad_table2", "ltgrad-cam-l-1-delta-0")
+    assert truncated.cam.options.delta == 0 and truncated.cam.layers == 1
+    # Without --demo the rows keep the paper's VGG16 and its stage names.
+    real = _config(settings, "ltgrad_table1", "s1")
+    assert list(real.cam.layers) == ["features.4"] and real.data._target_.endswith("VOCDataModule")
+
+
 def test_missing_roots_and_weights_are_reported(settings):
     recipe = RECIPES["cfdcam_table1"]
     no_tcga = dataclasses.replace(settings, roots={"brats": settings.roots["brats"]})
