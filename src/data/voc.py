@@ -37,6 +37,21 @@ VOC_CLASSES = [
 VOID = 255
 
 
+def voc_palette() -> list[int]:
+    """The VOC colour map (index bits spread over the high bits of R, G, B), 256 x RGB."""
+    palette = []
+    for index in range(256):
+        r = g = b = 0
+        c = index
+        for shift in range(7, -1, -1):
+            r |= (c & 1) << shift
+            g |= ((c >> 1) & 1) << shift
+            b |= ((c >> 2) & 1) << shift
+            c >>= 3
+        palette += [r, g, b]
+    return palette
+
+
 def read_object_names(path: Path) -> list[str]:
     """Class names of the ``<object>`` entries of a VOC annotation (parts are ignored)."""
     try:

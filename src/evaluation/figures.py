@@ -1,4 +1,5 @@
-"""Figures people would rather look at than read: image / ground truth / CAM / mask."""
+"""Figures people would rather look at than read: image / ground truth / CAM / mask, or for
+multi-class tasks (VOC) image / ground-truth classes / predicted classes."""
 
 from __future__ import annotations
 
@@ -13,11 +14,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import to_rgb  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
 from src.data.atomic import atomic_path  # noqa: E402
+from src.data.voc import VOID, voc_palette  # noqa: E402
 
 # (image (H,W,3) uint8, ground truth (H,W) bool, CAM map (H,W) float, mask (H,W) bool)
 Panel = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+# (image (H,W,3) uint8, ground truth (H,W) class indices with VOID, prediction (H,W) indices)
+ClassPanel = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 #: One colour per outline, the same in every panel, the W&B overlays and the legend.
@@ -25,11 +30,30 @@ GROUND_TRUTH_COLOUR = "red"
 PREDICTION_COLOUR = "cyan"
 #: Images at least this much taller than wide (KSDD2's strips) are shown side by side.
 TALL = 1.5
+#: Class masks are drawn in the VOC colour map: 0 (background) black, void (255) light grey.
+PALETTE = np.asarray(voc_palette(), np.uint8).reshape(256, 3)
+VOID_NAME = "void (not scored)"
 
 
 def overview_legend(target: str = "tumour") -> dict[str, str]:
     """The outline colours and what they mark (`target`: what the ground truth outlines)."""
     return {GROUND_TRUTH_COLOUR: f"ground-truth {target}", PREDICTION_COLOUR: "predicted mask"}
+
+
+def class_colours(labels: np.ndarray) -> np.ndarray:
+    """A class-index mask (0 = background, 1.. = classes, 255 = void) as uint8 RGB."""
+    return PALETTE[np.asarray(labels, dtype=np.int64)]
+
+
+def class_legend(gt: np.ndarray, pred: np.ndarray, classes: Sequence[str]) -> dict[str, tuple]:
+    """The names of the class indices found in the ground truth or the prediction, ascending
+    (`classes[k]` names index k, background included), then void when the ground truth has
+    any; each with its colour in the class masks (RGB in 0..1)."""
+    present = np.union1d(np.unique(gt), np.unique(pred))
+    legend = {classes[int(k)]: tuple(PALETTE[k] / 255) for k in present if k != VOID}
+    if (gt == VOID).any():
+        legend[VOID_NAME] = tuple(PALETTE[VOID] / 255)
+    return legend
 
 
 def save_figure(fig: Any, path: str | os.PathLike) -> None:
@@ -98,11 +122,12 @@ def _verdict(value: Any, yes: str, no: str) -> str:
 
 def overview_figure(
     ids: Sequence[str],
-    panel_of: Callable[[str], Panel],
+    panel_of: Callable[[str], Panel] | Callable[[str], ClassPanel],
     rows_by_id: dict[str, dict[str, Any]],
     title: str = "",
     map_label: str = "CAM",
     target: str = "tumour",
+    classes: Sequence[str] | None = None,
 ) -> Any:
     """One row per image: the input, the CAM (or the map named `map_label`) and the mask;
     images much taller than wide (KSDD2's 232 x 640 strips) get one column each instead, so
@@ -112,7 +137,12 @@ def overview_figure(
     be read at a glance. The map panel marks the map's maximum (x) and gives the classifier's
     score, the pointing-game verdict and the map's mass inside the tumour; the mask panel its
     Dice and HD95. A legend below the panels names the outlines (constrained layout keeps it
-    and the title off the panels)."""
+    and the title off the panels).
+
+    With `classes` (the names of the class indices, background first: a multi-class task such
+    as VOC) `panel_of` gives `ClassPanel`s and the panels are the input, the ground-truth
+    class mask and the predicted class mask, both in the VOC colour map (void light grey);
+    a legend beside each row names the classes in its masks."""
     height, width = panel_of(ids[0])[0].shape[:2]
     tall = height >= TALL * width
     if tall:
@@ -121,63 +151,118 @@ def overview_figure(
         fig = plt.figure(figsize=size, layout="constrained")
         axes = fig.subplots(3, len(ids), squeeze=False).T  # axes[image, panel]
     else:
-        fig = plt.figure(figsize=(8, 2.7 * len(ids) + 0.8), layout="constrained")
+        wide = 8 if classes is None else 9.5  # room for the class legend beside each row
+        fig = plt.figure(figsize=(wide, 2.7 * len(ids) + 0.8), layout="constrained")
         axes = fig.subplots(len(ids), 3, squeeze=False)
     for r, image_id in enumerate(ids):
-        image, gt, cam_map, mask = panel_of(image_id)
         row = rows_by_id[image_id]
-        pointing = _verdict(row.get("pointing"), f"max in {target}", "max outside")
-        mass = row.get("mass_in_gt")
-        mass_text = "" if mass is None or mass != mass else f", {mass:.0%} of mass in {target}"
-        separator = "\n" if tall else ", "
-        titles = [
-            f"{image_id} ({row['group']})",
-            f"{map_label}: score {row['score']:.2f}\n{pointing}{separator}{mass_text[2:]}"
-            if mass_text
-            else f"{map_label}: score {row['score']:.2f}\n{pointing}",
-            f"mask: Dice {row['dice']:.2f}{separator}HD95 {row['hd95']:.1f}\n"
-            f"{int(row['pred_area'])} px predicted{separator}{int(row['gt_area'])} px {target}",
-        ]
-        for c, label in enumerate(titles):
-            ax = axes[r, c]
-            if c == 1:
-                ax.imshow(image)
-                ax.imshow(cam_map, cmap="jet", alpha=0.5, vmin=0, vmax=1)
-                if cam_map.max() > cam_map.min():
-                    y, x = np.unravel_index(int(np.argmax(cam_map)), cam_map.shape)
-                    ax.plot(x, y, marker="x", color="white", markersize=8, mew=2)
-            else:
-                if c == 0:
-                    ax.imshow(image)
-                else:
-                    ax.imshow(mask, cmap="gray", vmin=0, vmax=1)
-                _outline(ax, mask, PREDICTION_COLOUR)
-            _outline(ax, gt, GROUND_TRUTH_COLOUR)
-            ax.set_title(label, fontsize=7)
+        if classes is None:
+            _binary_row(axes[r], panel_of(image_id), image_id, row, map_label, target, tall)
+        else:
+            _class_row(axes[r], panel_of(image_id), image_id, row, classes, tall)
+        for ax in axes[r]:
             ax.axis("off")
-    legend = overview_legend(target).items()
-    handles = [Line2D([], [], color=c, lw=2, label=text) for c, text in legend]
-    handles.append(
-        Line2D([], [], color="black", marker="x", lw=0, mew=2, label="the map's maximum")
-    )
-    fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
+    if classes is None:
+        legend = overview_legend(target).items()
+        handles = [Line2D([], [], color=c, lw=2, label=text) for c, text in legend]
+        handles.append(
+            Line2D([], [], color="black", marker="x", lw=0, mew=2, label="the map's maximum")
+        )
+        fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
     if title:
         fig.suptitle(title, fontsize=9)
     return fig
 
 
+def _binary_row(
+    axes: Sequence[Any],
+    panel: Panel,
+    image_id: str,
+    row: dict[str, Any],
+    map_label: str,
+    target: str,
+    tall: bool,
+) -> None:
+    """One image of a binary task: input / map / mask, outlined (`overview_figure`)."""
+    image, gt, cam_map, mask = panel
+    pointing = _verdict(row.get("pointing"), f"max in {target}", "max outside")
+    mass = row.get("mass_in_gt")
+    mass_text = "" if mass is None or mass != mass else f", {mass:.0%} of mass in {target}"
+    separator = "\n" if tall else ", "
+    titles = [
+        f"{image_id} ({row['group']})",
+        f"{map_label}: score {row['score']:.2f}\n{pointing}{separator}{mass_text[2:]}"
+        if mass_text
+        else f"{map_label}: score {row['score']:.2f}\n{pointing}",
+        f"mask: Dice {row['dice']:.2f}{separator}HD95 {row['hd95']:.1f}\n"
+        f"{int(row['pred_area'])} px predicted{separator}{int(row['gt_area'])} px {target}",
+    ]
+    for c, label in enumerate(titles):
+        ax = axes[c]
+        if c == 1:
+            ax.imshow(image)
+            ax.imshow(cam_map, cmap="jet", alpha=0.5, vmin=0, vmax=1)
+            if cam_map.max() > cam_map.min():
+                y, x = np.unravel_index(int(np.argmax(cam_map)), cam_map.shape)
+                ax.plot(x, y, marker="x", color="white", markersize=8, mew=2)
+        else:
+            if c == 0:
+                ax.imshow(image)
+            else:
+                ax.imshow(mask, cmap="gray", vmin=0, vmax=1)
+            _outline(ax, mask, PREDICTION_COLOUR)
+        _outline(ax, gt, GROUND_TRUTH_COLOUR)
+        ax.set_title(label, fontsize=7)
+
+
+def _class_row(
+    axes: Sequence[Any],
+    panel: ClassPanel,
+    image_id: str,
+    row: dict[str, Any],
+    classes: Sequence[str],
+    tall: bool,
+) -> None:
+    """One image of a multi-class task: input / ground-truth classes / predicted classes,
+    with a legend of the classes shown (`overview_figure`)."""
+    image, gt, pred = panel
+    accuracy = row.get("pixel_accuracy")
+    scored = "" if accuracy is None or accuracy != accuracy else f"pixel accuracy {accuracy:.2f}"
+    titles = [
+        f"{image_id} ({row['group']})\nscore {row['score']:.2f}",
+        f"ground truth\n{int(row['gt_area'])} px of objects",
+        f"prediction: {scored}\n{int(row['pred_area'])} px of objects",
+    ]
+    pictures = (image, class_colours(gt), class_colours(pred))
+    for ax, picture, label in zip(axes, pictures, titles, strict=True):
+        ax.imshow(picture, interpolation="nearest")
+        ax.set_title(label, fontsize=7)
+    handles = [
+        Patch(facecolor=colour, edgecolor="0.5", label=name)
+        for name, colour in class_legend(gt, pred, classes).items()
+    ]
+    where = (
+        {"loc": "upper center", "bbox_to_anchor": (0.5, -0.02)}
+        if tall
+        else {"loc": "center left", "bbox_to_anchor": (1.02, 0.5)}
+    )
+    axes[2].legend(handles=handles, fontsize=7, frameon=False, **where)
+
+
 def save_overview(
     ids: Sequence[str],
-    panel_of: Callable[[str], Panel],
+    panel_of: Callable[[str], Panel] | Callable[[str], ClassPanel],
     rows_by_id: dict[str, dict[str, Any]],
     path: str | os.PathLike,
     title: str = "",
     map_label: str = "CAM",
     target: str = "tumour",
+    classes: Sequence[str] | None = None,
 ) -> None:
     """`overview_figure` written to `path` (nothing when there are no images)."""
     if ids:
-        save_figure(overview_figure(ids, panel_of, rows_by_id, title, map_label, target), path)
+        figure = overview_figure(ids, panel_of, rows_by_id, title, map_label, target, classes)
+        save_figure(figure, path)
 
 
 def save_histogram(

@@ -14,16 +14,19 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
+from src.data.voc import VOC_CLASSES
 from src.evaluation.figures import (
+    ClassPanel,
     Panel,
     overlay_strip,
     pick_examples,
     save_histogram,
     save_overview,
 )
-from src.evaluation.image_result import ImageResult, gated_mask
+from src.evaluation.image_result import ImageResult, class_map_id, gated_mask
 from src.evaluation.items import item_index, truncated_uint8_rgb
-from src.evaluation.map_store import load_map
+from src.evaluation.map_store import MapArchive, load_map
+from src.evaluation.masks import voc_mask
 from src.evaluation.metrics import scored_ground_truth
 from src.evaluation.reports import (
     format_headline,
@@ -64,6 +67,8 @@ def publish(
         panels = write_overview(rows, settings, method, dataset, maps_path, figure)
         title = f"{method.name}: per-image Dice ({settings.split})"
         save_histogram(rows, histogram, title=title)
+    else:
+        write_class_overview(rows, settings, method, dataset, maps_path, figure)
     if wandb_run is not None:
         overlays = {image_id: overlay_strip(*panel) for image_id, panel in panels.items()}
         log_results(
@@ -127,5 +132,41 @@ def write_overview(
         title=f"{method.name}: best to worst Dice on the {settings.split} split",
         map_label=method.map_label,
         target=settings.target,
+    )
+    return panels
+
+
+def write_class_overview(
+    rows: Sequence[dict[str, Any]],
+    settings: EvalSettings,
+    method: Method,
+    dataset: Dataset,
+    maps_path: Path,
+    path: Path,
+) -> dict[str, ClassPanel]:
+    """The overview figure of a multi-label task (VOC): `settings.figure_images` images from
+    best to worst pixel accuracy, with their ground-truth and predicted class masks. The
+    prediction is the VOC rule on the saved maps of the classes in the image's label, as the
+    evaluation made it (`remask_multilabel`); returns the panels shown, by image id."""
+    ids = pick_examples(rows, settings.figure_images, metric="pixel_accuracy")
+    rows_by_id = {r["id"]: r for r in rows}
+    index = item_index(dataset)
+    panels: dict[str, ClassPanel] = {}
+    with MapArchive(maps_path) as maps:
+        for image_id in ids:
+            item = dataset[index[image_id]]
+            image = truncated_uint8_rgb(item["image"][None])[0]
+            classes = [int(c) for c in str(rows_by_id[image_id]["label"]).split()]
+            own = np.zeros((len(classes), *image.shape[:2]), np.float32)
+            for k, c in enumerate(classes):
+                own[k] = maps[class_map_id(image_id, c)]
+            panels[image_id] = (image, np.asarray(item["mask"]), voc_mask(own, classes))
+    save_overview(
+        ids,
+        panels.__getitem__,
+        rows_by_id,
+        path,
+        title=f"{method.name}: best to worst pixel accuracy on the {settings.split} split",
+        classes=["background", *VOC_CLASSES],
     )
     return panels

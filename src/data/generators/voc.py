@@ -19,22 +19,7 @@ from skimage.draw import ellipse, polygon
 
 from src.data.atomic import atomic_directory
 from src.data.generators.textures import PHOTOS, TEXTURES, bundled_image, random_crop
-from src.data.voc import VOC_CLASSES, VOID
-
-
-def voc_palette() -> list[int]:
-    """The VOC colour map (index bits spread over the high bits of R, G, B), 256 x RGB."""
-    palette = []
-    for index in range(256):
-        r = g = b = 0
-        c = index
-        for shift in range(7, -1, -1):
-            r |= (c & 1) << shift
-            g |= ((c >> 1) & 1) << shift
-            b |= ((c >> 2) & 1) << shift
-            c >>= 3
-        palette += [r, g, b]
-    return palette
+from src.data.voc import VOC_CLASSES, VOID, voc_palette
 
 
 def _object_mask(shape: tuple[int, int], cls: int, rng: np.random.Generator) -> np.ndarray:
