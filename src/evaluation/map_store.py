@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from src.data.atomic import atomic_path
+from src.evaluation.image_result import class_map_id
 
 #: The maps file of a run folder (read again by `stage=masks`).
 MAPS_FILE = "cam_maps.npz"
@@ -64,6 +65,7 @@ class MapArchive:
 
     def __init__(self, path: str | os.PathLike) -> None:
         """Open the file; its keys are the image ids (or `class_map_id`s) it holds."""
+        self.path = Path(path)
         self._archive = np.load(path)
         self._ids = {name.replace("__", "/"): name for name in self._archive.files}
 
@@ -90,6 +92,21 @@ class MapArchive:
     def __exit__(self, *exc: object) -> None:
         """Close the file."""
         self.close()
+
+
+def label_class_maps(
+    maps: MapArchive, image_id: str, classes: list[int], shape: tuple[int, ...]
+) -> np.ndarray:
+    """The stored maps of an image's label classes, stacked in the listed order (the VOC
+    rule breaks ties towards the first); KeyError naming the missing ones."""
+    keys = [class_map_id(image_id, c) for c in classes]
+    missing = [key for key in keys if key not in maps]
+    if missing:
+        raise KeyError(f"{maps.path}: no map for {missing[:5]} (classes in per_image.csv)")
+    own = np.zeros((len(keys), *shape), np.float32)
+    for k, key in enumerate(keys):
+        own[k] = maps[key]
+    return own
 
 
 def read_maps(path: str | os.PathLike) -> Iterator[tuple[str, np.ndarray]]:

@@ -23,9 +23,9 @@ from src.evaluation.figures import (
     save_histogram,
     save_overview,
 )
-from src.evaluation.image_result import ImageResult, class_map_id, gated_mask
+from src.evaluation.image_result import ImageResult, gated_mask
 from src.evaluation.items import item_index, truncated_uint8_rgb
-from src.evaluation.map_store import MapArchive, load_map
+from src.evaluation.map_store import MapArchive, label_class_maps, load_map
 from src.evaluation.masks import voc_mask
 from src.evaluation.metrics import scored_ground_truth
 from src.evaluation.reports import (
@@ -157,9 +157,7 @@ def write_class_overview(
             item = dataset[index[image_id]]
             image = truncated_uint8_rgb(item["image"][None])[0]
             classes = [int(c) for c in str(rows_by_id[image_id]["label"]).split()]
-            own = np.zeros((len(classes), *image.shape[:2]), np.float32)
-            for k, c in enumerate(classes):
-                own[k] = maps[class_map_id(image_id, c)]
+            own = label_class_maps(maps, image_id, classes, image.shape[:2])
             panels[image_id] = (image, np.asarray(item["mask"]), voc_mask(own, classes))
     save_overview(
         ids,

@@ -13,7 +13,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from torch.utils.data import Dataset
 
 from src.evaluation.faithfulness import FAITHFULNESS
@@ -25,7 +24,7 @@ from src.evaluation.image_result import (
     multilabel_result,
 )
 from src.evaluation.items import item_index, truncated_uint8_rgb
-from src.evaluation.map_store import MAPS_FILE, MapArchive, read_maps
+from src.evaluation.map_store import MAPS_FILE, MapArchive, label_class_maps, read_maps
 from src.evaluation.masks import voc_mask
 from src.evaluation.publish import publish
 from src.evaluation.settings import EvalSettings, Method
@@ -151,15 +150,9 @@ def remask_multilabel(
     with MapArchive(maps_path) as maps:
         for image_id, old in previous.items():
             classes = [int(c) for c in old["label"].split()]
-            keys = [class_map_id(image_id, c) for c in classes]
-            missing = [key for key in keys if key not in maps]
-            if missing:
-                raise KeyError(f"{maps_path}: no map for {missing[:5]} (classes in per_image.csv)")
             item = dataset[index[image_id]]
-            own = np.zeros((len(keys), *item["image"].shape[-2:]), np.float32)
-            for k, key in enumerate(keys):
-                own[k] = maps[key]
-            used.update(keys)
+            own = label_class_maps(maps, image_id, classes, item["image"].shape[-2:])
+            used.update(class_map_id(image_id, c) for c in classes)
             pred = voc_mask(own, classes)
             score = float(old["score"])
             results.append(multilabel_result(image_id, item["mask"].numpy(), pred, classes, score))
