@@ -350,11 +350,15 @@ def cached_outcome(
     """The finished result of the same job: in its run folder (the same overrides and the same
     composed config; a record without the config's digest, from an older version, is not
     trusted), or, given `runs_dir`, in another recipe's folder below it whose config differs
-    only in `task_name` (`result_digest`)."""
+    only in `task_name` (`result_digest`). A reused record from before result digests gains
+    one, so the rows of recipes run later can reuse it."""
     recorded = _finished_record(job.run_dir)
     if recorded is not None and recorded.get("overrides") == list(job.overrides):
         cfg = compose_job_config(job.overrides, job.run_dir, project_root)
         if recorded.get("config") == config_digest(cfg):
+            if "result" not in recorded:  # an older record: other recipes may reuse it now
+                recorded = {**recorded, "result": result_digest(cfg)}
+                atomic_write_text(job.run_dir / JOB_FILE, json.dumps(recorded, indent=2) + "\n")
             return _reused(job.run_dir, recorded, "reused")
         log.info("%s: the config changed since it ran; running it again", job.run_dir)
     if runs_dir is None:

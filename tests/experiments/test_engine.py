@@ -149,3 +149,33 @@ def test_a_job_another_recipe_finished_with_the_same_config_is_not_run_again(set
     assert multi.reason == "reused from cfdcam_table1/brats-t2-flair-cfd-cam-ours"
     assert multi.run_dir == str(settings.runs_dir / "cfdcam_table1" / "brats-t2-flair-cfd-cam-ours")
     assert outcomes["brats-t2-flair-cfd-cam-ss"].reason == ""
+
+
+def test_a_record_from_before_result_digests_gains_one_when_reused(settings, monkeypatch):
+    """A finished Table 1 row whose `job.json` predates result digests is reused by Table 1
+    itself and then by Table 2's identical row, instead of Table 2 evaluating it again."""
+    calls: list[str] = []
+
+    def run(cfg):
+        calls.append(cfg.task_name)
+        return finished_run(cfg, 0.5)
+
+    monkeypatch.setattr(stages, "run_pipeline", run)
+    table1, table2 = RECIPES["cfdcam_table1"], RECIPES["cfdcam_table2"]
+    run_recipe(table1, dataclasses.replace(settings, only=("brats-t2-flair-cfd-cam-ours",)))
+    job_file = settings.runs_dir / "cfdcam_table1" / "brats-t2-flair-cfd-cam-ours" / "job.json"
+    record = json.loads(job_file.read_text())
+    digest = record.pop("result")
+    job_file.write_text(json.dumps(record))
+
+    outcomes, _ = run_recipe(
+        table1, dataclasses.replace(settings, only=("brats-t2-flair-cfd-cam-ours",))
+    )
+    assert outcomes["brats-t2-flair-cfd-cam-ours"].reason == "reused"
+    assert json.loads(job_file.read_text())["result"] == digest
+
+    outcomes, _ = run_recipe(
+        table2, dataclasses.replace(settings, only=("brats-t2-flair-cfd-cam-ms",))
+    )
+    assert calls == ["cfdcam_table1"]
+    assert outcomes["brats-t2-flair-cfd-cam-ms"].reason.startswith("reused from cfdcam_table1")
