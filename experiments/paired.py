@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from scipy import stats
 from experiments.recipes import Recipe, Row
 from experiments.tables import DONE, Outcome
 from src.evaluation.sweep_report import HEADLINE_GROUP
+
+log = logging.getLogger(__name__)
 
 PER_IMAGE = "per_image"  # summary.json's `headline_metrics` of a per-image headline
 BOOTSTRAP_RESAMPLES = 9999
@@ -79,13 +82,19 @@ def seed_pairs(reference: Outcome, row: Outcome) -> list[tuple[Outcome, Outcome]
 
 def per_image_values(run_dir: Path, metric: str) -> dict[str, float] | None:
     """The run's `metric` per image of the headline group (id -> value, finite values
-    only), or None if its headline is split-level (or its per_image.csv has no such column)."""
-    summary = json.loads((run_dir / "summary.json").read_text())
-    kind = summary.get("headline_metrics")
-    if kind != PER_IMAGE:
+    only), or None if its headline is split-level (or its per_image.csv has no such column).
+    A run folder deleted or emptied since its row finished (another recipe's run that this
+    one reused) also gives None, with a warning: the table must still be written."""
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+        if summary.get("headline_metrics") != PER_IMAGE:
+            return None
+        with (run_dir / "per_image.csv").open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError as err:
+        log.warning("no per-image results for the paired comparison: %s", err)
         return None
-    with (run_dir / "per_image.csv").open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    kind = PER_IMAGE
     if rows and metric not in rows[0]:
         return None
     values = {}

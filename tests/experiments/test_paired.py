@@ -119,3 +119,21 @@ def test_split_level_headlines_pair_per_seed_only(tmp_path):
 
 def test_nothing_to_pair_writes_nothing():
     assert render_paired(RECIPES["ltgrad_table4"], {}) is None
+
+
+def test_a_run_folder_deleted_since_it_finished_drops_the_per_image_pairing(tmp_path, caplog):
+    """A reused run's folder removed while the recipe ran: the per-seed pairing stays, the
+    per-image one is skipped with a warning naming the file, and the table is still written."""
+    recipe = RECIPES["demo_table1"]
+    ref_key = next(r.key for r in recipe.rows if r.method == "Cfd-CAM (ours)")
+    grad_key = next(r.key for r in recipe.rows if r.method == "Grad-CAM (2016)")
+    outcomes = {
+        ref_key: aggregate_seeds([(42, _run(tmp_path / "ref", REF[42]))]),
+        grad_key: aggregate_seeds([(42, _run(tmp_path / "grad", GRAD[42]))]),
+    }
+    (tmp_path / "grad" / "per_image.csv").unlink()
+    grad = {p.row.method: p for p in compare(recipe, outcomes)}["Grad-CAM (2016)"]
+    assert grad.seed_differences == pytest.approx([np.mean(REF[42]) - np.mean(GRAD[42])])
+    assert grad.image_differences is None
+    assert "per_image.csv" in caplog.text
+    assert render_paired(recipe, outcomes, "fixture") is not None
