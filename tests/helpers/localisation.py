@@ -66,3 +66,19 @@ def cam_localisation(cfg: DictConfig, net: torch.nn.Module, items: list[dict]) -
         float(np.mean([f["mass_in_gt"] for f in found])),
         float(np.mean([item["mask"].float().mean().item() for item in items])),
     )
+
+
+def painted_over(items: list[dict], brain_above: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The items' images with each tumour painted over with its slice's median brain colour
+    (per channel), and, as a control, the same edit on the tumour's mirror image across the
+    midline (healthy tissue). Brain = pixels whose brightest channel exceeds `brain_above`."""
+    images = torch.stack([item["image"] for item in items])
+    edited, control = images.clone(), images.clone()
+    for i, item in enumerate(items):
+        tumour = item["mask"].bool()
+        mirrored = tumour.flip(-1) & ~tumour
+        brain = (images[i].amax(0) > brain_above) & ~tumour
+        fill = images[i][:, brain].median(dim=1).values[:, None]
+        edited[i][:, tumour] = fill
+        control[i][:, mirrored] = fill
+    return edited, control

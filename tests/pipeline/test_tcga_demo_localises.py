@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from src.evaluation.sampling import eval_indices
-from tests.helpers.localisation import cam_localisation, stored_classifier
+from tests.helpers.localisation import cam_localisation, painted_over, stored_classifier
 
 # Trains the TCGA-LGG demo classifier on a clean checkout (minutes): `make test-all`.
 pytestmark = [pytest.mark.slow, pytest.mark.release]
@@ -43,14 +43,7 @@ def test_the_classifier_scores_the_tumour_not_the_slice(demo):
     same edit on the mirrored (healthy) side leaves the score where it was."""
     _, net, items = demo
     images = torch.stack([item["image"] for item in items])
-    edited, control = images.clone(), images.clone()
-    for i, item in enumerate(items):
-        tumour = item["mask"].bool()
-        mirrored = tumour.flip(-1) & ~tumour
-        brain = (images[i].max(0).values > 0.05) & ~tumour
-        fill = images[i][:, brain].median(dim=1).values[:, None]
-        edited[i][:, tumour] = fill
-        control[i][:, mirrored] = fill
+    edited, control = painted_over(items, brain_above=0.05)
     original = _scores(net, images)
     assert original.mean() > 0.7, original
     assert (original - _scores(net, edited)).mean() > 0.4
