@@ -54,6 +54,8 @@ class Row:
             return f"{p['masks']} maps"
         if self.workload == "brats_loader":
             return f"{p['cases']} cases, {p['volume']}"
+        if "batches" in p:
+            return f"{' / '.join(str(b) for b in p['batches'])} img x {p['size']} px"
         text = f"{p['images']} img x {p['size']} px"
         if len(p.get("scales", [1])) > 1:
             text += f", scales {p['scales']}"
@@ -92,7 +94,8 @@ def table(rows: list[Row]) -> str:
     for row in rows:
         seconds = row.seconds
         if seconds is None:
-            cells = ["—"] * 6 + [row.result.get("error", "not run")]
+            text = row.result.get("error") or row.result.get("note") or "not run"
+            cells = ["—"] * 6 + [text]
         else:
             ratio, speed = limit_ratio(row, by_key), speed_up(row, by_key)
             diff = row.result.get("max_abs_diff")
