@@ -140,28 +140,42 @@ def resample(
     flip: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Each sample's box (top, left, height, width) resized bilinearly to ``size``, mirrored
-    left-right where ``flip`` (B,) is True; one ``grid_sample`` for the whole batch.
+    left-right where ``flip`` (B,) is True, for the whole batch at once.
 
     The sampled points are those of cropping and then ``F.interpolate`` (bilinear,
     align_corners=False); a flip only reverses the columns' points, so it costs nothing.
+    Bilinear resizing is separable, and done in two passes: the columns by one
+    ``grid_sample`` that treats every image row as a channel of a one-row image (its grid
+    holds one point per output column, not one per output pixel), then the rows by two
+    row gathers and a ``lerp``. This is ``F.interpolate``'s own order (columns inside, rows
+    outside); one 2-D ``grid_sample`` over a full (B, H, W, 2) grid took ~1.4 times as long.
     """
     out_h, out_w = (int(s) for s in size)
-    in_h, in_w = images.shape[-2:]
+    batch, channels, in_h, in_w = images.shape
     boxes = boxes.to(images.dtype)
     ys = _source_coordinates(boxes[:, 0], boxes[:, 2], out_h)
     xs = _source_coordinates(boxes[:, 1], boxes[:, 3], out_w)
     if flip is not None:
         xs = torch.where(flip[:, None], xs.flip(1), xs)
-    # The grid (B, out_h, out_w, 2) of (x, y) pairs, normalised (align_corners=False), built
-    # row by row in one fused operation: each row is the sample's interleaved (x, 0) pairs
-    # plus its y times (0, 1), exactly (products with 0 and 1 round nothing). Writing the
-    # two coordinates into strided halves of the grid instead cost as much as the sampling.
+    # Columns: (B, C * H, 1, W) images of one row, sampled at the (x, 0) points
+    # (normalised, align_corners=False; y = 0 is the row itself, weight exactly 1).
     gx = (2 * xs + 1) / in_w - 1
-    gy = (2 * ys + 1) / in_h - 1
-    row = torch.stack([gx, torch.zeros_like(gx)], dim=-1).view(len(images), 1, 2 * out_w)
-    unit_y = torch.tensor([0.0, 1.0], dtype=images.dtype, device=images.device).repeat(out_w)
-    grid = torch.addcmul(row, gy[:, :, None], unit_y).view(len(images), out_h, out_w, 2)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    grid = torch.stack([gx, torch.zeros_like(gx)], dim=-1)[:, None]  # (B, 1, out_w, 2)
+    rows_as_channels = images.reshape(batch, channels * in_h, 1, in_w)
+    columns = F.grid_sample(
+        rows_as_channels, grid, mode="bilinear", padding_mode="border", align_corners=False
+    ).view(batch * channels * in_h, out_w)
+    # Rows: each output row between its two source rows (clamped at the last row).
+    top = ys.floor()
+    weight = (ys - top).to(images.dtype)
+    first = top.long()
+    second = (first + 1).clamp(max=in_h - 1)
+    offset = torch.arange(batch * channels, device=images.device).view(batch, channels, 1)
+    offset = offset * in_h
+    upper = columns.index_select(0, (offset + first[:, None]).flatten())
+    lower = columns.index_select(0, (offset + second[:, None]).flatten())
+    weight = weight[:, None, :, None].expand(batch, channels, out_h, 1).reshape(-1, 1)
+    return upper.lerp_(lower, weight).view(batch, channels, out_h, out_w)
 
 
 def flip_where(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
