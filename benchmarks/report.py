@@ -23,6 +23,11 @@ row's maps and the reference named in the notes (after a per-image min-max when 
 with grad-cam). *peak MB* = on CPU, the process's peak resident set during the
 timed runs (Linux `VmHWM`, reset at their start via `/proc/self/clear_refs`) minus its
 resident set before them; on CUDA, `torch.cuda.max_memory_allocated` over the runs.
+*Training step* rows: one process per stage, size and batch times, in every run, data
+loading, the batched augmentation and forward+backward on its views, the per-image loop's
+augmentation, and forward+backward on the plain batch (the limit, and the loop's
+forward+backward, whose views are plain contiguous tensors too); a row's step time per run
+is the sum of its parts (notes: their medians), its peak MB that process's over all parts.
 """
 
 
