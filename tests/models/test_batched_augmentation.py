@@ -261,3 +261,28 @@ def test_colour_operations_spare_grey_samples_whatever_operations_are_on():
     out = color_jitter_(images.clone(), {"saturation": (0.0, 0.0)}, colour=~is_grey(images))
     assert torch.equal(out[::2], images[::2])
     assert not torch.equal(out[1::2], images[1::2])
+
+
+def test_separable_resample_is_crop_then_interpolate_in_float64():
+    """The two-pass resampling (columns by grid_sample over rows as channels, rows by
+    gathers and a lerp) against cropping each sample and F.interpolate (bilinear,
+    align_corners=False), boxes at every border, enlarged and shrunk, in float64 so that
+    the tolerance holds on any CPU."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(12)
+    images = torch.rand(6, 2, 13, 17, dtype=torch.float64)
+    boxes = torch.tensor(
+        [[0, 0, 13, 17], [12, 16, 1, 1], [5, 0, 8, 17], [0, 9, 13, 8], [3, 4, 6, 9], [7, 2, 6, 3]]
+    )
+    flip = torch.tensor([False, True, True, False, True, False])
+    for size in [(13, 17), (20, 9), (4, 5)]:
+        out = resample(images, boxes, size, flip)
+        assert out.dtype == torch.float64 and out.shape == (6, 2, *size)
+        for image, (t, left, h, w), flipped, got in zip(
+            images, boxes.tolist(), flip, out, strict=True
+        ):
+            crop = image[None, :, t : t + h, left : left + w]
+            expected = F.interpolate(crop, size=size, mode="bilinear", align_corners=False)[0]
+            expected = expected.flip(-1) if flipped else expected
+            torch.testing.assert_close(got, expected, atol=1e-12, rtol=0)
