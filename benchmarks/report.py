@@ -23,6 +23,11 @@ row's maps and the reference named in the notes (after a per-image min-max when 
 with grad-cam). *peak MB* = on CPU, the process's peak resident set during the
 timed runs (Linux `VmHWM`, reset at their start via `/proc/self/clear_refs`) minus its
 resident set before them; on CUDA, `torch.cuda.max_memory_allocated` over the runs.
+*Training step* rows: one process per stage, size and batch times, in every run, data
+loading, the batched augmentation and forward+backward on its views, the per-image loop's
+augmentation, and forward+backward on the plain batch (the limit, and the loop's
+forward+backward, whose views are plain contiguous tensors too); a row's step time per run
+is the sum of its parts (notes: their medians), its peak MB that process's over all parts.
 """
 
 
@@ -54,6 +59,8 @@ class Row:
             return f"{p['masks']} maps"
         if self.workload == "brats_loader":
             return f"{p['cases']} cases, {p['volume']}"
+        if "batches" in p:
+            return f"{' / '.join(str(b) for b in p['batches'])} img x {p['size']} px"
         text = f"{p['images']} img x {p['size']} px"
         if len(p.get("scales", [1])) > 1:
             text += f", scales {p['scales']}"
@@ -92,7 +99,8 @@ def table(rows: list[Row]) -> str:
     for row in rows:
         seconds = row.seconds
         if seconds is None:
-            cells = ["—"] * 6 + [row.result.get("error", "not run")]
+            text = row.result.get("error") or row.result.get("note") or "not run"
+            cells = ["—"] * 6 + [text]
         else:
             ratio, speed = limit_ratio(row, by_key), speed_up(row, by_key)
             diff = row.result.get("max_abs_diff")

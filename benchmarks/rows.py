@@ -512,7 +512,10 @@ def augmentation(p: Params) -> Params:
 
     device, batch, size = p["device"], p["images"], p["size"]
     gen = torch.Generator().manual_seed(0)
-    images = torch.rand(batch, 1, size, size, generator=gen).expand(-1, 3, -1, -1).to(device)
+    # Contiguous, as the DataLoader's collate delivers them (a channel-expanded batch would
+    # skip the grey check: src.models.augment.is_grey).
+    grey = torch.rand(batch, 1, size, size, generator=gen)
+    images = grey.expand(-1, 3, -1, -1).contiguous().to(device)
     labels = (torch.arange(batch) % 2).float()[:, None].to(device)
     torch.manual_seed(0)
     if p["stage"] == "supcon":
@@ -538,6 +541,149 @@ def augmentation(p: Params) -> Params:
     return result
 
 
+# ------------------------------------------------------------------------ training step
+
+
+def _step_parts(stage: str, size: int, batch: int) -> dict[str, Callable[..., Any]]:
+    """The pieces of one training step of ``stage`` on grey slices (demo settings: ResNet-18
+    with instance norm, identity input normalisation): ``load`` (a batch from a DataLoader
+    over the project's in-memory ``TensorSliceDataset``, no workers, the CPU default),
+    ``augment`` per implementation (batched, per_image, none) and ``forward_backward`` (the
+    loss of the augmented batch and its backward; no optimizer step)."""
+    import torch.nn.functional as F
+    from torch.utils.data import DataLoader
+
+    from src.data.datasets import TensorSliceDataset
+    from src.models.backbones import build_backbone
+    from src.models.classifier import ClassifierModule
+    from src.models.supcon import SupConModule
+
+    gen = torch.Generator().manual_seed(0)
+    slices = torch.randint(0, 256, (batch, 1, size, size), dtype=torch.uint8, generator=gen)
+    labels = (torch.arange(batch) % 2).to(torch.uint8)[:, None]
+    masks = torch.zeros(batch, size, size, dtype=torch.uint8)
+    dataset = TensorSliceDataset(slices, masks, labels, [str(i) for i in range(batch)])
+    loader = DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=0)
+    if stage == "supcon":
+        module = SupConModule(build_backbone("resnet18", 0, norm="instance"))
+        view = module.make_view
+        augment = {
+            "batched": lambda images, y: torch.cat([view(images), view(images)]),
+            "per_image": lambda images, y: torch.cat(
+                [_per_image_supcon(images), _per_image_supcon(images)]
+            ),
+            "none": lambda images, y: torch.cat([images, images]),
+        }
+
+        def loss(views: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            features = torch.stack(module(views).chunk(2), dim=1)
+            return module.criterion(features, y)
+
+    else:
+        net = build_backbone("resnet18", 1, norm="instance")
+        module = ClassifierModule(net, augment=FINETUNE_AUGMENT)
+        loop = _per_image_finetune()
+        augment = {
+            "batched": module.augment,
+            "per_image": loop,
+            "none": lambda images, y: images,
+        }
+
+        def loss(images: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return F.binary_cross_entropy_with_logits(module(images), y.float())
+
+    def forward_backward(views: torch.Tensor, y: torch.Tensor) -> None:
+        module.zero_grad(set_to_none=True)
+        loss(views, y).backward()
+
+    module.train()
+    return {
+        "load": lambda: next(iter(loader)),
+        "augment": augment,
+        "forward_backward": forward_backward,
+    }
+
+
+def training_step(p: Params) -> Params:
+    """One training step of ``stage`` at ``images`` x ``size`` px, its parts timed one after
+    the other in every run: data loading, the batched augmentation and forward+backward on
+    its views, the per-image loop's augmentation, and forward+backward with no augmentation
+    (the limit; also the loop's forward+backward, whose views are plain contiguous tensors
+    like the limit's). Returns the parts ``limit``, ``per_image`` and ``batched``, each a
+    row's result: step time per run = the sum of its parts in that run."""
+    parts = _step_parts(p["stage"], p["size"], p["images"])
+    load, augment, forward_backward = parts["load"], parts["augment"], parts["forward_backward"]
+    times: dict[str, list[float]] = {}
+
+    def clock(name: str, work: Callable[[], Any]) -> Any:
+        start = time.perf_counter()
+        result = work()
+        times.setdefault(name, []).append(time.perf_counter() - start)
+        return result
+
+    def run() -> None:
+        batch = clock("load", load)
+        images, y = batch["image"], batch["label"]
+        views = clock("aug_batched", lambda: augment["batched"](images, y))
+        clock("fb_batched", lambda: forward_backward(views, y))
+        clock("aug_loop", lambda: augment["per_image"](images, y))
+        plain = augment["none"](images, y)
+        clock("fb_plain", lambda: forward_backward(plain, y))
+
+    torch.manual_seed(0)
+    run()  # warm-up
+    times.clear()
+    with PeakMemory(p["device"]) as peak:
+        for _ in range(p["repeats"]):
+            run()
+    ms = {name: median(values) * 1e3 for name, values in times.items()}
+    steps = {
+        "limit": (["fb_plain"], "forward+backward only"),
+        "per_image": (["load", "aug_loop", "fb_plain"], None),
+        "batched": (["load", "aug_batched", "fb_batched"], None),
+    }
+    out = {}
+    for name, (keys, note) in steps.items():
+        runs = [sum(times[k][i] for k in keys) for i in range(p["repeats"])]
+        if note is None:
+            aug = "aug_loop" if name == "per_image" else "aug_batched"
+            fb = "fb_plain" if name == "per_image" else "fb_batched"
+            note = (
+                f"augmentation {ms[aug]:.0f} ms, forward+backward {ms[fb]:.0f} ms, "
+                f"data loading {ms['load']:.0f} ms"
+            )
+        out[name] = {
+            "items": p["images"],
+            "times": runs,
+            "peak_mb": peak.mb,
+            "max_abs_diff": None,
+            "note": note,
+        }
+    return {"parts": out}
+
+
+def training_step_ops(p: Params) -> Params:
+    """aten operations of one batched training step (augmentation, forward, backward; not
+    the data loading, which builds each item on its own by nature) at each batch size in
+    ``batches``: a loop over images would make them grow with the batch."""
+    from benchmarks.measure import count_aten_ops
+
+    counts = {}
+    for batch in p["batches"]:
+        parts = _step_parts(p["stage"], p["size"], batch)
+        data = parts["load"]()
+        images, y = data["image"], data["label"]
+        augment, forward_backward = parts["augment"]["batched"], parts["forward_backward"]
+        forward_backward(augment(images, y), y)  # warm-up
+        torch.manual_seed(0)
+        counts[batch] = count_aten_ops(
+            lambda a=augment, f=forward_backward, x=images, t=y: f(a(x, t), t)
+        )
+    text = ", ".join(f"B = {b}: {n}" for b, n in counts.items())
+    same = "the same" if len(set(counts.values())) == 1 else "NOT the same"
+    return {"note": f"aten ops per step at {p['size']} px: {text} ({same})", "counts": counts}
+
+
 WORKLOADS: dict[str, Callable[[Params], Params]] = {
     fn.__name__: fn
     for fn in (
@@ -553,5 +699,7 @@ WORKLOADS: dict[str, Callable[[Params], Params]] = {
         densecrf_masks,
         brats_loader,
         augmentation,
+        training_step,
+        training_step_ops,
     )
 }

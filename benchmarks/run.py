@@ -5,7 +5,9 @@ Cfd-CAM single/multi-scale against its forward-pass limit (random and trained-li
 speed options), Score-CAM ``pgc`` and the gradient CAMs against grad-cam 1.5.7, the
 faithfulness metrics against their forward-pass limit and torchcam, DenseCRF
 masks serial vs worker pool, the BraTS loader from NIfTI vs the slice cache, and the effect
-of the intra-op thread count. Defaults keep the whole run under 10 minutes on a 2-core CPU;
+of the intra-op thread count, the training augmentation of both stages (per-image loop
+against batched) and their training step split into augmentation, forward+backward and
+data loading. Defaults keep the whole run under 10 minutes on a 2-core CPU;
 ``--full`` uses the real 240 px input size (much longer on CPU).
 """
 
@@ -289,6 +291,56 @@ def augmentation_rows(args: argparse.Namespace) -> list[Row]:
     return rows
 
 
+STEP_PARTS = {
+    "limit": "limit: forward+backward, no augmentation",
+    "per_image": "before: per-image loop",
+    "batched": "after: batched",
+}
+
+
+def step_rows(args: argparse.Namespace) -> list[Row]:
+    """Training step time of both stages (augmentation, forward+backward, data loading) at
+    the demo size and the real one, per-image loop against batched against the limit (no
+    augmentation), and the aten operations per step at two batch sizes. One process per
+    stage, size and batch measures all three rows (``training_step``)."""
+    rows = []
+    for stage in ("supcon", "finetune"):
+        group = f"Training step, {stage} (ResNet-18 IN, grey images)"
+        for size in (112, 240):
+            for batch in (32, 128):
+                key = f"step-{stage}-{size}-{batch}"
+                params = {
+                    "stage": stage,
+                    "size": size,
+                    "images": batch,
+                    # at 240 px a SupCon step of 128 images takes minutes on one core
+                    "repeats": args.step_repeats if size <= 112 else 1,
+                    "step": key,
+                }
+                rows += [
+                    Row(
+                        f"{key}-{part}" if part != "batched" else key,
+                        group,
+                        label,
+                        "training_step",
+                        {**params, "part": part},
+                        limit=None if part == "limit" else f"{key}-limit",
+                        baseline=f"{key}-per_image" if part == "batched" else None,
+                    )
+                    for part, label in STEP_PARTS.items()
+                ]
+        rows.append(
+            Row(
+                f"step-{stage}-ops",
+                group,
+                "aten ops per step (augmentation + forward + backward)",
+                "training_step_ops",
+                {"stage": stage, "size": 112, "batches": [32, 128]},
+            )
+        )
+    return rows
+
+
 def run_row(row: Row, common: dict[str, Any]) -> None:
     params = {**common, **row.params, "workload": row.workload}
     started = time.perf_counter()
@@ -297,6 +349,17 @@ def run_row(row: Row, common: dict[str, Any]) -> None:
     except RuntimeError as error:
         row.result = {"error": f"failed: {str(error)[:200]}"}
     print(f"  {row.key:<18} {time.perf_counter() - started:6.1f} s", flush=True)
+
+
+def share_step_parts(row: Row, rows: list[Row]) -> None:
+    """A training-step run measured all three rows of its stage, size and batch: each gets
+    its part (the run's error, if it failed)."""
+    if row.workload != "training_step":
+        return
+    parts = row.result.get("parts")
+    for other in rows:
+        if other.workload == "training_step" and other.params["step"] == row.params["step"]:
+            other.result = parts[other.params["part"]] if parts else dict(row.result)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -315,6 +378,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--compile", action="store_true", help="also time Cfd-CAM with torch.compile on CPU"
     )
     parser.add_argument("--dead-fraction", type=float, default=0.5)
+    parser.add_argument(
+        "--step-repeats",
+        type=int,
+        default=2,
+        help="timed training steps per 112 px step row (2; 1 at 240 px)",
+    )
     parser.add_argument("--only", default="", help="run only rows whose key contains this")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -341,12 +410,14 @@ def main(argv: list[str] | None = None) -> None:
             *(brats_rows(brats) if needs_brats else []),
             *thread_rows(args),
             *augmentation_rows(args),
+            *step_rows(args),
         ]
         rows = [row for row in rows if args.only in row.key]
         print(f"{len(rows)} benchmark rows on {device}, {args.threads} thread(s):", flush=True)
         for row in rows:
             if not row.result:
                 run_row(row, common)
+                share_step_parts(row, rows)
     info["total wall time"] = f"{time.perf_counter() - started:.0f} s"
     settings = {"size": args.size, "repeats": args.repeats, "threads": args.threads}
     settings["dead_fraction"] = args.dead_fraction

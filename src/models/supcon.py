@@ -29,9 +29,12 @@ from src.models.augment import (
     coin,
     color_jitter_,
     crop_boxes,
+    grey_batch,
     is_grey,
     jitter_ranges,
+    one_channel,
     resample,
+    three_channels,
     to_grayscale_,
 )
 from src.models.distributed import gather_batches
@@ -148,15 +151,20 @@ class SupConModule(pl.LightningModule):
         """One augmented view of the batch, every sample with its own random parameters:
         RandomResizedCrop, horizontal flip (p = 0.5), ColorJitter (p = ``color_jitter_p``),
         RandomGrayscale (p = ``grayscale_p``), batched (``src.models.augment``). Grey images
-        (MRI repeated to RGB) skip saturation and hue, which cannot change them."""
+        (MRI repeated to RGB) skip saturation and hue, which cannot change them; a batch of
+        grey images on the CPU is augmented as one channel and comes back as that channel
+        expanded to three (``src.models.augment.grey_batch``)."""
         size = self.hparams.image_size or tuple(images.shape[-2:])
         if isinstance(size, int):
             size = (size, size)
-        colour = ~is_grey(images)
+        grey = is_grey(images)
+        single = grey_batch(images, grey)
+        source = one_channel(images) if single else images
         flip = coin(images, 0.5)
-        view = resample(images, crop_boxes(images, self._crop_scale), size, flip)
-        color_jitter_(view, self._jitter, coin(images, self._jitter_p), colour)
-        return to_grayscale_(view, coin(images, self._grayscale_p))
+        view = resample(source, crop_boxes(images, self._crop_scale), size, flip)
+        color_jitter_(view, self._jitter, coin(images, self._jitter_p), ~grey)
+        to_grayscale_(view, coin(images, self._grayscale_p))
+        return three_channels(view) if single else view
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         """Two augmented views per image, the SupCon loss over every process's batch."""

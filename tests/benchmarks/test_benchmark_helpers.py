@@ -131,3 +131,26 @@ def test_plan_references_existing_rows_and_full_means_240():
     for r in rows:
         assert r.limit in (None, *keys) and r.baseline in (None, *keys), r.key
     assert all(r.params.get("size", 240) == 240 for r in rows)
+
+
+def test_step_rows_share_one_run_per_stage_size_and_batch():
+    rows = run.step_rows(run.parse_args([]))
+    keys = [r.key for r in rows]
+    assert len(keys) == len(set(keys))
+    for r in rows:
+        assert r.limit in (None, *keys) and r.baseline in (None, *keys), r.key
+    first = rows[0]
+    parts = {
+        part: {"items": 32, "times": [i + 1.0], "peak_mb": 0.0, "max_abs_diff": None}
+        for i, part in enumerate(run.STEP_PARTS)
+    }
+    first.result = {"parts": parts}
+    run.share_step_parts(first, rows)
+    trio = [r for r in rows if r.params.get("step") == first.params["step"]]
+    assert len(trio) == 3 and [r.seconds for r in trio] == [1.0, 2.0, 3.0]
+    assert all(not r.result for r in rows if r not in trio)
+    ops = next(r for r in rows if r.workload == "training_step_ops")
+    ops.result = {"note": "aten ops per step at 112 px: B = 32: 5, B = 128: 5 (the same)"}
+    text = table(rows)
+    assert "B = 32: 5, B = 128: 5" in text and "32 / 128 img x 112 px" in text
+    assert "2.00 (limit: forward+backward, no augmentation)" in text

@@ -16,6 +16,8 @@ from src.models.augment import (
     BatchAugmentation,
     color_jitter_,
     crop_boxes,
+    grey_batch,
+    is_grey,
     jitter_ranges,
     resample,
     to_grayscale_,
@@ -197,3 +199,90 @@ def test_bad_jitter_strength_names_the_key():
     with pytest.raises(ValueError, match="pretrain.module.color_jitter: hue"):
         SupConModule(build_backbone("resnet18", 0), color_jitter=(0.8, 0.8, 0.8, 0.7))
     assert math.isclose(jitter_ranges((0.5, 1.5, 0, 0.1))["contrast"][0], 0.0)
+
+
+def test_is_grey_per_sample_and_without_looking_at_an_expanded_batch():
+    torch.manual_seed(8)
+    images = torch.rand(5, 1, 7, 9).repeat(1, 3, 1, 1)
+    images[1, 2, 3, 4] += 1e-6  # one pixel of one channel
+    images[3, 1] = torch.rand(7, 9)
+    images[4, :, 0, 0] = torch.tensor([float("nan")] * 3)  # NaN counts as colour
+    assert is_grey(images).tolist() == [True, False, True, False, False]
+    expanded = torch.rand(4, 1, 6, 6).expand(-1, 3, -1, -1)
+    assert is_grey(expanded).all() and grey_batch(expanded)
+    assert grey_batch(images[[0, 2]]) and not grey_batch(images)
+    assert is_grey(images[:, :1]).all()  # one channel: grey
+
+
+def _force_three_channels(monkeypatch) -> None:
+    """Send grey batches down the general three-channel path."""
+    import src.models.augment as augment
+    import src.models.supcon as supcon
+
+    never = lambda images, grey=None: False  # noqa: E731
+    monkeypatch.setattr(augment, "grey_batch", never)
+    monkeypatch.setattr(supcon, "grey_batch", never)
+
+
+@pytest.mark.parametrize("size", [(16, 16), (17, 23), (112, 112)])
+def test_grey_batch_as_one_channel_equals_the_three_channel_path(monkeypatch, size):
+    """A grey CPU batch is augmented as one channel and expanded back: the same random
+    draws and, up to float rounding of fused multiply-adds, the same values as all three
+    channels through the general path; colour batches keep that path."""
+    torch.manual_seed(9)
+    grey = torch.rand(12, 1, *size).repeat(1, 3, 1, 1)
+    labels = torch.tensor([[0.0], [1.0]] * 6)
+    supcon = SupConModule(build_backbone("resnet18", 0), color_jitter_p=1.0, grayscale_p=0.5)
+    finetune = BatchAugmentation(
+        hflip_p=0.5, crop_scale=[0.5, 1], brightness=[0.5, 1.5], contrast=[0.5, 1.5],
+        bias_field=[-0.3, 0.3], shade_negatives_p=0.5,
+    )  # fmt: skip
+    calls = (lambda x: supcon.make_view(x), lambda x: finetune(x, labels))
+    fast = []
+    for call in calls:
+        torch.manual_seed(10)
+        fast.append(call(grey))
+    _force_three_channels(monkeypatch)
+    for call, quick in zip(calls, fast, strict=True):
+        torch.manual_seed(10)
+        general = call(grey)
+        assert quick.shape == general.shape == grey.shape and quick.stride(1) == 0
+        assert general.stride(1) != 0
+        torch.testing.assert_close(quick, general, atol=1e-6, rtol=0)
+        assert float((quick - grey).abs().max()) > 0.01  # it did augment
+
+
+def test_colour_operations_spare_grey_samples_whatever_operations_are_on():
+    """Saturation alone (no brightness or contrast before it in the list) still leaves the
+    grey samples of a mixed batch exactly as they are."""
+    torch.manual_seed(11)
+    images = torch.rand(4, 3, 6, 6)
+    images[::2] = images[::2, :1].expand(-1, 3, -1, -1)
+    out = color_jitter_(images.clone(), {"saturation": (0.0, 0.0)}, colour=~is_grey(images))
+    assert torch.equal(out[::2], images[::2])
+    assert not torch.equal(out[1::2], images[1::2])
+
+
+def test_separable_resample_is_crop_then_interpolate_in_float64():
+    """The two-pass resampling (columns by grid_sample over rows as channels, rows by
+    gathers and a lerp) against cropping each sample and F.interpolate (bilinear,
+    align_corners=False), boxes at every border, enlarged and shrunk, in float64 so that
+    the tolerance holds on any CPU."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(12)
+    images = torch.rand(6, 2, 13, 17, dtype=torch.float64)
+    boxes = torch.tensor(
+        [[0, 0, 13, 17], [12, 16, 1, 1], [5, 0, 8, 17], [0, 9, 13, 8], [3, 4, 6, 9], [7, 2, 6, 3]]
+    )
+    flip = torch.tensor([False, True, True, False, True, False])
+    for size in [(13, 17), (20, 9), (4, 5)]:
+        out = resample(images, boxes, size, flip)
+        assert out.dtype == torch.float64 and out.shape == (6, 2, *size)
+        for image, (t, left, h, w), flipped, got in zip(
+            images, boxes.tolist(), flip, out, strict=True
+        ):
+            crop = image[None, :, t : t + h, left : left + w]
+            expected = F.interpolate(crop, size=size, mode="bilinear", align_corners=False)[0]
+            expected = expected.flip(-1) if flipped else expected
+            torch.testing.assert_close(got, expected, atol=1e-12, rtol=0)
