@@ -58,3 +58,13 @@ def test_ksdd2_surfaces_are_deterministic(tmp_path):
                 )
     with pytest.raises(FileExistsError):
         generate_ksdd2(tmp_path / "a", train=3, test=1, seed=7)
+
+
+def test_ksdd2_command_line(tmp_path, capsys):
+    from experiments.heldout.__main__ import main
+
+    out = tmp_path / "cli"
+    main(["ksdd2", str(out), "--train", "2", "--test", "1", "--seed", "3", "--workers", "1"])
+    assert "2 in train/, 1 in test/" in capsys.readouterr().out
+    assert sorted(p.name for p in (out / "test").iterdir()) == ["20000.png", "20000_GT.png"]
+    assert json.loads((out / ".heldout.json").read_text())["params"]["seed"] == 3
