@@ -2,6 +2,7 @@
 
 python -m experiments.heldout brats OUT --cases 24 --normal 8 --seed 1 [--shape 240 240 155]
 python -m experiments.heldout kaggle3m OUT --patients 20 --seed 1 [--size 256]
+python -m experiments.heldout ksdd2 OUT --train 480 --test 160 --seed 1
 python -m experiments.heldout preview PNG --brats DIR --kaggle3m DIR
 """
 
@@ -38,6 +39,13 @@ def main(argv: list[str] | None = None) -> None:
     kaggle.add_argument("--size", type=int, default=256, help="slice side in pixels (256)")
     kaggle.add_argument("--workers", type=int, default=workers)
 
+    ksdd2 = sub.add_parser("ksdd2", help="KolektorSDD2 layout (surfaces, 0/255 defect masks)")
+    ksdd2.add_argument("out")
+    ksdd2.add_argument("--train", type=int, default=480, help="images in train/")
+    ksdd2.add_argument("--test", type=int, default=160, help="images in test/")
+    ksdd2.add_argument("--seed", type=int, default=1)
+    ksdd2.add_argument("--workers", type=int, default=workers)
+
     preview = sub.add_parser("preview", help="a figure of tumour slices of both sets")
     preview.add_argument("png")
     preview.add_argument("--brats", required=True)
@@ -61,6 +69,14 @@ def main(argv: list[str] | None = None) -> None:
             workers=args.workers,
         )  # fmt: skip
         print(f"{len(names)} patients in {args.out} ({time.monotonic() - start:.0f} s)")
+    elif args.command == "ksdd2":
+        from experiments.heldout.ksdd2 import generate_ksdd2
+
+        names = generate_ksdd2(
+            args.out, train=args.train, test=args.test, seed=args.seed, workers=args.workers
+        )
+        counts = ", ".join(f"{len(v)} in {k}/" for k, v in names.items())
+        print(f"{counts} of {args.out} ({time.monotonic() - start:.0f} s)")
     else:
         from experiments.heldout.preview import draw_preview
 
