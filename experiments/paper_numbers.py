@@ -188,6 +188,7 @@ DEMO_TABLE1: PaperTable = {
             "Opt. U-net (2021)",
         )
     },
+    ("demo (BraTS-format FLAIR phantoms)", "Cfd-CAM (ours), with SupCon"): {},
     ("demo (BraTS-format FLAIR phantoms)", "Cfd-CAM -> U-Net (self-trained)"): {},
 }
 

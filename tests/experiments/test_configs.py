@@ -195,8 +195,9 @@ def test_every_job_composes_and_validates(settings, name):
 
 
 def test_demo_table_rows_share_the_classifier_of_the_default_run(settings, tmp_path):
-    """Every row of demo_table1 has the store key of a plain `python -m src.run`, so it
-    evaluates the classifier `make run` trained instead of training its own."""
+    """Every row of demo_table1 but the SupCon ablation has the store key of a plain
+    `python -m src.run`, so it evaluates the classifier `make run` trained instead of
+    training its own; the ablation differs from it only in SupCon pretraining."""
     default = compose_config([], tmp_path / "default", cwd=settings.project_root)
     jobs, _ = plan(RECIPES["demo_table1"], settings)
     assert [job.row.method for job in jobs] == [
@@ -204,13 +205,25 @@ def test_demo_table_rows_share_the_classifier_of_the_default_run(settings, tmp_p
         "ScoreCAM (2020)",
         "LayerCAM (2021)",
         "Cfd-CAM (ours)",
+        "Cfd-CAM (ours), with SupCon",
         "Cfd-CAM -> U-Net (self-trained)",
         "Opt. U-net (2021)",
     ]
     for job in jobs:
         cfg = compose_job_config(job.overrides, job.run_dir, settings.project_root)
-        assert training_key(cfg, "finetune") == training_key(default, "finetune")
         assert cfg.eval == default.eval and cfg.data == default.data
+        key, plain = training_key(cfg, "finetune"), training_key(default, "finetune")
+        if job.row.method != "Cfd-CAM (ours), with SupCon":
+            assert key == plain
+            continue
+        # The demo's scaled SupCon budget (conf/experiment/demo.yaml) before the same
+        # fine-tuning, and Cfd-CAM.
+        assert not default.pretrain.enabled and cfg.pretrain.enabled
+        assert (cfg.pretrain.epochs, cfg.pretrain.module.image_size) == (8, 64)
+        assert cfg.cam.name == "cfdcam" and cfg.finetune == default.finetune
+        assert {k: v for k, v in key.items() if k != "pretrain"} == {
+            k: v for k, v in plain.items() if k != "pretrain"
+        }
     # The U-Net self-trained on Cfd-CAM's masks and the supervised ceiling train on the same
     # data and score the same slices.
     assert "method=selftrain" in jobs[-2].overrides
