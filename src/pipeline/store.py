@@ -244,7 +244,10 @@ class ModelStore:
         extra: dict[str, Any] | None = None,
     ) -> Path:
         """Store weights with the config that made them; atomic (built in a temporary folder
-        and renamed into place, so a half-written entry never looks valid to another run)."""
+        and renamed into place, so a half-written entry never looks valid to another run).
+        Weights with NaN or infinite values (a diverged training) are refused: stored, every
+        later run with the same key would reuse them silently."""
+        _check_finite(state_dict, stage)
         entry = self.entry(cfg, stage)
         with atomic_directory(entry, overwrite=True) as tmp:
             torch.save(state_dict, tmp / WEIGHTS_FILE)
@@ -256,6 +259,24 @@ class ModelStore:
                 (tmp / "info.json").write_text(json.dumps(extra, indent=2, default=str))
         log.info("Stored %s weights in %s", stage, entry)
         return entry / WEIGHTS_FILE
+
+
+class NonFiniteWeightsError(RuntimeError):
+    """A training stage ended with NaN or infinite weights (it diverged)."""
+
+
+def _check_finite(state_dict: dict[str, torch.Tensor], stage: str) -> None:
+    bad = [
+        name
+        for name, tensor in state_dict.items()
+        if torch.is_tensor(tensor) and tensor.is_floating_point() and not tensor.isfinite().all()
+    ]
+    if bad:
+        raise NonFiniteWeightsError(
+            f"the {stage} stage ended with NaN or infinite weights in {len(bad)} tensor(s) "
+            f"(first: {bad[0]}): the training diverged, so nothing was stored; lower the "
+            "stage's learning rate (its `module.lr`) or check its loss in the logs"
+        )
 
 
 def load_state_dict(path: str | os.PathLike, prefix: str = "net.") -> dict[str, torch.Tensor]:

@@ -18,7 +18,13 @@ from pytorch_lightning.utilities import rank_zero_only
 from src.data.fingerprint import content_fingerprint
 from src.data.lock import DirLock, lock_path
 from src.pipeline.stages import drop_last_checkpoints
-from src.pipeline.store import KEY_FILE, ModelStore, job_identity, training_key
+from src.pipeline.store import (
+    KEY_FILE,
+    ModelStore,
+    NonFiniteWeightsError,
+    job_identity,
+    training_key,
+)
 
 _fork = multiprocessing.get_context("fork")
 
@@ -240,3 +246,18 @@ def test_loader_settings_stay_out_of_the_key(brats_config, tmp_path: Path) -> No
     assert not {"num_workers", "pin_memory", "persistent_workers"} & set(base["data"])
     loaders = ("data.num_workers=0", "data.pin_memory=true", "data.persistent_workers=true")
     assert training_key(brats_config(root, *loaders), "finetune") == base
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_diverged_weights_are_refused_and_nothing_is_stored(brats_config, tmp_path, bad) -> None:
+    """A training that diverged must not leave weights every later run with the same key
+    would reuse: the store refuses them, names the tensor, and keeps no entry."""
+    cfg = brats_config(_dataset(tmp_path / "data"))
+    store = ModelStore(cfg.paths.model_store)
+    weights = {"conv.weight": torch.ones(2, 2), "bn.num_batches_tracked": torch.tensor(3)}
+    weights["fc.bias"] = torch.tensor([0.0, bad])
+    with pytest.raises(NonFiniteWeightsError, match="fc.bias"):
+        store.save(cfg, "pretrain", weights)
+    assert store.lookup(cfg, "pretrain") is None
+    weights["fc.bias"] = torch.zeros(2)
+    assert store.save(cfg, "pretrain", weights).is_file()
