@@ -160,9 +160,9 @@ def _cfdcam_table1() -> Recipe:
 #: The demo's row group; its paper numbers are the paper's BraTS T2-FLAIR rows.
 DEMO_GROUP = "demo (BraTS-format FLAIR phantoms)"
 #: The demo's SupCon ablation: Cfd-CAM on a classifier fine-tuned after the demo's scaled
-#: SupCon pretraining (conf/experiment/demo.yaml, `pretrain`; docs/demo.md, "SupCon in the
+#: SupCon pretraining (conf/experiment/demo_supcon.yaml; docs/demo.md, "SupCon in the
 #: demo"), which `make run` leaves off. It trains its own classifier (per seed).
-SUPCON_ABLATION = ("Cfd-CAM (ours), with SupCon", ("cam=cfdcam", "pretrain.enabled=true"))
+SUPCON_ABLATION = ("Cfd-CAM (ours), with SupCon", ("experiment=[demo,demo_supcon]", "cam=cfdcam"))
 LOCALISATION_METRICS = (("pointing", "Pointing ↑"), ("mass_in_gt", "Mass in GT ↑"))
 
 

@@ -216,7 +216,7 @@ def test_demo_table_rows_share_the_classifier_of_the_default_run(settings, tmp_p
         if job.row.method != "Cfd-CAM (ours), with SupCon":
             assert key == plain
             continue
-        # The demo's scaled SupCon budget (conf/experiment/demo.yaml) before the same
+        # The demo's scaled SupCon budget (conf/experiment/demo_supcon.yaml) before the same
         # fine-tuning, and Cfd-CAM.
         assert not default.pretrain.enabled and cfg.pretrain.enabled
         assert (cfg.pretrain.epochs, cfg.pretrain.module.image_size) == (8, 64)
