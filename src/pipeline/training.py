@@ -30,6 +30,34 @@ def checkpoint_dir(cfg: DictConfig, stage: str) -> Path:
     return Path(cfg.paths.output_dir).expanduser().resolve() / "checkpoints" / stage
 
 
+class StageBanner(pl.Callback):
+    """Say what a stage will cost before its first step: epochs x steps per epoch and the
+    batch size (the progress bar then gives the remaining time of each epoch). A resumed run
+    says which epoch it continues from."""
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Log the banner once (rank 0), when the loaders and the epoch count are known."""
+        if not trainer.is_global_zero:
+            return
+        steps = trainer.num_training_batches
+        epochs = trainer.max_epochs
+        loader = trainer.train_dataloader
+        batch = getattr(loader, "batch_size", None)
+        resumed = f", resuming at epoch {trainer.current_epoch}" if trainer.current_epoch else ""
+        log.info(
+            "%s: %s epochs x %s steps of batch %s = %s steps%s",
+            self.stage,
+            epochs,
+            steps,
+            batch if batch is not None else "?",
+            epochs * steps if isinstance(steps, int) and epochs and epochs > 0 else "?",
+            resumed,
+        )
+
+
 def fit(
     cfg: DictConfig,
     stage: str,
@@ -49,7 +77,7 @@ def fit(
     folder = checkpoint_dir(cfg, stage)
     ckpt_path = resume_checkpoint(cfg, stage, folder)
     last = ModelCheckpoint(dirpath=folder, filename=LAST_CHECKPOINT, enable_version_counter=False)
-    callbacks = [*([best] if best else []), last, RandomState()]
+    callbacks = [*([best] if best else []), last, RandomState(), StageBanner(stage)]
     trainer = build_trainer(cfg, stage, loggers, max_epochs=max_epochs, callbacks=callbacks)
     if trainer.is_global_zero:
         record_training_key(cfg, stage, folder)
