@@ -358,7 +358,7 @@ def cached_outcome(
         if recorded.get("config") == config_digest(cfg):
             if "result" not in recorded:  # an older record: other recipes may reuse it now
                 recorded = {**recorded, "result": result_digest(cfg)}
-                atomic_write_text(job.run_dir / JOB_FILE, json.dumps(recorded, indent=2) + "\n")
+                _write_record(job.run_dir, recorded)
             return _reused(job.run_dir, recorded, "reused")
         log.info("%s: the config changed since it ran; running it again", job.run_dir)
     if runs_dir is None:
@@ -475,7 +475,10 @@ def record_job(
 ) -> None:
     """Mark a finished job (`job.json`: its overrides, config digests (`job_digests`) and
     time) so `cached_outcome` reuses it."""
-    record = {"overrides": list(overrides), **digests, "seconds": seconds}
+    _write_record(run_dir, {"overrides": list(overrides), **digests, "seconds": seconds})
+
+
+def _write_record(run_dir: Path, record: dict) -> None:
     atomic_write_text(Path(run_dir) / JOB_FILE, json.dumps(record, indent=2) + "\n")
 
 

@@ -94,12 +94,11 @@ def per_image_values(run_dir: Path, metric: str) -> dict[str, float] | None:
     except OSError as err:
         log.warning("no per-image results for the paired comparison: %s", err)
         return None
-    kind = PER_IMAGE
     if rows and metric not in rows[0]:
         return None
-    values = {}
+    values, group = {}, HEADLINE_GROUP[PER_IMAGE]
     for line in rows:
-        if line["group"] == HEADLINE_GROUP[kind] and math.isfinite(value := float(line[metric])):
+        if line["group"] == group and math.isfinite(value := float(line[metric])):
             values[line["id"]] = value
     return values
 

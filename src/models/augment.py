@@ -221,8 +221,6 @@ def grey_batch(images: torch.Tensor, grey: torch.Tensor | None = None) -> bool:
     for the device (those batches keep their three channels)."""
     if images.device.type != "cpu" or images.dim() != 4 or images.shape[1] != 3:
         return False
-    if images.stride(1) == 0:
-        return True
     return bool((is_grey(images) if grey is None else grey).all())
 
 
