@@ -41,6 +41,7 @@ from src.data.atomic import atomic_write_text
 from src.models.backbones import stage_names
 from src.pipeline.compose import compose_config
 from src.pipeline.store import fingerprint
+from src.pipeline.upgrades import composed_before
 
 log = logging.getLogger(__name__)
 
@@ -318,14 +319,26 @@ def result_digest(cfg: DictConfig) -> str:
     """A hash of everything in a job's config that can change its result: all of it but
     `task_name`, which only names the run (two recipes' rows with the same settings differ
     only there)."""
-    container = OmegaConf.to_container(cfg, resolve=False)
-    container.pop("task_name", None)
-    return fingerprint(container)
+    return _result_fingerprint(OmegaConf.to_container(cfg, resolve=False))
+
+
+def _result_fingerprint(container: dict) -> str:
+    return fingerprint({k: v for k, v in container.items() if k != "task_name"})
 
 
 def job_digests(cfg: DictConfig) -> dict[str, str]:
     """What `job.json` records of a job's config, taken before the run fills in values."""
     return {"config": config_digest(cfg), "result": result_digest(cfg)}
+
+
+def known_digests(cfg: DictConfig) -> tuple[list[str], list[str]]:
+    """The config and result digests a finished run of this job may have recorded: today's
+    first, then those of the config as each earlier version's files composed it
+    (`composed_before`: options added since at the value they were added at count as
+    absent), so adding such an option does not re-run every finished job."""
+    today = OmegaConf.to_container(cfg, resolve=False)
+    forms = [today, *composed_before(today)]
+    return [fingerprint(form) for form in forms], [_result_fingerprint(form) for form in forms]
 
 
 def _finished_record(run_dir: Path) -> dict | None:
@@ -350,26 +363,29 @@ def cached_outcome(
     """The finished result of the same job: in its run folder (the same overrides and the same
     composed config; a record without the config's digest, from an older version, is not
     trusted), or, given `runs_dir`, in another recipe's folder below it whose config differs
-    only in `task_name` (`result_digest`). A reused record from before result digests gains
-    one, so the rows of recipes run later can reuse it."""
+    only in `task_name` (`result_digest`). Digests recorded by earlier versions count
+    (`known_digests`); a reused record gains today's, so the rows of recipes run later find
+    it."""
     recorded = _finished_record(job.run_dir)
     if recorded is not None and recorded.get("overrides") == list(job.overrides):
         cfg = compose_job_config(job.overrides, job.run_dir, project_root)
-        if recorded.get("config") == config_digest(cfg):
-            if "result" not in recorded:  # an older record: other recipes may reuse it now
-                recorded = {**recorded, "result": result_digest(cfg)}
+        configs, results = known_digests(cfg)
+        if recorded.get("config") in configs:
+            today = {"config": configs[0], "result": results[0]}
+            if any(recorded.get(kind) != digest for kind, digest in today.items()):
+                recorded = {**recorded, **today}
                 _write_record(job.run_dir, recorded)
             return _reused(job.run_dir, recorded, "reused")
         log.info("%s: the config changed since it ran; running it again", job.run_dir)
     if runs_dir is None:
         return None
-    digest = result_digest(compose_job_config(job.overrides, job.run_dir, project_root))
+    _, results = known_digests(compose_job_config(job.overrides, job.run_dir, project_root))
     for job_file in sorted(Path(runs_dir).rglob(JOB_FILE)):  # seeds k > 0 a level deeper
         twin = job_file.parent
         if twin == job.run_dir:
             continue
         record = _finished_record(twin)
-        if record is not None and record.get("result") == digest:
+        if record is not None and record.get("result") in results:
             log.info("%s: the same job finished in %s; reusing its result", job.run_dir, twin)
             return _reused(twin, record, f"reused from {twin.relative_to(runs_dir)}")
     return None

@@ -63,16 +63,20 @@ def processes_per_node() -> int:
     return 1
 
 
-def loader_settings(num_workers: int | None, pin_memory: bool | None) -> tuple[int, bool]:
-    """Loader workers and memory pinning; None = auto.
+def loader_settings(
+    num_workers: int | None, pin_memory: bool | None, persistent_workers: bool | None = None
+) -> tuple[int, bool, bool]:
+    """Loader workers, memory pinning and persistent workers; None = auto.
 
     Auto workers: none without CUDA (a CPU run's training step already uses every core, and
     worker processes would only compete with it and cost start-up time in tests), else
     ``min(4, cores per process - 1)``: the cores this process may use (its affinity), shared
     by the training processes on the node, one left to the training process itself. Auto
     pinning: on when CUDA is available (page-locked batches copy to the GPU asynchronously).
-    Workers never change a run: the datasets draw no random numbers, and the loader draws its
-    one seed per epoch from torch's generator whatever the worker count."""
+    Auto persistence: on when there are workers, which then start once per run instead of
+    once per epoch. Workers never change a run: the datasets draw no random numbers, and the
+    loader draws its one seed per epoch from torch's generator whatever the worker count
+    (persistent workers draw it once: docs/training.md)."""
     if num_workers is not None and (int(num_workers) != num_workers or num_workers < 0):
         raise ValueError(f"data.num_workers must be null or an integer >= 0, got {num_workers}")
     cuda = torch.cuda.is_available()
@@ -80,7 +84,10 @@ def loader_settings(num_workers: int | None, pin_memory: bool | None) -> tuple[i
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         per_process = max(1, (cores or 1) // processes_per_node())
         num_workers = min(4, per_process - 1) if cuda else 0
-    return int(num_workers), cuda if pin_memory is None else bool(pin_memory)
+    workers = int(num_workers)
+    pin = cuda if pin_memory is None else bool(pin_memory)
+    persistent = workers > 0 if persistent_workers is None else bool(persistent_workers)
+    return workers, pin, persistent
 
 
 class DataModuleArguments(TypedDict, total=False):
@@ -93,7 +100,7 @@ class DataModuleArguments(TypedDict, total=False):
     batch_size: int  # default: the reader's ``default_batch_size``
     num_workers: int | None  # None: auto (``loader_settings``)
     pin_memory: bool | None  # None: auto, on when CUDA is available
-    persistent_workers: bool
+    persistent_workers: bool | None  # None: auto, on when there are workers
     weighted_sampling: bool  # class-balanced sampling with replacement in the train loader
     on_error: str  # "raise" | "skip" (skip groups with bad files, with a warning)
     output_dir: str | Path | None  # where split.json is written (None: not written)
@@ -134,7 +141,7 @@ class SplitDataModule(pl.LightningDataModule, ABC):
         batch_size: int | None = None,
         num_workers: int | None = None,
         pin_memory: bool | None = None,
-        persistent_workers: bool = False,
+        persistent_workers: bool | None = None,
         weighted_sampling: bool = False,
         on_error: str = "raise",
         output_dir: str | Path | None = None,
@@ -158,8 +165,9 @@ class SplitDataModule(pl.LightningDataModule, ABC):
         self.split_ratios = tuple(float(r) for r in split_ratios)
         self.split_file = Path(split_file) if split_file else None
         self.batch_size = int(self.default_batch_size if batch_size is None else batch_size)
-        self.num_workers, self.pin_memory = loader_settings(num_workers, pin_memory)
-        self.persistent_workers = bool(persistent_workers)
+        self.num_workers, self.pin_memory, self.persistent_workers = loader_settings(
+            num_workers, pin_memory, persistent_workers
+        )
         self.weighted_sampling = bool(weighted_sampling)
         self.on_error = on_error
         self.output_dir = Path(output_dir) if output_dir else None

@@ -14,6 +14,9 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.loggers.logger import DummyExperiment
 
+#: Keys of the `trainer` node that the pipeline applies itself (not Trainer arguments).
+PIPELINE_KEYS = ("channels_last",)
+
 
 class PipelineLoggers:
     """The loggers of one pipeline run, owned by `run_pipeline` and closed in its `finally`.
@@ -105,4 +108,11 @@ def build_trainer(
     config, so the callback and logger objects reach the Trainer themselves, not copies."""
     overrides.setdefault("logger", loggers.for_stage(stage) or False)
     overrides.setdefault("default_root_dir", str(Path(cfg.paths.output_dir) / stage))
-    return instantiate(cfg.trainer, _partial_=True, _convert_="all")(**overrides)
+    return instantiate(trainer_node(cfg), _partial_=True, _convert_="all")(**overrides)
+
+
+def trainer_node(cfg: DictConfig) -> DictConfig:
+    """The `trainer` node as a Trainer call: without the keys the pipeline applies itself
+    (`PIPELINE_KEYS`)."""
+    arguments = OmegaConf.to_container(cfg.trainer, resolve=True)
+    return OmegaConf.create({k: v for k, v in arguments.items() if k not in PIPELINE_KEYS})

@@ -58,6 +58,24 @@ class StageBanner(pl.Callback):
         )
 
 
+class ChannelsLast(pl.Callback):
+    """Train in the channels-last (NHWC) memory format (`trainer.channels_last`), which tensor
+    cores prefer. The network's 4-D parameters are converted at the fit's setup, before the
+    optimiser is built and the network moved to its device (both keep the format); a
+    convolution with channels-last weights gives channels-last outputs whatever the input's
+    format (cuDNN and oneDNN follow the weight), so batches need no conversion. At teardown
+    the parameters go back to the default format, so the stored weights and the CAMs see
+    ordinary tensors."""
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Convert the network's 4-D parameters (before the optimiser takes them)."""
+        pl_module.to(memory_format=torch.channels_last)
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Back to the default format when the fit ends."""
+        pl_module.to(memory_format=torch.contiguous_format)
+
+
 def fit(
     cfg: DictConfig,
     stage: str,
@@ -78,6 +96,8 @@ def fit(
     ckpt_path = resume_checkpoint(cfg, stage, folder)
     last = ModelCheckpoint(dirpath=folder, filename=LAST_CHECKPOINT, enable_version_counter=False)
     callbacks = [*([best] if best else []), last, RandomState(), StageBanner(stage)]
+    if cfg.trainer.get("channels_last"):
+        callbacks.append(ChannelsLast())
     trainer = build_trainer(cfg, stage, loggers, max_epochs=max_epochs, callbacks=callbacks)
     if trainer.is_global_zero:
         record_training_key(cfg, stage, folder)

@@ -66,3 +66,51 @@ def check_not_before_cam_options(run: Path, saved: Sequence[tuple[str, str]]) ->
                 f"cam.options.{name}); it cannot be resumed: start a new run with "
                 f"cam.options.{name}",
             )
+
+
+ABSENT = object()
+#: Options the config files gained after finished jobs were recorded, oldest change first.
+#: Each change lists (dotted key, the value it was added at, the value that did the same
+#: before: `ABSENT` where the key did not exist). A recorded job's digest
+#: (experiments/engine.py) was taken on the config of its day, so a key added at a value that
+#: changes nothing must not make every finished job run again.
+CONFIG_ADDITIONS: tuple[tuple[tuple[str, Any, Any], ...], ...] = (
+    # method=selftrain's group (its settings only matter to that method)
+    (("selftrain", {"source": "cam", "limit": None, "positive_fraction": 0.5}, ABSENT),),
+    # channels_last training and persistent loader workers chosen with the accelerator
+    (("trainer.channels_last", False, ABSENT), ("data.persistent_workers", None, False)),
+)
+
+
+def composed_before(container: dict[str, Any]) -> list[dict[str, Any]]:
+    """A composed config (a plain container) as the config files of each earlier version
+    composed it, newest first: each step takes back one more change of `CONFIG_ADDITIONS`,
+    turning its keys that are at the value they were added at into their former value.
+    A value set by hand (an override) stays, so a job with it still differs from one
+    without."""
+    forms, current = [], container
+    for change in reversed(CONFIG_ADDITIONS):
+        current = _take_back(current, change)
+        forms.append(current)
+    return forms
+
+
+def _take_back(container: dict[str, Any], change: tuple[tuple[str, Any, Any], ...]) -> dict:
+    """`container` with the keys of one change at their former value (copied along the
+    changed paths: the input stays as it is)."""
+    result = dict(container)
+    for dotted, added_at, former in change:
+        *parents, name = dotted.split(".")
+        node = result
+        for parent in parents:
+            if not isinstance(node.get(parent), dict):
+                break
+            node[parent] = node = dict(node[parent])
+        else:
+            value = node.get(name, ABSENT)
+            if value == added_at and type(value) is type(added_at):  # 0 is not False
+                if former is ABSENT:
+                    del node[name]
+                else:
+                    node[name] = former
+    return result

@@ -14,12 +14,12 @@ from tests.helpers.datasets import DictDataset
 @pytest.mark.parametrize(
     ("cuda", "cores", "env", "expected"),
     [
-        (False, 8, {}, (0, False)),  # CPU training uses the cores itself
-        (True, 8, {}, (4, True)),
-        (True, 2, {}, (1, True)),
-        (True, 8, {"LOCAL_WORLD_SIZE": "4"}, (1, True)),  # 2 cores per process
-        (True, 16, {"SLURM_NTASKS_PER_NODE": "2(x3)"}, (4, True)),
-        (True, 1, {}, (0, True)),
+        (False, 8, {}, (0, False, False)),  # CPU training uses the cores itself
+        (True, 8, {}, (4, True, True)),
+        (True, 2, {}, (1, True, True)),
+        (True, 8, {"LOCAL_WORLD_SIZE": "4"}, (1, True, True)),  # 2 cores per process
+        (True, 16, {"SLURM_NTASKS_PER_NODE": "2(x3)"}, (4, True, True)),
+        (True, 1, {}, (0, True, False)),  # no workers to keep
     ],
 )
 def test_auto_follows_the_accelerator_and_cores_per_process(
@@ -31,8 +31,9 @@ def test_auto_follows_the_accelerator_and_cores_per_process(
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    assert loader_settings(None, None) == expected
-    assert loader_settings(2, False) == (2, False)  # the config overrides
+    assert loader_settings(None, None, None) == expected
+    assert loader_settings(2, False, False) == (2, False, False)  # the config overrides
+    assert loader_settings(0, None, True)[2] is True  # kept as set (the loader ignores it)
 
 
 @pytest.mark.parametrize("bad", [-1, 1.5])

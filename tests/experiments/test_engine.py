@@ -7,10 +7,13 @@ import dataclasses
 import json
 
 import pytest
+from omegaconf import OmegaConf
 
 import src.pipeline.stages as stages
-from experiments.engine import run_recipe
+from experiments.engine import compose_job_config, run_recipe
 from experiments.recipes import RECIPES
+from src.pipeline.store import fingerprint
+from src.pipeline.upgrades import composed_before
 from tests.helpers.fake_runs import finished_run
 
 
@@ -179,3 +182,49 @@ def test_a_record_from_before_result_digests_gains_one_when_reused(settings, mon
     )
     assert calls == ["cfdcam_table1"]
     assert outcomes["brats-t2-flair-cfd-cam-ms"].reason.startswith("reused from cfdcam_table1")
+
+
+def test_a_record_from_before_an_added_option_is_reused_and_gains_todays_digests(
+    settings, monkeypatch
+):
+    """A row finished before the config files gained `trainer.channels_last` (at false) and
+    `data.persistent_workers: null` (false before) recorded the digests of the config of its
+    day; it is reused, not run again, and its record then holds today's digests."""
+    calls: list[str] = []
+
+    def run(cfg):
+        calls.append(cfg.task_name)
+        return finished_run(cfg, 0.5)
+
+    monkeypatch.setattr(stages, "run_pipeline", run)
+    table1 = dataclasses.replace(settings, only=("brats-t2-flair-cfd-cam-ours",))
+    run_recipe(RECIPES["cfdcam_table1"], table1)
+    run_dir = settings.runs_dir / "cfdcam_table1" / "brats-t2-flair-cfd-cam-ours"
+    record = json.loads((run_dir / "job.json").read_text())
+    cfg = compose_job_config(record["overrides"], run_dir, settings.project_root)
+    today = OmegaConf.to_container(cfg, resolve=False)
+    before = composed_before(today)[0]
+    assert "channels_last" not in before["trainer"] and today["trainer"]["channels_last"] is False
+    assert before["data"]["persistent_workers"] is False
+    old = {**record, "config": fingerprint(before), "result": "from an older version"}
+    (run_dir / "job.json").write_text(json.dumps(old))
+
+    outcomes, _ = run_recipe(RECIPES["cfdcam_table1"], table1)
+    assert calls == ["cfdcam_table1"]
+    assert outcomes["brats-t2-flair-cfd-cam-ours"].reason == "reused"
+    assert json.loads((run_dir / "job.json").read_text()) == record
+
+
+def test_an_added_option_set_by_hand_is_not_taken_back():
+    """Only an added option at the value it was added at counts as absent: channels_last
+    true, persistent workers false or 0 (not None) keep the config apart from older ones."""
+    today = {
+        "trainer": {"channels_last": True, "precision": "32-true"},
+        "data": {"persistent_workers": 0},
+        "selftrain": {"source": "cam", "limit": 24, "positive_fraction": 0.5},
+    }
+    for form in composed_before(today):
+        assert form == today
+    default = {"trainer": {"channels_last": False}, "data": {"persistent_workers": None}}
+    assert composed_before(default)[0] == {"trainer": {}, "data": {"persistent_workers": False}}
+    assert default["trainer"] == {"channels_last": False}  # the input is left as it was
