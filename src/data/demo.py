@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 #: Bump when a generator's output changes, so cached demo copies are rebuilt.
 DEMO_VERSION = 3
-KSDD2_DEMO_VERSION = 3
+KSDD2_DEMO_VERSION = 4
 TCGA_DEMO_VERSION = 1
 VOC_DEMO_VERSION = 1
 MARKER = ".wsss_demo.json"

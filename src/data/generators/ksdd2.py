@@ -11,8 +11,19 @@ What makes the task learnable and not trivial, as on the real surfaces:
   defect), faint machining lines that run the full length of the part, and dust specks
   smaller than the smallest defect.
 - **Defects** are sharp-edged and local: bent scratches a few pixels wide, pits and spots,
-  irregular dents; darker or brighter than the surface; one to three per defective image.
-  The ground truth is the defect's own footprint.
+  irregular dents and patches; darker or brighter than the surface; one per defective image,
+  now and then two or three.
+- **Ground truth** is drawn as KolektorSDD2's annotators drew it: a smooth outline a few
+  pixels outside the visible defect, holes filled, so a thin scratch is a band around it.
+
+The sizes and counts follow the published statistics of the real annotations (the 394
+annotated regions of KolektorSDD2 at dataset-ninja.com, ``stats/object_sizes.json``):
+regions 21 / 35 / 61 / 99 / 151 px high and 21 / 33 / 58 / 96 / 133 px wide (10th / 25th
+/ 50th / 75th / 90th percentiles), 395 / 930 / 1865 / 4337 / 8516 px in area, filling 0.4 to
+0.8 of their bounding box; 324 of the 356 defective images hold one region, 26 two, 6 three.
+``DEFECT_KINDS``, ``DEFECT_COUNTS`` and ``ANNOTATION_MARGIN`` are set to reproduce them
+(docs/data.md, "The KSDD2 demo"); the appearance (contrast, tone) is not published and is
+as before.
 """
 
 from __future__ import annotations
@@ -32,6 +43,13 @@ from src.data.generators.textures import TEXTURES, bundled_image, random_crop
 GT_PAIR = (".png", "_GT.png")
 #: Base tones of the surfaces (RGB in [0, 1]): grey steel, a greenish and a brownish coating.
 TONES = np.array([[0.55, 0.56, 0.57], [0.45, 0.52, 0.46], [0.55, 0.5, 0.44], [0.4, 0.42, 0.45]])
+#: Odds of the defect kinds: with the sizes in :func:`draw_defect` and the annotation margin
+#: they give region sizes like KolektorSDD2's (module docstring).
+DEFECT_KINDS = {"scratch": 0.35, "pit": 0.2, "dent": 0.45}
+#: Defects per defective image and their odds: KolektorSDD2 has 324, 26 and 6 of 356.
+DEFECT_COUNTS = {1: 0.91, 2: 0.07, 3: 0.02}
+#: Range (px) of the gap between a defect and its annotated outline.
+ANNOTATION_MARGIN = (3.0, 10.0)
 
 
 def metal_surface(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
@@ -75,35 +93,36 @@ def add_nuisances(surface: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def draw_defect(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
-    """Boolean footprint of one defect: a bent scratch, a pit or an irregular dent."""
+    """Boolean footprint of one defect (what is visible): a bent scratch, a pit or an
+    irregular dent or patch, from a few pixels to most of the width across."""
     h, w = shape
     mask = np.zeros(shape, bool)
     y, x = rng.uniform(0.08, 0.92) * h, rng.uniform(0.12, 0.88) * w
-    kind = rng.choice(["scratch", "pit", "dent"], p=[0.45, 0.3, 0.25])
+    kind = rng.choice(list(DEFECT_KINDS), p=list(DEFECT_KINDS.values()))
     if kind == "scratch":
         angle = rng.uniform(0, np.pi)
-        for _ in range(int(rng.integers(2, 5))):
-            step = rng.uniform(20, 50)
+        for _ in range(int(rng.integers(1, 5))):
+            step = rng.uniform(15, 70)
             angle += rng.uniform(-0.6, 0.6)
             y2 = float(np.clip(y + step * np.sin(angle), 0, h - 1))
             x2 = float(np.clip(x + step * np.cos(angle), 0, w - 1))
             rr, cc = line(int(y), int(x), int(y2), int(x2))
             mask[rr, cc] = True
             y, x = y2, x2
-        return ndimage.binary_dilation(mask, iterations=int(rng.integers(2, 7)))
+        return ndimage.binary_dilation(mask, iterations=int(rng.integers(3, 9)))
     if kind == "pit":
         rr, cc = ellipse(
             y,
             x,
-            rng.uniform(6, 18),
-            rng.uniform(6, 18),
+            rng.uniform(5, 30),
+            rng.uniform(5, 30),
             shape=shape,
             rotation=rng.uniform(0, np.pi),
         )
         mask[rr, cc] = True
         return mask
-    # dent: a thresholded patch of smoothed noise, irregular but compact
-    size = min(int(rng.integers(24, 60)), h, w)  # small test images hold it too
+    # dent or patch: a thresholded patch of smoothed noise, irregular but compact
+    size = min(int(rng.integers(20, 230)), h, w)  # small test images hold it too
     noise = ndimage.gaussian_filter(rng.standard_normal((size, size)), size / 6)
     yy, xx = np.mgrid[:size, :size]
     falloff = 1 - np.hypot(yy - size / 2, xx - size / 2) / (size / 2)
@@ -113,15 +132,30 @@ def draw_defect(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     return mask
 
 
+def annotate(footprint: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The annotated region of one defect: its footprint grown by a margin drawn from
+    ``ANNOTATION_MARGIN``, the outline smoothed as a hand-drawn polygon is, holes filled.
+
+    Why not the footprint itself: KolektorSDD2's regions are compact (they fill 0.4 to 0.8
+    of their bounding box, also around thin scratches) and larger than the visible defect;
+    the score of a CAM's mask depends on that size (docs/demo.md, "The KSDD2 demo").
+    """
+    margin = rng.uniform(*ANNOTATION_MARGIN)
+    region = ndimage.distance_transform_edt(~footprint) <= margin
+    smooth = ndimage.gaussian_filter(region.astype(np.float32), margin / 2) > 0.5
+    return ndimage.binary_fill_holes(smooth | footprint)
+
+
 def defective(surface: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """The surface with one to three defects, and their joint footprint."""
+    """The surface with one defect (now and then two or three), and their annotated regions."""
     gt = np.zeros(surface.shape, bool)
     out = surface.copy()
-    for _ in range(int(rng.choice([1, 1, 1, 2, 3]))):
+    count = rng.choice(list(DEFECT_COUNTS), p=list(DEFECT_COUNTS.values()))
+    for _ in range(int(count)):
         footprint = draw_defect(surface.shape, rng)
         edge = ndimage.gaussian_filter(footprint.astype(np.float32), rng.uniform(0.3, 0.9))
         out += rng.choice([-1, 1], p=[0.65, 0.35]) * rng.uniform(0.15, 0.35) * edge
-        gt |= footprint
+        gt |= annotate(footprint, rng)
     return out, gt
 
 
