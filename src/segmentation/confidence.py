@@ -15,7 +15,10 @@ Here, on a slice labelled positive, with `m` its map and `M` the mask rule's mas
 - ignored (`IGNORE`, 255, the label VOC and the WSSS codes use): every other pixel.
 
 The thresholds are fractions of the map's maximum, as IRNet's `conf_fg_thres` and
-`conf_bg_thres` are of its max-normalised CAMs. A slice labelled negative keeps its empty
+`conf_bg_thres` are of its max-normalised CAMs. The two regions never overlap (one lies inside
+the mask, the other outside), so any pair is valid: `background = 1` makes every pixel outside
+the mask background (the mask rule's mask taken as an upper bound of the object),
+`foreground = 0` every pixel inside it object. A slice labelled negative keeps its empty
 mask with no ignored pixel (its image label says there is no object anywhere).
 """
 
@@ -34,8 +37,8 @@ BACKGROUND, OBJECT = 0, 1
 
 @dataclass(frozen=True)
 class Confidence:
-    """Fractions of a map's maximum above which (inside the mask) a pixel is object and
-    below which (outside it) it is background (`selftrain.confident_foreground`,
+    """Fractions of a map's maximum at or above which (inside the mask) a pixel is object
+    and below which (outside it) it is background (`selftrain.confident_foreground`,
     `selftrain.confident_background`)."""
 
     foreground: float
@@ -48,11 +51,6 @@ class Confidence:
                 raise ValueError(f"confident {name}: expected a number in [0, 1], got {value!r}")
             if not 0 <= value <= 1:
                 raise ValueError(f"confident {name}: must be in [0, 1], got {value!r}")
-        if self.background > self.foreground:
-            raise ValueError(
-                f"confident background ({self.background}) must not exceed confident "
-                f"foreground ({self.foreground}): a pixel would be both"
-            )
 
     @classmethod
     def from_config(cls, node: Any) -> Confidence | None:

@@ -250,6 +250,15 @@ def test_keys_follow_what_determines_them(first_run, config, workspace):
         other = keys(change)
         assert other[0] != base[0] and other[1] != base[1], change
     assert keys("segmenter.epochs=3") == base
+    # Confident regions (an option the pseudo-masks gained later) make other masks of the
+    # same maps; unset, they leave the key as it was, so the masks stored before are found.
+    confident = ("+selftrain.confident_foreground=0.5", "+selftrain.confident_background=0.1")
+    ignoring = keys(*confident)
+    assert ignoring[0] == base[0] and ignoring[1] != base[1]
+    assert keys(*confident[:1], "+selftrain.confident_background=0.2")[1] != ignoring[1]
+    cfg = config(workspace["root"] / "keys")
+    former = plan(cfg, build_datamodule(cfg), classifier).masks_key
+    assert set(former) == {"scheme", "source", "maps", "mask", "slices", "count"}
 
     def unet_key(*extra: str) -> dict:
         cfg = config(workspace["root"] / "keys", *extra)
@@ -269,6 +278,7 @@ def test_keys_follow_what_determines_them(first_run, config, workspace):
         ("selftrain.positive_fraction=0", "selftrain.positive_fraction"),
         ("stage=masks", "stage"),
         ("trainer=ddp", "trainer"),
+        ("+selftrain.confident_foreground=0.5", "selftrain.confident_foreground"),
     ],
 )
 def test_bad_settings_are_refused_naming_the_field(make_config, override, field):
@@ -276,3 +286,13 @@ def test_bad_settings_are_refused_naming_the_field(make_config, override, field)
     with pytest.raises(ConfigError, match=f"'{field}'") as error:
         start_up_checks(cfg)
     assert error.value.field == field
+
+
+def test_a_confident_threshold_outside_zero_one_is_refused(make_config):
+    cfg = make_config(
+        "method=selftrain",
+        "+selftrain.confident_foreground=0.2",
+        "+selftrain.confident_background=1.5",
+    )
+    with pytest.raises(ConfigError, match=r"\[0, 1\]"):
+        start_up_checks(cfg)

@@ -24,6 +24,13 @@ def test_labels_keep_the_high_inside_and_the_low_outside():
     assert labels.dtype == np.uint8 and labels.tolist() == expected
 
 
+def test_a_background_of_one_takes_everything_outside_the_mask():
+    cam_map = np.array([[0.9, 0.5, 0.8]], np.float32)
+    mask = np.array([[True, True, False]])
+    labels = confident_labels(mask, cam_map, Confidence(foreground=0.8, background=1.0))
+    assert labels.tolist() == [[1, IGNORE, 0]]
+
+
 def test_thresholds_are_fractions_of_the_maps_maximum():
     mask = np.ones((1, 3), bool)
     rule = Confidence(foreground=0.5, background=0.0)
@@ -33,7 +40,7 @@ def test_thresholds_are_fractions_of_the_maps_maximum():
 
 @pytest.mark.parametrize(
     ("foreground", "background", "message"),
-    [(0.1, 0.5, "must not exceed"), (1.5, 0.1, r"\[0, 1\]"), (True, 0.1, "a number")],
+    [(0.5, -0.1, r"\[0, 1\]"), (1.5, 0.1, r"\[0, 1\]"), (True, 0.1, "a number")],
 )
 def test_bad_thresholds_are_refused(foreground, background, message):
     with pytest.raises(ValueError, match=message):
