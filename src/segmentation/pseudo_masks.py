@@ -132,10 +132,11 @@ def pseudo_masks(
                 continue
             item = items[index]
             cam_map = maps[item["id"]]
-            mask_maker.submit(truncated_uint8_rgb(item["image"][None]), cam_map[None])
+            image = truncated_uint8_rgb(item["image"][None])
+            mask_maker.submit(image, cam_map[None])
             pending.append(item["id"])
             if confidence is not None:
-                kept[item["id"]] = np.asarray(cam_map, dtype=np.float32)
+                kept[item["id"]] = (np.asarray(cam_map, dtype=np.float32), image[0])
         made = dict(zip(pending, (masks[0] for masks in mask_maker.results()), strict=True))
     empty = np.uint8 if confidence is not None else bool
     for index in range(len(items)):
@@ -146,7 +147,8 @@ def pseudo_masks(
         elif confidence is None:
             yield image_id, made[image_id].astype(bool)
         else:
-            yield image_id, confident_labels(made[image_id], kept[image_id], confidence)
+            cam_map, image = kept[image_id]
+            yield image_id, confident_labels(made[image_id], cam_map, confidence, image)
 
 
 def write_masks(path: str | Path, masks: Iterator[tuple[str, np.ndarray]]) -> dict[str, int]:

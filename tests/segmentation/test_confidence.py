@@ -17,7 +17,7 @@ from src.segmentation.module import SegmenterModule
 def test_labels_keep_the_high_inside_and_the_low_outside():
     cam_map = np.array([[1.0, 0.6, 0.3, 0.05], [0.9, 0.2, 0.5, 0.0]], np.float32) * 0.8
     mask = np.array([[1, 1, 1, 0], [1, 1, 0, 0]], bool)
-    labels = confident_labels(mask, cam_map, Confidence(foreground=0.5, background=0.1))
+    labels = confident_labels(mask, cam_map, Confidence(0.5, 0.1, refine=False))
     # Inside the mask: object where the map is at least half its maximum, else ignored;
     # outside: background where it is below a tenth of its maximum, else ignored.
     expected = [[1, 1, IGNORE, 0], [1, IGNORE, IGNORE, 0]]
@@ -27,15 +27,37 @@ def test_labels_keep_the_high_inside_and_the_low_outside():
 def test_a_background_of_one_takes_everything_outside_the_mask():
     cam_map = np.array([[0.9, 0.5, 0.8]], np.float32)
     mask = np.array([[True, True, False]])
-    labels = confident_labels(mask, cam_map, Confidence(foreground=0.8, background=1.0))
+    labels = confident_labels(mask, cam_map, Confidence(0.8, 1.0, refine=False))
     assert labels.tolist() == [[1, IGNORE, 0]]
 
 
 def test_thresholds_are_fractions_of_the_maps_maximum():
     mask = np.ones((1, 3), bool)
-    rule = Confidence(foreground=0.5, background=0.0)
+    rule = Confidence(foreground=0.5, background=0.0, refine=False)
     low = confident_labels(mask, np.array([[0.2, 0.1, 0.04]], np.float32), rule)
     assert low.tolist() == [[1, 1, IGNORE]]  # 0.1 is half of 0.2: object at any scale
+
+
+def test_the_crf_shrinks_the_thresholded_blob_to_the_bright_object():
+    """IRNet's refinement: the map's high part is a coarse square around a small bright
+    object; the DenseCRF on the image keeps the object and drops the dull tissue around."""
+    image = np.full((32, 32, 3), 90, np.uint8)
+    image[12:18, 12:18] = 220  # the object, 6 x 6
+    cam_map = np.full((32, 32), 0.05, np.float32)
+    cam_map[8:24, 8:24] = 0.9  # a 16 x 16 cell of the map, 7 times the object's area
+    mask = cam_map > 0.5
+    plain = confident_labels(mask, cam_map, Confidence(0.8, 1.0, refine=False))
+    refined = confident_labels(mask, cam_map, Confidence(0.8, 1.0), image)
+    assert (plain == 1).sum() == 256
+    assert np.array_equal(refined == 1, image[..., 0] == 220)
+    assert np.array_equal(refined == 0, ~mask)  # the background does not depend on it
+    with pytest.raises(ValueError, match="needs the image"):
+        confident_labels(mask, cam_map, Confidence(0.8, 1.0))
+
+
+def test_the_key_names_the_refinement():
+    assert "object" in Confidence(0.8, 1.0).describe()
+    assert Confidence(0.8, 1.0, refine=False).describe() == {"foreground": 0.8, "background": 1.0}
 
 
 @pytest.mark.parametrize(

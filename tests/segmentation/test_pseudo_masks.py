@@ -98,7 +98,7 @@ def test_confident_pseudo_masks_leave_the_uncertain_band_out(tmp_path):
             cam_map[5:9, 5:9] = 0.9  # ... around a confident core
             maps[items.ids[i]] = cam_map
             writer.add(items.ids[i], cam_map)
-    rule = Confidence(foreground=0.6, background=0.1)
+    rule = Confidence(foreground=0.6, background=0.1, refine=False)
     with MaskMaker("threshold", threshold=0.3) as maker:
         made = dict(pseudo_masks(items, tmp_path / "maps.npz", maker, rule))
     for i, image_id in enumerate(items.ids):
