@@ -324,6 +324,15 @@ def training_masks(cfg: DictConfig, pseudo: PseudoMaskPlan, store: ModelStore, m
             method.describe(),
             entry,
         )
+        if regions is not None:
+            positive_ids = [pseudo.items.ids[i] for i in pseudo.positives]
+            log.info(
+                "Confident regions (%s): on the positive slices, %d object pixels and %d left "
+                "out of the loss",
+                regions.describe(),
+                sum(areas[i] for i in positive_ids),
+                sum(info["ignored"][i] for i in positive_ids),
+            )
         return target
 
     return build_once(entry, lambda: _built(target), build, label=job_identity(cfg))
