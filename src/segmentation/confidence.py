@@ -19,12 +19,14 @@ those hard labels (unary `gt_prob` 0.7, as IRNet's `crf_inference_label`; the pa
 of the authors' DenseCRF, `CrfParams`), so that the image, not the coarse map, places its
 boundary. On the demo a Cfd-CAM map is a plateau over cells of 16 to 28 px: its top part
 alone is about the size of a cell whatever the tumour's, and the CRF shrinks it to the bright
-tumour inside (docs/selftrain.md). The thresholds are fractions of the map's maximum, as
-IRNet's `conf_fg_thres` and `conf_bg_thres` are of its max-normalised CAMs. The two regions never overlap (one lies inside
-the mask, the other outside), so any pair is valid: `background = 1` makes every pixel outside
-the mask background (the mask rule's mask taken as an upper bound of the object),
-`foreground = 0` every pixel inside it object. A slice labelled negative keeps its empty
-mask with no ignored pixel (its image label says there is no object anywhere).
+tumour inside (docs/selftrain.md).
+
+The thresholds are fractions of the map's maximum, as IRNet's `conf_fg_thres` and
+`conf_bg_thres` are of its max-normalised CAMs. The two regions never overlap (one lies
+inside the mask, the other outside), so any pair is valid: `background = 1` makes every pixel
+outside the mask background (the mask rule's mask taken as an upper bound of the object). A
+slice labelled negative keeps its empty mask with no ignored pixel (its image label says
+there is no object anywhere).
 """
 
 from __future__ import annotations
