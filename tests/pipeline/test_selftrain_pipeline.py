@@ -207,7 +207,7 @@ def test_no_pixel_label_reaches_the_training(first_run, config, workspace, monke
     """With the training and validation splits' masks replaced by noise, the maps, the
     pseudo-masks and the U-Net's weights are the same, bit for bit (with confident regions
     too: their DenseCRF reads the image, never the pixel labels)."""
-    name = "-".join(extra) or "plain"
+    name = "confident" if extra else "plain"
     if extra:  # the clean run of this setting, in a store of its own
         clean_store = _store_with_classifier(first_run, workspace["root"] / f"clean-{name}")
         clean = run_pipeline(
