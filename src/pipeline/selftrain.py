@@ -124,7 +124,8 @@ def confidence(cfg: DictConfig) -> Confidence | None:
     try:
         return Confidence.from_config(cfg.selftrain)
     except ValueError as error:
-        raise ConfigError("selftrain.confident_foreground", str(error)) from None
+        side = "background" if str(error).startswith("confident background") else "foreground"
+        raise ConfigError(f"selftrain.confident_{side}", str(error)) from None
 
 
 def training_slices(labels: torch.Tensor, limit: int | None, positive_fraction: float) -> list[int]:

@@ -314,5 +314,6 @@ def test_a_confident_threshold_outside_zero_one_is_refused(make_config):
         "+selftrain.confident_foreground=0.2",
         "+selftrain.confident_background=1.5",
     )
-    with pytest.raises(ConfigError, match=r"\[0, 1\]"):
+    with pytest.raises(ConfigError, match=r"\[0, 1\]") as error:
         start_up_checks(cfg)
+    assert error.value.field == "selftrain.confident_background"
