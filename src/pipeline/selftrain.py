@@ -54,11 +54,13 @@ from src.pipeline.supervised import (
 )
 from src.pipeline.trainer import PipelineLoggers, build_trainer
 from src.pipeline.training import fit_and_store
+from src.segmentation.confidence import Confidence
 from src.segmentation.pseudo_masks import (
     CAMMapsModule,
     PseudoMaskDataModule,
     PseudoMaskDataset,
     WithoutPixelLabels,
+    ignored_areas,
     pseudo_masks,
     read_masks,
     write_masks,
@@ -98,6 +100,7 @@ def check_selftrain_config(cfg: DictConfig) -> None:
     fraction = node.get("positive_fraction")
     if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction <= 1:
         raise ConfigError("selftrain.positive_fraction", f"must be in (0, 1], got {fraction!r}")
+    confidence(cfg)
     datamodule = get_class(cfg.data._target_)
     if datamodule.task != "binary":
         raise ConfigError(
@@ -112,6 +115,17 @@ def check_selftrain_config(cfg: DictConfig) -> None:
             "method=selftrain computes its pseudo-masks in one process: use trainer=cpu or "
             "trainer=gpu with one device",
         )
+
+
+def confidence(cfg: DictConfig) -> Confidence | None:
+    """The confident regions of the pseudo-masks (`selftrain.confident_foreground` and
+    `.confident_background`, optional keys: unset = no ignore region, the former masks), or
+    a ConfigError naming the field."""
+    try:
+        return Confidence.from_config(cfg.selftrain)
+    except ValueError as error:
+        side = "background" if str(error).startswith("confident background") else "foreground"
+        raise ConfigError(f"selftrain.confident_{side}", str(error)) from None
 
 
 def training_slices(labels: torch.Tensor, limit: int | None, positive_fraction: float) -> list[int]:
@@ -192,6 +206,11 @@ def plan(cfg: DictConfig, datamodule: pl.LightningDataModule, classifier: Path) 
         "slices": _digest(labelled),
         "count": len(items),
     }
+    regions = confidence(cfg)
+    if regions is not None:
+        # An option the masks gained later: absent (no ignore region), it stays out of the
+        # key, so the pseudo-masks stored before it are still found.
+        masks_key["confidence"] = regions.describe()
     return PseudoMaskPlan(items, maps_key, masks_key)
 
 
@@ -270,17 +289,20 @@ def training_maps(
 
 def training_masks(cfg: DictConfig, pseudo: PseudoMaskPlan, store: ModelStore, maps: Path) -> Path:
     """The pseudo-masks of the plan's slices: the store's, or made now from `maps` by the
-    run's mask rule (`cam.mask`; in `eval.mask_workers` processes), empty for negatives."""
+    run's mask rule (`cam.mask`; in `eval.mask_workers` processes), empty for negatives;
+    with confident regions (`selftrain.confident_*`), labels 0 / 1 / ignored."""
     entry = pseudo.masks_entry(store)
     target = entry / MASKS_FILE
 
     def build() -> Path:
         method: Method = cam_method(cfg)
+        regions = confidence(cfg)
         with (
             method.mask_maker(cfg.eval.mask_workers) as mask_maker,
             atomic_directory(entry, overwrite=True) as folder,
         ):
-            areas = write_masks(folder / MASKS_FILE, pseudo_masks(pseudo.items, maps, mask_maker))
+            made = dict(pseudo_masks(pseudo.items, maps, mask_maker, regions))
+            areas = write_masks(folder / MASKS_FILE, iter(made.items()))
             empty = sum(1 for i in pseudo.positives if areas[pseudo.items.ids[i]] == 0)
             info = {
                 "maps": str(maps),
@@ -290,6 +312,9 @@ def training_masks(cfg: DictConfig, pseudo: PseudoMaskPlan, store: ModelStore, m
                 "positives_with_empty_mask": empty,
                 "areas": areas,
             }
+            if regions is not None:
+                info["confidence"] = regions.describe()
+                info["ignored"] = ignored_areas(made)
             _write_entry_files(folder, pseudo.masks_key, info)
         log.info(
             "Stored the pseudo-masks of %d training slices (%d labelled positive, %d of them "
@@ -300,6 +325,15 @@ def training_masks(cfg: DictConfig, pseudo: PseudoMaskPlan, store: ModelStore, m
             method.describe(),
             entry,
         )
+        if regions is not None:
+            positive_ids = [pseudo.items.ids[i] for i in pseudo.positives]
+            log.info(
+                "Confident regions (%s): on the positive slices, %d object pixels and %d left "
+                "out of the loss",
+                regions.describe(),
+                sum(areas[i] for i in positive_ids),
+                sum(info["ignored"][i] for i in positive_ids),
+            )
         return target
 
     return build_once(entry, lambda: _built(target), build, label=job_identity(cfg))

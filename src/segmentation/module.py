@@ -15,6 +15,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from src.models.schedules import adam_with_cosine
+from src.segmentation.losses import masked_dice_ce
 
 
 def foreground(masks: torch.Tensor) -> torch.Tensor:
@@ -37,6 +38,10 @@ class SegmenterModule(pl.LightningModule):
     and the auxiliary ones stacked on dim 1; they are weighted 1, 1/2, 1/4, ... and the
     weights normalised, as nnU-Net does. `hflip_p`: probability of flipping an image and its
     mask left-right together. Logs `train/loss`, `val/loss` and `val/dice` (threshold 0.5).
+
+    A training batch may carry `ignore` (B, H, W, boolean): pixels whose target is unknown
+    (the ignore region of self-training's pseudo-masks, docs/selftrain.md), left out of the
+    loss (`masked_dice_ce`). Pixel labels never carry it: the supervised loss is unchanged.
     """
 
     def __init__(
@@ -63,28 +68,42 @@ class SegmenterModule(pl.LightningModule):
         """Foreground logits of the wrapped U-Net (deep-supervision heads while training)."""
         return self.net(images)
 
-    def _flip(self, images: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def _flip(self, images: torch.Tensor, *targets: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Flip left-right, with probability `hflip_p` per image, the images and the
+        (B, 1, H, W) `targets` that go with them (mask, ignored pixels) together."""
         chosen = torch.rand(images.shape[0], device=images.device) < self.hparams.hflip_p
         pick = chosen.view(-1, 1, 1, 1)
-        return (
-            torch.where(pick, images.flip(-1), images),
-            torch.where(pick, target.flip(-1), target),
-        )
+        return tuple(torch.where(pick, t.flip(-1), t) for t in (images, *targets))
 
-    def _supervised_loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def _head_loss(
+        self, logits: torch.Tensor, target: torch.Tensor, keep: torch.Tensor | None
+    ) -> torch.Tensor:
+        return self.loss(logits, target) if keep is None else masked_dice_ce(logits, target, keep)
+
+    def _supervised_loss(
+        self, outputs: torch.Tensor, target: torch.Tensor, keep: torch.Tensor | None = None
+    ) -> torch.Tensor:
         if outputs.dim() == target.dim():  # one output
-            return self.loss(outputs, target)
+            return self._head_loss(outputs, target, keep)
         heads = outputs.unbind(1)
         weights = torch.tensor([0.5**i for i in range(len(heads))])
         weights = weights / weights.sum()
-        return sum(w * self.loss(head, target) for w, head in zip(weights, heads, strict=True))
+        return sum(
+            w * self._head_loss(head, target, keep) for w, head in zip(weights, heads, strict=True)
+        )
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        """Dice + cross-entropy on the (randomly flipped) batch, logged as ``train/loss``."""
+        """Dice + cross-entropy on the (randomly flipped) batch, logged as ``train/loss``;
+        the batch's `ignore` pixels, if it has any, left out."""
         images, target = batch["image"], foreground(batch["mask"])
+        ignore = batch.get("ignore")
+        keep = None if ignore is None else ~ignore.bool().unsqueeze(1)
         if self.hparams.hflip_p:
-            images, target = self._flip(images, target)
-        loss = self._supervised_loss(self(images), target)
+            if keep is None:
+                images, target = self._flip(images, target)
+            else:
+                images, target, keep = self._flip(images, target, keep)
+        loss = self._supervised_loss(self(images), target, keep)
         self.log(
             "train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True,
             batch_size=images.shape[0],

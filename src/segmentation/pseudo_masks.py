@@ -4,6 +4,9 @@ pixel labels.
 
 No pixel label passes through here: the CAM loop and the mask rule get items without their
 `mask`, and a training item's `mask` is its pseudo-mask (empty for a slice labelled negative).
+
+A pseudo-mask is boolean, or, with confident regions (`confidence.py`), uint8 labels 0 / 1 /
+`IGNORE`; its training item then also carries `ignore`, the pixels the loss leaves out.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from src.evaluation.cam_module import CAMEvaluationModule
 from src.evaluation.items import truncated_uint8_rgb
 from src.evaluation.map_store import MapArchive, MapWriter
 from src.evaluation.masks import MaskMaker
+from src.segmentation.confidence import IGNORE, OBJECT, Confidence, confident_labels
 
 #: What an item without its pixel labels keeps.
 UNLABELLED_KEYS = ("image", "label", "id")
@@ -50,7 +54,12 @@ class WithoutPixelLabels(Dataset):
 
 
 class PseudoMaskDataset(WithoutPixelLabels):
-    """Training items whose `mask` is the pseudo-mask of their id (`masks`, boolean (H, W))."""
+    """Training items whose `mask` is the pseudo-mask of their id (`masks`, (H, W) boolean or
+    labels 0 / 1 / `IGNORE`).
+
+    When any of the masks has ignored pixels, every item also carries `ignore` (boolean
+    (H, W)), which the segmenter's loss leaves out, and `mask` is 1 on the object pixels only.
+    Masks without ignored pixels give the items of the former pseudo-masks, key for key."""
 
     def __init__(
         self, dataset: Dataset, indices: Sequence[int], masks: Mapping[str, np.ndarray]
@@ -60,10 +69,16 @@ class PseudoMaskDataset(WithoutPixelLabels):
         if missing:
             raise KeyError(f"no pseudo-mask for {missing[:5]}")
         self.masks = masks
+        self.has_ignore = any(bool((np.asarray(masks[i]) == IGNORE).any()) for i in self.ids)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = super().__getitem__(index)
-        item["mask"] = torch.from_numpy(np.asarray(self.masks[item["id"]], dtype=np.int64))
+        labels = np.asarray(self.masks[item["id"]])
+        if not self.has_ignore:
+            item["mask"] = torch.from_numpy(labels.astype(np.int64))
+            return item
+        item["mask"] = torch.from_numpy((labels == OBJECT).astype(np.int64))
+        item["ignore"] = torch.from_numpy(labels == IGNORE)
         return item
 
 
@@ -100,45 +115,70 @@ class CAMMapsModule(CAMEvaluationModule):
 
 
 def pseudo_masks(
-    items: WithoutPixelLabels, maps_path: str | Path, mask_maker: MaskMaker
+    items: WithoutPixelLabels,
+    maps_path: str | Path,
+    mask_maker: MaskMaker,
+    confidence: Confidence | None = None,
 ) -> Iterator[tuple[str, np.ndarray]]:
-    """(id, boolean mask) of every item: for a slice labelled positive, `mask_maker`'s mask of
-    its saved map (as `stage=masks` makes it from an evaluation's maps); for one labelled
-    negative, an empty mask (the image label says there is no object)."""
+    """(id, mask) of every item: for a slice labelled positive, `mask_maker`'s mask of its
+    saved map (as `stage=masks` makes it from an evaluation's maps), boolean, or with
+    `confidence` its confident labels (0 / 1 / `IGNORE`, `confident_labels`); for one
+    labelled negative, an empty mask (the image label says there is no object), uint8 zeros
+    with `confidence` (no ignored pixel)."""
     with MapArchive(maps_path) as maps:
-        pending = []
+        pending, kept = [], {}
         for index in range(len(items)):
             if not items.positive(index):
                 continue
             item = items[index]
             cam_map = maps[item["id"]]
-            mask_maker.submit(truncated_uint8_rgb(item["image"][None]), cam_map[None])
+            image = truncated_uint8_rgb(item["image"][None])
+            mask_maker.submit(image, cam_map[None])
             pending.append(item["id"])
+            if confidence is not None:
+                kept[item["id"]] = (np.asarray(cam_map, dtype=np.float32), image[0])
         made = dict(zip(pending, (masks[0] for masks in mask_maker.results()), strict=True))
+    empty = np.uint8 if confidence is not None else bool
     for index in range(len(items)):
         image_id = items.ids[index]
-        if image_id in made:
+        if image_id not in made:
+            size = items[index]["image"].shape[-2:]
+            yield image_id, np.zeros(tuple(size), dtype=empty)
+        elif confidence is None:
             yield image_id, made[image_id].astype(bool)
         else:
-            size = items[index]["image"].shape[-2:]
-            yield image_id, np.zeros(tuple(size), dtype=bool)
+            cam_map, image = kept[image_id]
+            yield image_id, confident_labels(made[image_id], cam_map, confidence, image)
 
 
 def write_masks(path: str | Path, masks: Iterator[tuple[str, np.ndarray]]) -> dict[str, int]:
-    """Write boolean masks into a maps-format file (0/1, float16, keyed by id; atomic);
-    returns the foreground area of each."""
+    """Write masks (boolean, or labels 0 / 1 / `IGNORE`) into a maps-format file (the
+    labels as float16, exact for these values; keyed by id; atomic); returns the object area
+    of each (its pixels labelled 1)."""
     areas = {}
     with MapWriter(path) as writer:
         for image_id, mask in masks:
             writer.add(image_id, mask.astype(np.float16))
-            areas[image_id] = int(mask.sum())
+            areas[image_id] = int((mask.astype(np.uint8) == OBJECT).sum())
     return areas
 
 
+def ignored_areas(masks: Mapping[str, np.ndarray]) -> dict[str, int]:
+    """How many pixels of each mask the loss leaves out (`IGNORE`)."""
+    return {image_id: int((np.asarray(m) == IGNORE).sum()) for image_id, m in masks.items()}
+
+
 def read_masks(path: str | Path) -> dict[str, np.ndarray]:
-    """The boolean masks of a file written by `write_masks`."""
+    """The masks of a file written by `write_masks`: boolean for a file of 0/1 masks (as
+    they were written), uint8 labels 0 / 1 / `IGNORE` when any has ignored pixels."""
     with MapArchive(path) as archive:
-        return {image_id: archive[image_id] > 0.5 for image_id in archive.ids()}
+        values = {image_id: archive[image_id] for image_id in archive.ids()}
+    if not any(bool((v > OBJECT + 0.5).any()) for v in values.values()):
+        return {image_id: v > 0.5 for image_id, v in values.items()}
+    return {
+        image_id: np.where(v > OBJECT + 0.5, IGNORE, v > 0.5).astype(np.uint8)
+        for image_id, v in values.items()
+    }
 
 
 class PseudoMaskDataModule(pl.LightningDataModule):

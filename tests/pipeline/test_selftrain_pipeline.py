@@ -192,9 +192,29 @@ def test_other_unet_settings_reuse_the_maps_and_masks(first_run, config, workspa
     assert before == after
 
 
-def test_no_pixel_label_reaches_the_training(first_run, config, workspace, monkeypatch):
+CONFIDENT = ("+selftrain.confident_foreground=0.5", "+selftrain.confident_background=0.2")
+
+
+def _store_with_classifier(first_run, folder: Path) -> Path:
+    folder.mkdir()
+    classifier = _entry(first_run["store"], "finetune")
+    shutil.copytree(classifier, folder / classifier.name)
+    return folder
+
+
+@pytest.mark.parametrize("extra", [(), CONFIDENT], ids=["masks", "confident-regions"])
+def test_no_pixel_label_reaches_the_training(first_run, config, workspace, monkeypatch, extra):
     """With the training and validation splits' masks replaced by noise, the maps, the
-    pseudo-masks and the U-Net's weights are the same, bit for bit."""
+    pseudo-masks and the U-Net's weights are the same, bit for bit (with confident regions
+    too: their DenseCRF reads the image, never the pixel labels)."""
+    name = "confident" if extra else "plain"
+    if extra:  # the clean run of this setting, in a store of its own
+        clean_store = _store_with_classifier(first_run, workspace["root"] / f"clean-{name}")
+        clean = run_pipeline(
+            config(workspace["root"] / f"clean-{name}-run", *extra, store=clean_store)
+        )
+    else:
+        clean_store, clean = first_run["store"], first_run["summary"]
     make_dataset = BraTSDataModule._make_dataset
 
     def noisy(self, split, groups):
@@ -207,29 +227,29 @@ def test_no_pixel_label_reaches_the_training(first_run, config, workspace, monke
         return dataset
 
     monkeypatch.setattr(BraTSDataModule, "_make_dataset", noisy)
-    store = workspace["root"] / "noise-store"
-    store.mkdir()
-    classifier = _entry(first_run["store"], "finetune")
-    shutil.copytree(classifier, store / classifier.name)
-    summary = run_pipeline(config(workspace["root"] / "noise", store=store))
-    noise_train = build_datamodule(config(workspace["root"] / "n2")).dataset("train")
+    store = _store_with_classifier(first_run, workspace["root"] / f"noise-store-{name}")
+    summary = run_pipeline(config(workspace["root"] / f"noise-{name}", *extra, store=store))
+    noise_train = build_datamodule(config(workspace["root"] / f"n2-{name}")).dataset("train")
     assert noise_train.masks.sum() > 0.4 * noise_train.masks.numel()  # the noise was read
     # Each entry of the noisy run has the name (key) of one of the clean run's, and the
     # same content.
-    for stage, name in (("trainmaps", MAPS_FILE), ("pseudomasks", MASKS_FILE)):
+    for stage, file in (("trainmaps", MAPS_FILE), ("pseudomasks", MASKS_FILE)):
         noise = _entry(store, stage)
-        clean = dict(read_maps(first_run["store"] / noise.name / name))
-        noisy = dict(read_maps(noise / name))
-        assert clean.keys() == noisy.keys()
-        assert all(np.array_equal(clean[k], noisy[k]) for k in clean), stage
+        clean_maps = dict(read_maps(clean_store / noise.name / file))
+        noisy_maps = dict(read_maps(noise / file))
+        assert clean_maps.keys() == noisy_maps.keys()
+        assert all(np.array_equal(clean_maps[k], noisy_maps[k]) for k in clean_maps), stage
+    if extra:  # the confident masks did leave pixels out
+        masks = read_masks(_entry(store, "pseudomasks") / MASKS_FILE)
+        assert any((m == 255).any() for m in masks.values())
     unet = _entry(store, "selftrain")
     weights = [
         torch.load(folder / unet.name / "weights.pt", weights_only=True)
-        for folder in (first_run["store"], store)
+        for folder in (clean_store, store)
     ]
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
-    assert summary["headline"] == first_run["summary"]["headline"]
+    assert summary["headline"] == clean["headline"]
 
 
 def test_keys_follow_what_determines_them(first_run, config, workspace):
@@ -250,6 +270,15 @@ def test_keys_follow_what_determines_them(first_run, config, workspace):
         other = keys(change)
         assert other[0] != base[0] and other[1] != base[1], change
     assert keys("segmenter.epochs=3") == base
+    # Confident regions (an option the pseudo-masks gained later) make other masks of the
+    # same maps; unset, they leave the key as it was, so the masks stored before are found.
+    confident = ("+selftrain.confident_foreground=0.5", "+selftrain.confident_background=0.1")
+    ignoring = keys(*confident)
+    assert ignoring[0] == base[0] and ignoring[1] != base[1]
+    assert keys(*confident[:1], "+selftrain.confident_background=0.2")[1] != ignoring[1]
+    cfg = config(workspace["root"] / "keys")
+    former = plan(cfg, build_datamodule(cfg), classifier).masks_key
+    assert set(former) == {"scheme", "source", "maps", "mask", "slices", "count"}
 
     def unet_key(*extra: str) -> dict:
         cfg = config(workspace["root"] / "keys", *extra)
@@ -269,6 +298,7 @@ def test_keys_follow_what_determines_them(first_run, config, workspace):
         ("selftrain.positive_fraction=0", "selftrain.positive_fraction"),
         ("stage=masks", "stage"),
         ("trainer=ddp", "trainer"),
+        ("+selftrain.confident_foreground=0.5", "selftrain.confident_foreground"),
     ],
 )
 def test_bad_settings_are_refused_naming_the_field(make_config, override, field):
@@ -276,3 +306,14 @@ def test_bad_settings_are_refused_naming_the_field(make_config, override, field)
     with pytest.raises(ConfigError, match=f"'{field}'") as error:
         start_up_checks(cfg)
     assert error.value.field == field
+
+
+def test_a_confident_threshold_outside_zero_one_is_refused(make_config):
+    cfg = make_config(
+        "method=selftrain",
+        "+selftrain.confident_foreground=0.2",
+        "+selftrain.confident_background=1.5",
+    )
+    with pytest.raises(ConfigError, match=r"\[0, 1\]") as error:
+        start_up_checks(cfg)
+    assert error.value.field == "selftrain.confident_background"

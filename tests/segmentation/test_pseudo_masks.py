@@ -13,6 +13,7 @@ from src.evaluation.items import truncated_uint8_rgb
 from src.evaluation.map_store import MapWriter
 from src.evaluation.masks import MaskMaker
 from src.pipeline.selftrain import training_slices
+from src.segmentation.confidence import IGNORE, Confidence, confident_labels
 from src.segmentation.pseudo_masks import (
     PseudoMaskDataModule,
     PseudoMaskDataset,
@@ -81,6 +82,50 @@ def test_pseudo_masks_are_the_mask_rules_on_positives_and_empty_on_negatives(tmp
     back = read_masks(tmp_path / "masks.npz")
     assert areas == {k: int(v.sum()) for k, v in made.items()}
     assert all(np.array_equal(back[k], made[k]) for k in made)
+
+
+def test_confident_pseudo_masks_leave_the_uncertain_band_out(tmp_path):
+    """With confident regions: the rule's mask cut to the high part of the map, the low
+    part outside it background, the rest `IGNORE`; negatives wholly background; written
+    and read back exactly, and the training items say which pixels to ignore."""
+    data = _slices()
+    items = WithoutPixelLabels(data, range(len(data)))
+    maps = {}
+    with MapWriter(tmp_path / "maps.npz") as writer:
+        for i in items_positive(items):
+            cam_map = np.full((SIZE, SIZE), 0.02, np.float32)
+            cam_map[2:12, 2:12] = 0.4  # a wide, lukewarm blob ...
+            cam_map[5:9, 5:9] = 0.9  # ... around a confident core
+            maps[items.ids[i]] = cam_map
+            writer.add(items.ids[i], cam_map)
+    rule = Confidence(foreground=0.6, background=0.1, refine=False)
+    with MaskMaker("threshold", threshold=0.3) as maker:
+        made = dict(pseudo_masks(items, tmp_path / "maps.npz", maker, rule))
+    for i, image_id in enumerate(items.ids):
+        labels = made[image_id]
+        assert labels.dtype == np.uint8
+        if not items.positive(i):
+            assert not labels.any()  # background everywhere, nothing ignored
+            continue
+        assert (
+            labels.tolist() == confident_labels(maps[image_id] > 0.3, maps[image_id], rule).tolist()
+        )
+        assert (labels == 1).sum() == 16 and (labels == IGNORE).sum() == 100 - 16
+    areas = write_masks(tmp_path / "masks.npz", iter(made.items()))
+    back = read_masks(tmp_path / "masks.npz")
+    assert all(np.array_equal(back[k], made[k]) for k in made)
+    assert areas == {k: int((v == 1).sum()) for k, v in made.items()}
+    training = PseudoMaskDataset(data, range(len(data)), back)
+    item = training[0]
+    assert torch.equal(item["ignore"], torch.from_numpy(made[items.ids[0]] == IGNORE))
+    assert set(item["mask"].unique().tolist()) == {0, 1}  # the ignored pixels are not object
+    assert not training[1]["ignore"].any()
+
+
+def test_masks_without_an_ignored_pixel_make_the_former_items():
+    data = _slices()
+    masks = {image_id: np.zeros((SIZE, SIZE), bool) for image_id in data.ids}
+    assert "ignore" not in PseudoMaskDataset(data, [0, 1], masks)[0]
 
 
 def items_positive(items: WithoutPixelLabels) -> list[int]:
