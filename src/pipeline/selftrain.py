@@ -119,7 +119,7 @@ def check_selftrain_config(cfg: DictConfig) -> None:
 
 def confidence(cfg: DictConfig) -> Confidence | None:
     """The confident regions of the pseudo-masks (`selftrain.confident_foreground` and
-    `.confident_background`, optional keys: unset = no ignore region, the former masks), or
+    `.confident_background`; both null = no ignore region, the former masks), or
     a ConfigError naming the field."""
     try:
         return Confidence.from_config(cfg.selftrain)

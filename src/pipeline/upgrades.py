@@ -79,6 +79,11 @@ CONFIG_ADDITIONS: tuple[tuple[tuple[str, Any, Any], ...], ...] = (
     (("selftrain", {"source": "cam", "limit": None, "positive_fraction": 0.5}, ABSENT),),
     # channels_last training and persistent loader workers chosen with the accelerator
     (("trainer.channels_last", False, ABSENT), ("data.persistent_workers", None, False)),
+    # method=selftrain's confident regions, off
+    (
+        ("selftrain.confident_foreground", None, ABSENT),
+        ("selftrain.confident_background", None, ABSENT),
+    ),
 )
 
 

@@ -192,7 +192,7 @@ def test_other_unet_settings_reuse_the_maps_and_masks(first_run, config, workspa
     assert before == after
 
 
-CONFIDENT = ("+selftrain.confident_foreground=0.5", "+selftrain.confident_background=0.2")
+CONFIDENT = ("selftrain.confident_foreground=0.5", "selftrain.confident_background=0.2")
 
 
 def _store_with_classifier(first_run, folder: Path) -> Path:
@@ -272,10 +272,10 @@ def test_keys_follow_what_determines_them(first_run, config, workspace):
     assert keys("segmenter.epochs=3") == base
     # Confident regions (an option the pseudo-masks gained later) make other masks of the
     # same maps; unset, they leave the key as it was, so the masks stored before are found.
-    confident = ("+selftrain.confident_foreground=0.5", "+selftrain.confident_background=0.1")
+    confident = ("selftrain.confident_foreground=0.5", "selftrain.confident_background=0.1")
     ignoring = keys(*confident)
     assert ignoring[0] == base[0] and ignoring[1] != base[1]
-    assert keys(*confident[:1], "+selftrain.confident_background=0.2")[1] != ignoring[1]
+    assert keys(*confident[:1], "selftrain.confident_background=0.2")[1] != ignoring[1]
     cfg = config(workspace["root"] / "keys")
     former = plan(cfg, build_datamodule(cfg), classifier).masks_key
     assert set(former) == {"scheme", "source", "maps", "mask", "slices", "count"}
@@ -298,7 +298,7 @@ def test_keys_follow_what_determines_them(first_run, config, workspace):
         ("selftrain.positive_fraction=0", "selftrain.positive_fraction"),
         ("stage=masks", "stage"),
         ("trainer=ddp", "trainer"),
-        ("+selftrain.confident_foreground=0.5", "selftrain.confident_foreground"),
+        ("selftrain.confident_foreground=0.5", "selftrain.confident_foreground"),
     ],
 )
 def test_bad_settings_are_refused_naming_the_field(make_config, override, field):
@@ -311,8 +311,8 @@ def test_bad_settings_are_refused_naming_the_field(make_config, override, field)
 def test_a_confident_threshold_outside_zero_one_is_refused(make_config):
     cfg = make_config(
         "method=selftrain",
-        "+selftrain.confident_foreground=0.2",
-        "+selftrain.confident_background=1.5",
+        "selftrain.confident_foreground=0.2",
+        "selftrain.confident_background=1.5",
     )
     with pytest.raises(ConfigError, match=r"\[0, 1\]") as error:
         start_up_checks(cfg)
