@@ -227,5 +227,5 @@ def test_an_added_option_set_by_hand_is_not_taken_back():
     for form in composed_before(today):
         assert form == today
     default = {"trainer": {"channels_last": False}, "data": {"persistent_workers": None}}
-    assert composed_before(default)[0] == {"trainer": {}, "data": {"persistent_workers": False}}
+    assert composed_before(default)[-1] == {"trainer": {}, "data": {"persistent_workers": False}}
     assert default["trainer"] == {"channels_last": False}  # the input is left as it was
