@@ -3,8 +3,10 @@
     python -m experiments.probe_scores RUN_DIR [RUN_DIR ...] [--json OUT.json]
 
 RUN_DIR is a finished run folder (its ``config.yaml`` and ``checkpoints/finetune/best-*.ckpt``,
-or the stored weights its ``summary.json`` names; a run of stage ``finetune`` is enough). For each run this prints, without any CAM:
+or the stored weights its ``summary.json`` names; or a model-store folder with ``weights.pt``; a run of stage ``finetune`` is enough). For each run this prints, without any CAM:
 
+- the mean scores of the training and validation slices (tumour, other) and their AUC,
+  without augmentation: does the classifier fit its own training data confidently?
 - the scores of every test slice, by group: tumour slices (label 1), slices of tumour cases
   without a tumour (label 0), slices of tumour-free cases; the test AUC; the tumour slices'
   mean score by tumour area (terciles);
@@ -42,6 +44,8 @@ def _checkpoint(run: Path) -> Path:
     found = sorted((run / "checkpoints" / "finetune").glob("best-*.ckpt"))
     if found:
         return found[-1]
+    if (run / "weights.pt").exists():  # a folder of the model store
+        return run / "weights.pt"
     summary = run / "summary.json"
     if summary.exists():
         return Path(json.loads(summary.read_text())["checkpoint"])
@@ -85,18 +89,32 @@ def _image_stats(images: torch.Tensor, masks: torch.Tensor) -> tuple[list, list]
     return contrast, bright
 
 
+def _split_summary(net: torch.nn.Module, dataset) -> dict:
+    """Mean score of the tumour and the other slices of a split, and its AUC (unaugmented)."""
+    images = (dataset.images.float() / 255).expand(-1, 3, -1, -1)
+    labels = dataset.labels[:, 0].numpy() > 0.5
+    scores = _scores(net, images)
+    return {
+        "tumour_mean": float(scores[labels].mean()),
+        "other_mean": float(scores[~labels].mean()),
+        "auc": float(roc_auc_score(labels, scores)),
+    }
+
+
 def probe(run: Path) -> dict:
     cfg = OmegaConf.load(run / "config.yaml")
     with tempfile.TemporaryDirectory() as scratch:
         with open_dict(cfg):
             cfg.paths.output_dir = scratch
         datamodule = build_datamodule(cfg)
+        datamodule.setup("fit")
         datamodule.setup("test")
         dataset = datamodule.dataset("test")
     net = build_net(cfg, datamodule.num_classes)
     load_weights(net, _checkpoint(run))
     net.eval()
     torch.set_num_threads(1)
+    fit = {split: _split_summary(net, datamodule.dataset(split)) for split in ("train", "val")}
     images = dataset.images.float() / 255
     if images.shape[1] == 1:
         images = images.expand(-1, 3, -1, -1)
@@ -120,6 +138,7 @@ def probe(run: Path) -> dict:
             "share_over_0.5": float((v > 0.5).mean()) if len(v) else None,
         }
     result["test_auc"] = float(roc_auc_score(labels > 0.5, s1))
+    result["fit_splits"] = fit
     area = (masks.flatten(1) > 0).sum(1).numpy()
     tumour = labels > 0.5
     edges = np.quantile(area[tumour], [0, 1 / 3, 2 / 3, 1])
@@ -163,6 +182,11 @@ def _print(result: dict) -> None:
                 f"> 0.5: {g['share_over_0.5']:.2f}"
             )
     print(f"  test AUC {result['test_auc']:.3f}")
+    for split, f in result["fit_splits"].items():
+        print(
+            f"  {split}: tumour mean {f['tumour_mean']:.3f}, other {f['other_mean']:.3f}, "
+            f"AUC {f['auc']:.3f}"
+        )
     by_area = ", ".join(
         f"{t['area_px'][0]}-{t['area_px'][1]} px: {t['mean']:.2f}"
         for t in result["tumour_score_by_area"]
