@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from src.pipeline.compose import compose_config
 from src.pipeline.trainer import PipelineLoggers, build_trainer
 from src.pipeline.training import ChannelsLast
+from tests.helpers.trainer import quiet_trainer_kwargs
 
 
 class _ConvNet(pl.LightningModule):
@@ -42,14 +43,7 @@ def _fit(callbacks: list[pl.Callback]) -> _ConvNet:
     torch.manual_seed(1)
     loader = DataLoader(TensorDataset(torch.rand(12, 3, 16, 16)), batch_size=4)
     module = _ConvNet()
-    trainer = pl.Trainer(
-        max_epochs=2,
-        callbacks=callbacks,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = pl.Trainer(**quiet_trainer_kwargs(max_epochs=2, callbacks=callbacks))
     trainer.fit(module, train_dataloaders=loader)
     return module
 

@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from src.pipeline.training import StageBanner
+from tests.helpers.trainer import quiet_trainer_kwargs
 
 
 class _Toy(pl.LightningModule):
@@ -27,12 +28,7 @@ class _Toy(pl.LightningModule):
 def _fit(epochs: int, images: int, batch: int) -> None:
     loader = DataLoader(TensorDataset(torch.randn(images, 2)), batch_size=batch)
     trainer = pl.Trainer(
-        max_epochs=epochs,
-        callbacks=[StageBanner("finetune")],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
+        **quiet_trainer_kwargs(max_epochs=epochs, callbacks=[StageBanner("finetune")])
     )
     trainer.fit(_Toy(), train_dataloaders=loader)
 
