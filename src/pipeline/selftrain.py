@@ -54,7 +54,7 @@ from src.pipeline.supervised import (
 )
 from src.pipeline.trainer import PipelineLoggers, build_trainer
 from src.pipeline.training import fit_and_store
-from src.segmentation.confidence import Confidence
+from src.segmentation.confidence import Confidence, ThresholdError
 from src.segmentation.pseudo_masks import (
     CAMMapsModule,
     PseudoMaskDataModule,
@@ -123,9 +123,8 @@ def confidence(cfg: DictConfig) -> Confidence | None:
     a ConfigError naming the field."""
     try:
         return Confidence.from_config(cfg.selftrain)
-    except ValueError as error:
-        side = "background" if str(error).startswith("confident background") else "foreground"
-        raise ConfigError(f"selftrain.confident_{side}", str(error)) from None
+    except ThresholdError as error:
+        raise ConfigError(f"selftrain.confident_{error.side}", str(error)) from None
 
 
 def training_slices(labels: torch.Tensor, limit: int | None, positive_fraction: float) -> list[int]:

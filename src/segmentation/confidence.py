@@ -22,7 +22,11 @@ alone is about the size of a cell whatever the tumour's, and the CRF shrinks it 
 tumour inside (docs/selftrain.md).
 
 The thresholds are fractions of the map's maximum, as IRNet's `conf_fg_thres` and
-`conf_bg_thres` are of its max-normalised CAMs. The two regions never overlap (one lies
+`conf_bg_thres` are of its max-normalised CAMs. The foreground one can instead be `"otsu"`:
+Otsu's threshold of the map's grey levels (`uint8(255 * m / max(m))`) inside the mask, chosen
+per slice from the map alone. A fixed fraction has to be picked somehow, and the only signal
+that could pick it on the demo is the pixel labels the method must not read; Otsu's split of
+the mask into its high and low parts needs nothing but the map. The two regions never overlap (one lies
 inside the mask, the other outside), so any pair is valid: `background = 1` makes every pixel
 outside the mask background (the mask rule's mask taken as an upper bound of the object). A
 slice labelled negative keeps its empty mask with no ignored pixel (its image label says
@@ -36,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from src.evaluation.masks import CrfParams
+from src.evaluation.masks import CrfParams, otsu_threshold, truncated_uint8
 
 #: The label of a pixel the loss leaves out.
 IGNORE = 255
@@ -44,15 +48,25 @@ IGNORE = 255
 BACKGROUND, OBJECT = 0, 1
 #: IRNet's confidence in the thresholded labels fed to the DenseCRF (`crf_inference_label`).
 LABEL_CONFIDENCE = 0.7
+#: The foreground threshold chosen per slice by Otsu's method inside the mask.
+OTSU = "otsu"
+
+
+class ThresholdError(ValueError):
+    """A bad confident-region threshold; `side` names it ("foreground" or "background")."""
+
+    def __init__(self, side: str, message: str) -> None:
+        super().__init__(f"confident {side}: {message}")
+        self.side = side
 
 
 @dataclass(frozen=True)
 class Confidence:
     """Fractions of a map's maximum at or above which (inside the mask) a pixel is object
-    and below which (outside it) it is background (`selftrain.confident_foreground`,
-    `selftrain.confident_background`)."""
+    (or `OTSU`: above Otsu's threshold of the map inside the mask) and below which (outside
+    it) it is background (`selftrain.confident_foreground`, `selftrain.confident_background`)."""
 
-    foreground: float
+    foreground: float | str
     background: float
     #: Refine the thresholded object region by a DenseCRF on the image (IRNet); off, it is
     #: the thresholded map inside the mask (kept for tests and comparisons).
@@ -61,10 +75,13 @@ class Confidence:
     def __post_init__(self) -> None:
         for name in ("foreground", "background"):
             value = getattr(self, name)
+            if name == "foreground" and value == OTSU:
+                continue
+            expected = f"a number in [0, 1]{' or otsu' if name == 'foreground' else ''}"
             if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ValueError(f"confident {name}: expected a number in [0, 1], got {value!r}")
+                raise ThresholdError(name, f"expected {expected}, got {value!r}")
             if not 0 <= value <= 1:
-                raise ValueError(f"confident {name}: must be in [0, 1], got {value!r}")
+                raise ThresholdError(name, f"expected {expected}, got {value!r}")
 
     @classmethod
     def from_config(cls, node: Any) -> Confidence | None:
@@ -75,16 +92,17 @@ class Confidence:
         if foreground is None and background is None:
             return None
         if foreground is None or background is None:
-            raise ValueError(
+            raise ThresholdError(
+                "foreground" if foreground is None else "background",
                 "set both selftrain.confident_foreground and selftrain.confident_background "
-                "(or neither: no ignore region)"
+                "(or neither: no ignore region)",
             )
         return cls(foreground, background)
 
     def describe(self) -> dict[str, Any]:
         """The settings as they enter the pseudo-masks' store key."""
         described: dict[str, Any] = {
-            "foreground": float(self.foreground),
+            "foreground": OTSU if self.foreground == OTSU else float(self.foreground),
             "background": float(self.background),
         }
         if self.refine:
@@ -137,7 +155,10 @@ def confident_labels(
     if mask.shape != cam_map.shape:
         raise ValueError(f"mask {mask.shape} and map {cam_map.shape} differ in shape")
     peak = float(cam_map.max())
-    high = cam_map >= confidence.foreground * peak
+    if confidence.foreground == OTSU:
+        high = _above_otsu_inside(cam_map, peak, mask)
+    else:
+        high = cam_map >= confidence.foreground * peak
     if confidence.refine:
         if image is None:
             raise ValueError("refining the object region needs the image")
@@ -146,3 +167,14 @@ def confident_labels(
     labels[~mask & (cam_map < confidence.background * peak)] = BACKGROUND
     labels[mask & high] = OBJECT
     return labels
+
+
+def _above_otsu_inside(cam_map: np.ndarray, peak: float, mask: np.ndarray) -> np.ndarray:
+    """Pixels whose grey level `uint8(255 * m / peak)` exceeds Otsu's threshold of the levels
+    inside `mask`. A mask whose map has a single level there cannot be split: all of it is
+    kept (the mask rule's own decision), as is an empty mask (nothing to keep)."""
+    levels = truncated_uint8(cam_map / peak) if peak > 0 else np.zeros(cam_map.shape, np.uint8)
+    threshold = otsu_threshold(levels[mask]) if mask.any() else None
+    if threshold is None:
+        return mask.copy()
+    return levels > threshold

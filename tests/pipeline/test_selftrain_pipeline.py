@@ -298,7 +298,8 @@ def test_keys_follow_what_determines_them(first_run, config, workspace):
         ("selftrain.positive_fraction=0", "selftrain.positive_fraction"),
         ("stage=masks", "stage"),
         ("trainer=ddp", "trainer"),
-        ("selftrain.confident_foreground=0.5", "selftrain.confident_foreground"),
+        ("selftrain.confident_foreground=0.5", "selftrain.confident_background"),
+        ("selftrain.confident_background=0.5", "selftrain.confident_foreground"),
     ],
 )
 def test_bad_settings_are_refused_naming_the_field(make_config, override, field):

@@ -9,7 +9,7 @@ import torch
 from monai.losses import DiceCELoss
 from omegaconf import OmegaConf
 
-from src.segmentation.confidence import IGNORE, Confidence, confident_labels
+from src.segmentation.confidence import IGNORE, OTSU, Confidence, confident_labels
 from src.segmentation.losses import masked_dice_ce
 from src.segmentation.module import SegmenterModule
 
@@ -38,6 +38,28 @@ def test_thresholds_are_fractions_of_the_maps_maximum():
     assert low.tolist() == [[1, 1, IGNORE]]  # 0.1 is half of 0.2: object at any scale
 
 
+def test_otsu_splits_the_mask_by_the_map_alone():
+    """`OTSU`: the object is the mask's pixels above Otsu's threshold of the map's levels
+    inside the mask, so pixels outside it (here a bright spot) cannot move the split."""
+    cam_map = np.array([[0.9, 1.0, 0.5, 0.45, 0.95, 0.02]], np.float32)
+    mask = np.array([[1, 1, 1, 1, 0, 0]], bool)
+    labels = confident_labels(mask, cam_map, Confidence(OTSU, 1.0, refine=False))
+    assert labels.tolist() == [[1, 1, IGNORE, IGNORE, 0, 0]]
+    # the same split whatever the map's scale (levels are fractions of its maximum)
+    scaled = confident_labels(mask, cam_map * 0.3, Confidence(OTSU, 1.0, refine=False))
+    assert np.array_equal(scaled, labels)
+
+
+def test_otsu_keeps_a_mask_it_cannot_split():
+    cam_map = np.array([[0.7, 0.7, 0.1]], np.float32)
+    mask = np.array([[True, True, False]])
+    labels = confident_labels(mask, cam_map, Confidence(OTSU, 1.0, refine=False))
+    assert labels.tolist() == [[1, 1, 0]]
+    nothing = confident_labels(np.zeros_like(mask), cam_map, Confidence(OTSU, 1.0, refine=False))
+    assert not (nothing == 1).any()  # no mask, no object
+    assert Confidence(OTSU, 1.0).describe()["foreground"] == "otsu"
+
+
 def test_the_crf_shrinks_the_thresholded_blob_to_the_bright_object():
     """IRNet's refinement: the map's high part is a coarse square around a small bright
     object; the DenseCRF on the image keeps the object and drops the dull tissue around."""
@@ -62,7 +84,13 @@ def test_the_key_names_the_refinement():
 
 @pytest.mark.parametrize(
     ("foreground", "background", "message"),
-    [(0.5, -0.1, r"\[0, 1\]"), (1.5, 0.1, r"\[0, 1\]"), (True, 0.1, "a number")],
+    [
+        (0.5, -0.1, r"\[0, 1\]"),
+        (1.5, 0.1, r"\[0, 1\] or otsu"),
+        (True, 0.1, "a number"),
+        ("otso", 0.1, "or otsu, got 'otso'"),
+        (0.5, OTSU, "background: expected a number"),
+    ],
 )
 def test_bad_thresholds_are_refused(foreground, background, message):
     with pytest.raises(ValueError, match=message):
