@@ -510,12 +510,15 @@ def mode_folder(settings: Settings) -> str:
 
 
 def results_paths(recipe: Recipe, settings: Settings) -> dict[str, Path]:
+    """The recipe's table files; with several seeds named `<recipe>_seeds<N>`, so that a
+    seeds run does not overwrite the one-seed tables (their cells mean different things)."""
     out = Path(settings.results_dir) / mode_folder(settings)
+    stem = recipe.name if settings.seeds == 1 else f"{recipe.name}_seeds{settings.seeds}"
     return {
-        "markdown": out / f"{recipe.name}.md",
-        "csv": out / f"{recipe.name}.csv",
-        "paired": out / f"{recipe.name}_paired.md",
-        "sweep": out / f"{recipe.name}_sweep",
+        "markdown": out / f"{stem}.md",
+        "csv": out / f"{stem}.csv",
+        "paired": out / f"{stem}_paired.md",
+        "sweep": out / f"{stem}_sweep",
     }
 
 

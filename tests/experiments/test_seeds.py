@@ -81,6 +81,9 @@ def test_seeds_train_apart_and_one_seed_tables_stay_the_same(settings, fake_pipe
     stats = outcomes["grad-cam"].headline["miou"]
     assert stats["mean"] == pytest.approx(0.3) and stats["n"] == 3
     assert stats["std"] == pytest.approx(math.sqrt(0.02 / 3))  # population std of .2 .3 .4
+    # Its tables have their own names: the one-seed tables are left as they were.
+    assert written[0] == settings.results_dir / "ltgrad_table2_seeds3.md"
+    assert (settings.results_dir / "ltgrad_table2.md").read_bytes() == markdown
     table = written[0].read_text()
     assert "| Grad-CAM | 30.00 ± 8.16 | 25.31 | n/a |" in table
     assert "3 seeds per row" in table and "population std" in table
@@ -123,14 +126,14 @@ def test_sweep_states_the_seed_noise_and_plots_bands(settings, fake_pipeline):
     # The noise (8.16 at each δ) dwarfs the change over δ (1 point).
     assert "| seed std (mean over δ) | 8.16 | – | – |" in lines
     assert "| range over δ (max − min of the mean) | 1.00 | – | – |" in lines
-    plot = settings.results_dir / "ltgrad_fig4_sweep" / "sweep_miou_vs_delta.png"
+    plot = settings.results_dir / "ltgrad_fig4_seeds3_sweep" / "sweep_miou_vs_delta.png"
     assert plot in written and plot.stat().st_size > 0
     rows = collect(settings.runs_dir / "ltgrad_fig4")
     points = seed_points(rows, "miou")
     assert [(p["delta"], p["seeds"]) for p in points] == [(0, 3), (10, 3)]
     assert points[1]["miou_mean"] == pytest.approx(0.29)
     assert points[1]["miou_std"] == pytest.approx(math.sqrt(0.02 / 3))
-    report = (settings.results_dir / "ltgrad_fig4_sweep" / "sweep_report.md").read_text()
+    report = (settings.results_dir / "ltgrad_fig4_seeds3_sweep" / "sweep_report.md").read_text()
     assert "| method | delta | seed | miou | f1 | job |" in report
     assert "| ltgradcam | 10 | 44 | 0.3900 | 0.3900 | ltgrad-cam-delta-10/seed2 |" in report
 
