@@ -14,6 +14,9 @@ or the stored weights its ``summary.json`` names; or a model-store folder with `
   15 the Cfd-CAM run evaluates): the mean score at 1x and 2x (Cfd-CAM's two scales), with
   the tumour painted over with the slice's median brain colour ("painted": does the score
   need the tumour?), and of a black image (``s0``, the blank threshold);
+- Platt scaling fitted on the validation split's logits and image labels (no pixel label):
+  where it would move the evaluated tumour slices' scores, which Cfd-CAM's confidence
+  scaling and the DenseCRF's 0.5 decision read (a probe: no evaluation uses it);
 - the image statistics the classifier sees, per group: the tumour's median grey level over the
   brain's, and the brain's 99th percentile over its median (how bright the brightest
   non-tumour tissue is), on the same 112 px slices.
@@ -32,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf, open_dict
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from src.evaluation.sampling import eval_indices
@@ -87,6 +91,21 @@ def _image_stats(images: torch.Tensor, masks: torch.Tensor) -> tuple[list, list]
         if tumour.sum() >= 20:
             contrast.append(grey[tumour].median().item() / median)
     return contrast, bright
+
+
+@torch.no_grad()
+def _logits(net: torch.nn.Module, dataset) -> np.ndarray:
+    images = dataset.images.float() / 255
+    if images.shape[1] == 1:
+        images = images.expand(-1, 3, -1, -1)
+    return torch.cat([net(images[i : i + 32])[:, 0] for i in range(0, len(images), 32)]).numpy()
+
+
+def platt_scaling(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """`(a, b)` of the calibrated score `sigmoid(a * logit + b)`: a logistic regression of the
+    image labels on the logits, unregularised (Platt 1999)."""
+    fit = LogisticRegression(C=1e6).fit(logits[:, None], labels)
+    return float(fit.coef_[0, 0]), float(fit.intercept_[0])
 
 
 def _split_summary(net: torch.nn.Module, dataset) -> dict:
@@ -163,6 +182,17 @@ def probe(run: Path) -> dict:
         "normal_1x": _scores(net, images[neg]).round(3).tolist(),
         "blank": float(_scores(net, torch.zeros_like(images[:1]))[0]),
     }
+    val = datamodule.dataset("val")
+    a, b = platt_scaling(_logits(net, val), val.labels[:, 0].numpy() > 0.5)
+    test_logits = _logits(net, dataset)
+    calibrated = 1 / (1 + np.exp(-(a * test_logits + b)))
+    result["platt"] = {
+        "a": a,
+        "b": b,
+        "tumour_1x": calibrated[pos].round(3).tolist(),
+        "normal_1x": calibrated[neg].round(3).tolist(),
+        "test_other_over_0.5": float((calibrated[~tumour] > 0.5).mean()),
+    }
     contrast, bright = _image_stats(images[tumour], masks[tumour])
     _, bright_free = _image_stats(images[~in_tumour_case], masks[~in_tumour_case])
     result["image_stats"] = {
@@ -199,6 +229,11 @@ def _print(result: dict) -> None:
         f"blank {e['blank']:.3f}"
     )
     print(f"  tumour 1x per slice: {e['tumour_1x']}")
+    c = result["platt"]
+    print(
+        f"  Platt on val: a {c['a']:.2f} b {c['b']:.2f}; tumour 1x {c['tumour_1x']}; "
+        f"normal {c['normal_1x']}; other test slices over 0.5: {c['test_other_over_0.5']:.2f}"
+    )
     s = result["image_stats"]
     print(
         f"  image: tumour/brain median {s['tumour_over_brain_median']:.2f}, brain p99/median "
