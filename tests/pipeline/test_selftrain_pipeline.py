@@ -276,6 +276,8 @@ def test_keys_follow_what_determines_them(first_run, config, workspace):
     ignoring = keys(*confident)
     assert ignoring[0] == base[0] and ignoring[1] != base[1]
     assert keys(*confident[:1], "selftrain.confident_background=0.2")[1] != ignoring[1]
+    by_otsu = keys("selftrain.confident_foreground=otsu", *confident[1:])
+    assert by_otsu[0] == base[0] and by_otsu[1] not in (base[1], ignoring[1])
     cfg = config(workspace["root"] / "keys")
     former = plan(cfg, build_datamodule(cfg), classifier).masks_key
     assert set(former) == {"scheme", "source", "maps", "mask", "slices", "count"}
