@@ -367,9 +367,11 @@ def cached_outcome(
     (`known_digests`); a reused record gains today's, so the rows of recipes run later find
     it."""
     recorded = _finished_record(job.run_dir)
-    if recorded is not None and recorded.get("overrides") == list(job.overrides):
-        cfg = compose_job_config(job.overrides, job.run_dir, project_root)
-        configs, results = known_digests(cfg)
+    same_overrides = recorded is not None and recorded.get("overrides") == list(job.overrides)
+    if not same_overrides and runs_dir is None:
+        return None
+    configs, results = known_digests(compose_job_config(job.overrides, job.run_dir, project_root))
+    if same_overrides:
         if recorded.get("config") in configs:
             today = {"config": configs[0], "result": results[0]}
             if any(recorded.get(kind) != digest for kind, digest in today.items()):
@@ -379,7 +381,6 @@ def cached_outcome(
         log.info("%s: the config changed since it ran; running it again", job.run_dir)
     if runs_dir is None:
         return None
-    _, results = known_digests(compose_job_config(job.overrides, job.run_dir, project_root))
     for job_file in sorted(Path(runs_dir).rglob(JOB_FILE)):  # seeds k > 0 a level deeper
         twin = job_file.parent
         if twin == job.run_dir:
