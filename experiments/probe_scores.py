@@ -56,15 +56,25 @@ def _checkpoint(run: Path) -> Path:
     raise FileNotFoundError(f"no checkpoints/finetune/best-*.ckpt nor summary.json in {run}")
 
 
+def _network_input(dataset) -> torch.Tensor:
+    """A split's slices as the network reads them: [0, 1], three channels."""
+    images = dataset.images.float() / 255
+    return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+
+
 @torch.no_grad()
-def _scores(net: torch.nn.Module, images: torch.Tensor, scale: int = 1) -> np.ndarray:
+def _logits(net: torch.nn.Module, images: torch.Tensor, scale: int = 1) -> torch.Tensor:
     out = []
     for start in range(0, len(images), 32):
         x = images[start : start + 32]
         if scale != 1:
             x = F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
-        out.append(torch.sigmoid(net(x)[:, 0]))
-    return torch.cat(out).numpy()
+        out.append(net(x)[:, 0])
+    return torch.cat(out)
+
+
+def _scores(net: torch.nn.Module, images: torch.Tensor, scale: int = 1) -> np.ndarray:
+    return torch.sigmoid(_logits(net, images, scale)).numpy()
 
 
 def _painted(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -93,14 +103,6 @@ def _image_stats(images: torch.Tensor, masks: torch.Tensor) -> tuple[list, list]
     return contrast, bright
 
 
-@torch.no_grad()
-def _logits(net: torch.nn.Module, dataset) -> np.ndarray:
-    images = dataset.images.float() / 255
-    if images.shape[1] == 1:
-        images = images.expand(-1, 3, -1, -1)
-    return torch.cat([net(images[i : i + 32])[:, 0] for i in range(0, len(images), 32)]).numpy()
-
-
 def platt_scaling(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """`(a, b)` of the calibrated score `sigmoid(a * logit + b)`: a logistic regression of the
     image labels on the logits, unregularised (Platt 1999)."""
@@ -108,11 +110,9 @@ def platt_scaling(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]
     return float(fit.coef_[0, 0]), float(fit.intercept_[0])
 
 
-def _split_summary(net: torch.nn.Module, dataset) -> dict:
+def _split_summary(logits: torch.Tensor, labels: np.ndarray) -> dict:
     """Mean score of the tumour and the other slices of a split, and its AUC (unaugmented)."""
-    images = (dataset.images.float() / 255).expand(-1, 3, -1, -1)
-    labels = dataset.labels[:, 0].numpy() > 0.5
-    scores = _scores(net, images)
+    scores = torch.sigmoid(logits).numpy()
     return {
         "tumour_mean": float(scores[labels].mean()),
         "other_mean": float(scores[~labels].mean()),
@@ -133,15 +133,21 @@ def probe(run: Path) -> dict:
     load_weights(net, _checkpoint(run))
     net.eval()
     torch.set_num_threads(1)
-    fit = {split: _split_summary(net, datamodule.dataset(split)) for split in ("train", "val")}
-    images = dataset.images.float() / 255
-    if images.shape[1] == 1:
-        images = images.expand(-1, 3, -1, -1)
+    fitted = {}  # split: (logits, image labels), unaugmented
+    for split in ("train", "val"):
+        split_data = datamodule.dataset(split)
+        fitted[split] = (
+            _logits(net, _network_input(split_data)),
+            split_data.labels[:, 0].numpy() > 0.5,
+        )
+    fit = {split: _split_summary(*fitted[split]) for split in fitted}
+    images = _network_input(dataset)
     masks, labels = dataset.masks, dataset.labels[:, 0].numpy()
     cases = np.array([i.split("/")[0] for i in dataset.ids])
     tumour_cases = set(cases[labels > 0.5])
     in_tumour_case = np.array([c in tumour_cases for c in cases])
-    s1 = _scores(net, images)
+    test_logits = _logits(net, images)
+    s1 = torch.sigmoid(test_logits).numpy()
     groups = {
         "tumour slices": labels > 0.5,
         "tumour cases, no tumour": (labels < 0.5) & in_tumour_case,
@@ -182,10 +188,9 @@ def probe(run: Path) -> dict:
         "normal_1x": _scores(net, images[neg]).round(3).tolist(),
         "blank": float(_scores(net, torch.zeros_like(images[:1]))[0]),
     }
-    val = datamodule.dataset("val")
-    a, b = platt_scaling(_logits(net, val), val.labels[:, 0].numpy() > 0.5)
-    test_logits = _logits(net, dataset)
-    calibrated = 1 / (1 + np.exp(-(a * test_logits + b)))
+    val_logits, val_labels = fitted["val"]
+    a, b = platt_scaling(val_logits.numpy(), val_labels)
+    calibrated = torch.sigmoid(a * test_logits + b).numpy()
     result["platt"] = {
         "a": a,
         "b": b,
