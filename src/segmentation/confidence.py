@@ -77,10 +77,9 @@ class Confidence:
             value = getattr(self, name)
             if name == "foreground" and value == OTSU:
                 continue
-            expected = f"a number in [0, 1]{' or otsu' if name == 'foreground' else ''}"
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ThresholdError(name, f"expected {expected}, got {value!r}")
-            if not 0 <= value <= 1:
+            number = not isinstance(value, bool) and isinstance(value, int | float)
+            if not number or not 0 <= value <= 1:
+                expected = f"a number in [0, 1]{' or otsu' if name == 'foreground' else ''}"
                 raise ThresholdError(name, f"expected {expected}, got {value!r}")
 
     @classmethod
