@@ -144,9 +144,6 @@ PLUMBING_DATA: dict[str, DemoData] = {
         _generate_ksdd2, ("data.image_size=[128,64]", *_DEMO_VGG, *_DEMO_EVAL), (), _PLUMBING_NOTE
     ),
 }
-# make run's 3 epochs leave the T1 classifier at chance (validation AUC 0.46; 0.80 after 10,
-# still rising): the modality rows all train 10 (docs/demo.md, "Every modality").
-_DEMO_MODALITY_EPOCHS = ("finetune.epochs=10",)
 #: The VOC demo's network (VGG16-BN) has its five max-pools at other indices than the plain
 #: VGG16 the VOC recipes name (Table 1's single stages): the same depth, the demo's index.
 _VOC_DEMO_STAGES = tuple(
@@ -160,10 +157,10 @@ DEMO_DATA: dict[str, DemoData] = {
     **PLUMBING_DATA,
     "brats": DemoData(
         None,
-        ("data=demo", *_DEMO_MODALITY_EPOCHS),
+        ("data=demo",),
         (),
         "DEMO run on `data=demo` (`make run`'s generated BraTS-format phantoms and budgets, "
-        "the row's modality, 10 fine-tuning epochs instead of 3 for every modality; ResNet-18 "
+        "the row's modality, up to 10 fine-tuning epochs with an early stop; ResNet-18 "
         "trained from scratch, no SupCon; 12 tumour and 3 normal slices of the test cases). "
         "Numbers show the methods' ordering on phantoms, not the paper's data",
         replaces_recipe=True,

@@ -56,6 +56,8 @@ _FORMER_TASK = {"task": "binary", "num_classes": 1}
 # Options a reader gained after networks were stored for it: at the value that does what the
 # reader did before, they stay out of the key, so those networks are still found.
 _ADDED_DATA_OPTIONS = {"src.data.tcga_lgg.TCGALGGDataModule": {"crop_foreground": False}}
+# The same for a training node's options (an early stop, off).
+_ADDED_TRAINING_OPTIONS = {"patience": None}
 # Path-valued fields that enter the key as the content fingerprint of what they name.
 _PATH_DATA_KEYS = ("root", "split_file")
 
@@ -136,6 +138,9 @@ def _with_checkpoint_rule(node: DictConfig, checkpoint: DictConfig) -> dict[str,
     """A training node with its best-checkpoint rule (`callbacks.*_checkpoint`) under the keys
     it had inside the node (`monitor`, `monitor_mode`) when the first networks were stored."""
     plain = dict(_plain(node))
+    for name, former in _ADDED_TRAINING_OPTIONS.items():
+        if name in plain and plain[name] == former:
+            del plain[name]
     plain.update(monitor=checkpoint.monitor, monitor_mode=checkpoint.mode)
     return plain
 

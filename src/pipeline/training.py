@@ -14,7 +14,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
 from src.pipeline.randomness import RandomState
 from src.pipeline.resume import LAST_CHECKPOINT, record_training_key, resume_checkpoint
@@ -85,6 +85,7 @@ def fit(
     best: ModelCheckpoint | None = None,
     *,
     loggers: PipelineLoggers,
+    stop: EarlyStopping | None = None,
 ) -> tuple[pl.Trainer, ModelCheckpoint]:
     """Train `stage`, continuing from its last checkpoint when the run resumes (`resume=`).
 
@@ -95,7 +96,8 @@ def fit(
     folder = checkpoint_dir(cfg, stage)
     ckpt_path = resume_checkpoint(cfg, stage, folder)
     last = ModelCheckpoint(dirpath=folder, filename=LAST_CHECKPOINT, enable_version_counter=False)
-    callbacks = [*([best] if best else []), last, RandomState(), StageBanner(stage)]
+    callbacks = [*([best] if best else []), *([stop] if stop else []), last]
+    callbacks += [RandomState(), StageBanner(stage)]
     if cfg.trainer.get("channels_last"):
         callbacks.append(ChannelsLast())
     trainer = build_trainer(cfg, stage, loggers, max_epochs=max_epochs, callbacks=callbacks)
@@ -103,6 +105,20 @@ def fit(
         record_training_key(cfg, stage, folder)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     return trainer, last
+
+
+def early_stop(patience: object, best: ModelCheckpoint, field: str) -> EarlyStopping | None:
+    """The early stop of a stage that keeps its best checkpoint: it watches the same score in
+    the same direction, so training ends once `patience` epochs in a row have not improved
+    on the checkpoint it keeps (the epoch budget then only caps it, and its learning-rate
+    schedule still spans the whole budget). `None` trains every epoch. Why a stop and not a
+    fixed count: a few cases from one source learn in a few epochs, a harder set needs
+    several times as many (docs/training.md)."""
+    if patience is None:
+        return None
+    if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+        raise ValueError(f"{field} must be a whole number of epochs >= 1 or null, got {patience!r}")
+    return EarlyStopping(monitor=best.monitor, mode=best.mode, patience=patience, verbose=True)
 
 
 @dataclass(frozen=True)
@@ -143,13 +159,18 @@ def fit_and_store(
         trainer, _ = fit(cfg, stage, module, datamodule, node.epochs, loggers=loggers)
         return save_from_rank_zero(trainer, store, cfg, stage, lambda: keep(module))
     checkpoints = instantiate(cfg.callbacks[keep.callback], dirpath=checkpoint_dir(cfg, stage))
-    trainer, last = fit(cfg, stage, module, datamodule, node.epochs, checkpoints, loggers=loggers)
+    stop = early_stop(node.get("patience"), checkpoints, f"{settings or stage}.patience")
+    trainer, last = fit(
+        cfg, stage, module, datamodule, node.epochs, checkpoints, loggers=loggers, stop=stop
+    )
     best = checkpoints.best_model_path or last.best_model_path
     score = checkpoints.best_model_score
     score = None if score is None else float(score)
     monitor = checkpoints.monitor
     log.info("Best %s %s (%s)", monitor, None if score is None else f"{score:.4f}", best)
     extra = {"monitor": monitor, "best_score": score, "checkpoint": best}
+    if stop is not None:
+        extra["epochs_trained"] = trainer.current_epoch
     return save_from_rank_zero(
         trainer, store, cfg, stage, lambda: load_state_dict(best), extra=extra
     )

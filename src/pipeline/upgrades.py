@@ -84,6 +84,8 @@ CONFIG_ADDITIONS: tuple[tuple[tuple[str, Any, Any], ...], ...] = (
         ("selftrain.confident_foreground", None, ABSENT),
         ("selftrain.confident_background", None, ABSENT),
     ),
+    # fine-tuning's early stop, off
+    (("finetune.patience", None, ABSENT),),
 )
 
 

@@ -233,8 +233,8 @@ def test_demo_table_rows_share_the_classifier_of_the_default_run(settings, tmp_p
 
 
 def test_demo_mode_runs_every_brats_modality_on_the_demo_config(settings):
-    """`cfdcam_table1 --demo`: each modality on make run's config (no recipe experiment), with
-    the modality rows' 10 fine-tuning epochs; otherwise make run's budgets and slices."""
+    """`cfdcam_table1 --demo`: each modality on make run's config (no recipe experiment):
+    make run's budgets (up to 10 fine-tuning epochs with an early stop) and slices."""
     demo = dataclasses.replace(settings, demo=True, vgg_weights=None)
     plain = compose_job_config(["modality=t1"], settings.runs_dir, settings.project_root)
     for key, modality in (
@@ -244,5 +244,6 @@ def test_demo_mode_runs_every_brats_modality_on_the_demo_config(settings):
         cfg = _config(demo, "cfdcam_table1", key)
         assert cfg.data._target_ == "src.data.demo.DemoBraTSDataModule"
         assert cfg.modality == modality and cfg.finetune.epochs == 10
+        assert cfg.finetune.patience == plain.finetune.patience == 2
         assert cfg.pretrain.enabled is False and cfg.eval.limit == plain.eval.limit
         assert cfg.backbone == plain.backbone and cfg.cam.mask == "densecrf"

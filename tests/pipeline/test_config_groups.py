@@ -94,10 +94,12 @@ def test_every_target_node_instantiates_on_its_own(make_config, tmp_path, group,
 def test_the_default_run_applies_the_demo_budgets_and_other_data_none(make_config):
     demo = make_config()
     assert demo.data._target_ == "src.data.demo.DemoBraTSDataModule"
-    assert not demo.pretrain.enabled and demo.finetune.epochs == 3 and demo.eval.limit == 15
+    assert not demo.pretrain.enabled and demo.eval.limit == 15
+    assert (demo.finetune.epochs, demo.finetune.patience) == (10, 2)  # a cap and an early stop
     assert demo.finetune.module.augment.hflip_p == 0.5 and demo.segmenter.epochs == 10
     brats = make_config("data=brats", "data.root=/some/where")
     assert brats.pretrain.enabled and brats.finetune.epochs == 10 and brats.eval.limit is None
+    assert brats.finetune.patience is None  # the paper's recipe trains every epoch
     # An explicit experiment replaces the demo's; both together: the recipe's values win.
     recipe = make_config("experiment=cfdcam_table1")
     assert recipe.pretrain.enabled and recipe.finetune.epochs == 10
@@ -149,6 +151,8 @@ def test_networks_stored_before_the_move_are_still_found(make_config, monkeypatc
         overrides += [f"data={config}", "data.root=/tmp/x"]
     elif config != "default":
         overrides += [f"experiment={config}", "data.root=/tmp/x"]
+    else:  # the demo's budget as it was then (3 epochs; the early stop came later)
+        overrides += ["finetune.epochs=3", "finetune.patience=null"]
     cfg = make_config(*overrides)
     assert store.fingerprint(store.training_key(cfg, stage)) == FORMER_KEYS[config, stage]
 

@@ -261,3 +261,14 @@ def test_diverged_weights_are_refused_and_nothing_is_stored(brats_config, tmp_pa
     assert store.lookup(cfg, "pretrain") is None
     weights["fc.bias"] = torch.zeros(2)
     assert store.save(cfg, "pretrain", weights).is_file()
+
+
+def test_an_early_stop_enters_the_key_only_when_set(brats_config, tmp_path: Path) -> None:
+    """`finetune.patience` is newer than the stored classifiers: off (null) it leaves the key
+    as it was, so they are still found; set, it can keep another epoch, so it is a new key."""
+    root = _dataset(tmp_path / "data")
+    base = training_key(brats_config(root), "finetune")
+    assert "patience" not in base["finetune"]
+    stopped = training_key(brats_config(root, "finetune.patience=3"), "finetune")
+    assert stopped["finetune"]["patience"] == 3
+    assert {k: v for k, v in stopped["finetune"].items() if k != "patience"} == base["finetune"]
