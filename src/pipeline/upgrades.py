@@ -84,6 +84,8 @@ CONFIG_ADDITIONS: tuple[tuple[tuple[str, Any, Any], ...], ...] = (
         ("selftrain.confident_foreground", None, ABSENT),
         ("selftrain.confident_background", None, ABSENT),
     ),
+    # the backbone's convolution padding, torchvision's zeros
+    (("backbone.net.padding_mode", "zeros", ABSENT),),
 )
 
 

@@ -229,3 +229,12 @@ def test_an_added_option_set_by_hand_is_not_taken_back():
     default = {"trainer": {"channels_last": False}, "data": {"persistent_workers": None}}
     assert composed_before(default)[-1] == {"trainer": {}, "data": {"persistent_workers": False}}
     assert default["trainer"] == {"channels_last": False}  # the input is left as it was
+
+
+def test_zeros_padding_counts_as_the_config_before_it_existed():
+    """`backbone.net.padding_mode` was added at `zeros`: a finished job's digest, taken
+    without it, is still known; `reflect` keeps the job apart."""
+    today = {"backbone": {"net": {"arch": "vgg16", "padding_mode": "zeros"}}}
+    assert composed_before(today)[0] == {"backbone": {"net": {"arch": "vgg16"}}}
+    reflect = {"backbone": {"net": {"arch": "vgg16", "padding_mode": "reflect"}}}
+    assert all(form == reflect for form in composed_before(reflect))
