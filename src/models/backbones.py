@@ -33,6 +33,10 @@ from src.validation import check_choice
 
 ARCHS = ("resnet18", "vgg16")
 HEADS = ("fc", "gap", "gmp")
+#: How every padded convolution fills its border (torch's `Conv2d.padding_mode`); `zeros` is
+#: torchvision's. `reflect` / `replicate` add no artificial dark edge the network could learn
+#: to respond to (docs/demo.md, held-out KSDD2).
+PADDING_MODES = ("zeros", "reflect", "replicate")
 NORMS = {"resnet18": ("instance", "batch"), "vgg16": ("none", "batch")}
 INPUT_NORMS = {
     "identity": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
@@ -182,14 +186,17 @@ def _deepest_stage_side(arch: str, side: int) -> int:
     return side
 
 
-def min_image_size(arch: str, norm: str) -> int:
+def min_image_size(arch: str, norm: str, padding_mode: str = "zeros") -> int:
     """The smallest image side the network takes: at least its total downsampling (32 for
     ResNet-18 and VGG16), below which the deepest CAM stage has less than a pixel's worth of
     the image (VGG's pooling fails outright); with InstanceNorm the deepest stage must also
-    keep more than one pixel, which the norm needs in training (33 px for ResNet-18)."""
+    keep more than one pixel, which the norm needs in training, and so must ResNet-18's with
+    reflect padding, which cannot mirror a single pixel (33 px for ResNet-18; VGG16's last
+    convolutions see twice the deepest stage's side)."""
     check_choice("backbone.arch", arch, ARCHS)
+    two = norm == "instance" or (arch == "resnet18" and padding_mode == "reflect")
     side = 2**5
-    while _deepest_stage_side(arch, side) < (2 if norm == "instance" else 1):
+    while _deepest_stage_side(arch, side) < (2 if two else 1):
         side += 1
     return side
 
@@ -202,6 +209,7 @@ def build_backbone(
     input_norm: str = "identity",
     width: float = 1.0,
     head: str = "fc",
+    padding_mode: str = "zeros",
     **kw,
 ) -> nn.Module:
     """Build a classifier (``num_classes >= 1``) or a SupCon encoder (``num_classes = 0``).
@@ -216,6 +224,9 @@ def build_backbone(
     layers) or ``gap`` / ``gmp`` (global average / max pooling and one linear layer, see
     :class:`CamVGG`); ResNet-18 ``fc`` = ``gap`` (torchvision's) or ``gmp`` (max pooling,
     :class:`CamResNet`).
+    ``padding_mode``: how every padded convolution fills its border, ``zeros`` (torchvision's)
+    or ``reflect`` / ``replicate`` (torch's ``Conv2d.padding_mode``; the same parameters, so
+    weights load whatever either side was built with). Pooling layers keep their padding.
     Extra keyword arguments go to the torchvision constructor (e.g. ``dropout`` for VGG).
     """
     check_choice("backbone.arch", arch, ARCHS)
@@ -224,6 +235,7 @@ def build_backbone(
     if arch != "vgg16" and width != 1.0:
         raise ValueError(f"backbone.width is a VGG16 option, not {arch}'s")
     check_choice("backbone.head", head, HEADS)
+    check_choice("backbone.padding_mode", padding_mode, PADDING_MODES)
     if not width > 0:
         raise ValueError(f"backbone.width must be > 0, got {width}")
     if num_classes < 0:
@@ -244,6 +256,10 @@ def build_backbone(
     else:
         features = make_layers(_vgg_layout(width), batch_norm=norm == "batch")
         net = CamVGG(features, num_classes=out, input_norm=normaliser, head=head, **kw)
+    if padding_mode != "zeros":
+        for module in net.modules():  # type: ignore[attr-defined]
+            if isinstance(module, nn.Conv2d) and any(module.padding):
+                module.padding_mode = padding_mode
     if num_classes == 0:
         net.remove_head()
     if weights is not None:

@@ -53,7 +53,7 @@ def _check_modality(field: str, value: Any) -> None:
         _check_choice(field, item, MODALITIES)
 
 
-def _check_image_size(value: Any, arch: str, norm: str) -> None:
+def _check_image_size(value: Any, arch: str, norm: str, padding_mode: str = "zeros") -> None:
     sizes = list(value) if OmegaConf.is_list(value) or isinstance(value, list) else [value]
     if value is None:
         return
@@ -65,7 +65,7 @@ def _check_image_size(value: Any, arch: str, norm: str) -> None:
             f"must be a positive number of pixels, [height, width] or null (keep each "
             f"image's size), got {value!r}",
         )
-    smallest = min_image_size(arch, norm)
+    smallest = min_image_size(arch, norm, padding_mode)
     if min(sizes) < smallest:
         raise ConfigError(
             "data.image_size",
@@ -168,7 +168,12 @@ def validate_config(cfg: DictConfig) -> None:
     if cfg.data.get("root") is None:
         raise ConfigError("data.root", "no dataset folder given; set data.root=/path/to/dataset")
     net = cfg.backbone.net
-    _check_image_size(cfg.data.get("image_size"), net.arch, net.get("norm", "instance"))
+    _check_image_size(
+        cfg.data.get("image_size"),
+        net.arch,
+        net.get("norm", "instance"),
+        net.get("padding_mode", "zeros"),
+    )
     _check_threads(cfg.get("threads"))
     if not isinstance(cfg.get("keep_last_checkpoint"), bool):
         raise ConfigError(

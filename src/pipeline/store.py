@@ -58,6 +58,8 @@ _FORMER_TASK = {"task": "binary", "num_classes": 1}
 _ADDED_DATA_OPTIONS = {"src.data.tcga_lgg.TCGALGGDataModule": {"crop_foreground": False}}
 # The same for a training node's options (an early stop, off).
 _ADDED_TRAINING_OPTIONS = {"patience": None}
+# The same for options `build_backbone` gained (at the value that builds the former network).
+_ADDED_BACKBONE_OPTIONS = {"padding_mode": "zeros"}
 # Path-valued fields that enter the key as the content fingerprint of what they name.
 _PATH_DATA_KEYS = ("root", "split_file")
 
@@ -118,6 +120,9 @@ def training_key(cfg: DictConfig, stage: str) -> dict[str, Any]:
         key["pseudo_masks"] = pseudo_masks
         return key
     backbone = dict(_plain(cfg.backbone.net))
+    for name, former in _ADDED_BACKBONE_OPTIONS.items():
+        if name in backbone and backbone[name] == former:
+            del backbone[name]
     if "weights" in backbone:
         backbone["weights"] = content(backbone["weights"])
     key["backbone"] = backbone

@@ -86,6 +86,8 @@ CONFIG_ADDITIONS: tuple[tuple[tuple[str, Any, Any], ...], ...] = (
     ),
     # fine-tuning's early stop, off
     (("finetune.patience", None, ABSENT),),
+    # the backbone's convolution padding, torchvision's zeros
+    (("backbone.net.padding_mode", "zeros", ABSENT),),
 )
 
 

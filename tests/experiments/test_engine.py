@@ -229,3 +229,21 @@ def test_an_added_option_set_by_hand_is_not_taken_back():
     default = {"trainer": {"channels_last": False}, "data": {"persistent_workers": None}}
     assert composed_before(default)[-1] == {"trainer": {}, "data": {"persistent_workers": False}}
     assert default["trainer"] == {"channels_last": False}  # the input is left as it was
+
+
+def test_zeros_padding_counts_as_the_config_before_it_existed():
+    """`backbone.net.padding_mode` was added at `zeros`: a finished job's digest, taken
+    without it, is still known; `reflect` keeps the job apart."""
+    today = {"backbone": {"net": {"arch": "vgg16", "padding_mode": "zeros"}}}
+    assert composed_before(today)[0] == {"backbone": {"net": {"arch": "vgg16"}}}
+    reflect = {"backbone": {"net": {"arch": "vgg16", "padding_mode": "reflect"}}}
+    assert all(form == reflect for form in composed_before(reflect))
+
+
+def test_an_early_stop_that_is_off_counts_as_the_config_before_it_existed():
+    """`finetune.patience` was added at null: a finished job's digest, taken without it, is
+    still known; a patience set (the demo's 2) keeps the job apart from the older ones."""
+    today = {"finetune": {"epochs": 3, "patience": None}}
+    assert {"finetune": {"epochs": 3}} in composed_before(today)
+    stopped = {"finetune": {"epochs": 10, "patience": 2}}
+    assert all(form == stopped for form in composed_before(stopped))

@@ -53,6 +53,7 @@ def test_vgg16_bn_stage_indices_are_computed():
         ({"arch": "resnet18", "norm": "group"}, "norm"),
         ({"arch": "vgg16", "norm": "instance"}, "norm"),
         ({"arch": "resnet18", "input_norm": "cifar"}, "input_norm"),
+        ({"arch": "resnet18", "padding_mode": "circle"}, "padding_mode"),
     ],
 )
 def test_unknown_choices_name_field_and_valid_values(kwargs, field):
@@ -179,3 +180,62 @@ def test_gmp_head_scores_the_strongest_position_of_each_channel(arch):
     assert net(torch.rand(2, 3, 64, 48)).shape == (2, 1)
     # The fc (= gap) head keeps torchvision's average pooling.
     assert isinstance(build_backbone("resnet18", 1, head="gap").avgpool, nn.AdaptiveAvgPool2d)
+
+
+SLIM = {"arch": "vgg16", "norm": "batch", "width": 0.125, "head": "gmp"}  # the KSDD2 demo's
+
+
+@pytest.mark.parametrize("kwargs", [SLIM, {"arch": "resnet18", "norm": "batch"}])
+def test_zeros_padding_is_the_former_network(kwargs):
+    """`padding_mode=zeros` (the configs' default) builds the same network as before the
+    option existed: the same weights from the same seed and exactly the same output."""
+    torch.manual_seed(0)
+    former = build_backbone(num_classes=1, **kwargs).eval()
+    torch.manual_seed(0)
+    today = build_backbone(num_classes=1, padding_mode="zeros", **kwargs).eval()
+    convs = [m for m in today.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(m.padding_mode == "zeros" for m in convs)
+    assert str(former) == str(today)
+    assert torch.equal(former(X), today(X))
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate"])
+@pytest.mark.parametrize("kwargs", [SLIM, {"arch": "resnet18", "norm": "batch"}])
+def test_reflect_or_replicate_padding_makes_no_border(kwargs, mode):
+    """Every padded convolution pads with `mode` (same parameters, so weights load across
+    modes); a uniform image then gives the deepest stage a uniform map, where zero padding
+    marks the border."""
+    torch.manual_seed(0)
+    zeros = build_backbone(num_classes=1, **kwargs).eval()
+    net = build_backbone(num_classes=1, padding_mode=mode, **kwargs).eval()
+    padded = [m for m in net.modules() if isinstance(m, nn.Conv2d) and any(m.padding)]
+    assert padded and all(m.padding_mode == mode for m in padded)
+    assert all(
+        m.padding_mode == "zeros"
+        for m in net.modules()
+        if isinstance(m, nn.Conv2d) and not any(m.padding)
+    )
+    net.load_state_dict(zeros.state_dict())
+    conv = padded[0]
+    first = nn.functional.conv2d(
+        nn.functional.pad(X, [conv.padding[1]] * 2 + [conv.padding[0]] * 2, mode=mode),
+        conv.weight,
+        conv.bias,
+        conv.stride,
+    )
+    torch.testing.assert_close(conv(X), first)
+    assert not torch.equal(net(X), zeros(X))
+
+    def deepest(model):
+        maps = []
+        stage = model.get_submodule(model.cam_stages[-1])
+        handle = stage.register_forward_hook(lambda module, args, out: maps.append(out))
+        model(torch.full((1, 3, 128, 128), 0.6))
+        handle.remove()
+        return maps[0]
+
+    uniform = deepest(net)
+    assert uniform.shape[-1] > 2
+    torch.testing.assert_close(uniform, uniform[..., :1, :1].expand_as(uniform))
+    edged = deepest(zeros)
+    assert not torch.allclose(edged, edged[..., 1:2, 1:2].expand_as(edged))

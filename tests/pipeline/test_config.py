@@ -145,6 +145,14 @@ def test_the_smallest_image_each_backbone_takes_trains(arch, norm):
     assert min(shapes[0][-2:]) >= 1
 
 
+@pytest.mark.parametrize(("arch", "side"), [("resnet18", 33), ("vgg16", 32)])
+def test_the_smallest_image_with_reflect_padding_trains(arch, side):
+    """Reflect padding cannot mirror a one-pixel map: ResNet-18's deepest stage needs two."""
+    assert min_image_size(arch, "batch", "reflect") == side
+    net = build_backbone(arch, num_classes=2, norm="batch", padding_mode="reflect").train()
+    net(torch.zeros(2, 3, side, side)).sum().backward()
+
+
 def test_paths_the_config_names_must_exist(make_config, tmp_path):
     check_paths(make_config())  # the demo's folder is generated on first use
     check_paths(make_config("data=brats", f"data.root={tmp_path}"))

@@ -248,6 +248,17 @@ def test_loader_settings_stay_out_of_the_key(brats_config, tmp_path: Path) -> No
     assert training_key(brats_config(root, *loaders), "finetune") == base
 
 
+def test_zeros_padding_stays_out_of_the_key(brats_config, tmp_path: Path) -> None:
+    """`backbone.net.padding_mode` was added at `zeros` (the former network): classifiers
+    stored before keep their key; another padding is another network."""
+    root = _dataset(tmp_path / "data")
+    base = training_key(brats_config(root), "finetune")
+    assert "padding_mode" not in base["backbone"]
+    assert training_key(brats_config(root, "backbone.net.padding_mode=zeros"), "finetune") == base
+    reflect = training_key(brats_config(root, "backbone.net.padding_mode=reflect"), "finetune")
+    assert reflect["backbone"]["padding_mode"] == "reflect"
+
+
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_diverged_weights_are_refused_and_nothing_is_stored(brats_config, tmp_path, bad) -> None:
     """A training that diverged must not leave weights every later run with the same key
