@@ -92,9 +92,7 @@ def training_key(cfg: DictConfig, stage: str) -> dict[str, Any]:
     data = {k: v for k, v in _plain(cfg.data).items() if k not in _RUNTIME_DATA_KEYS}
     if data.get("_target_") == _DEMO_TARGET:  # the BraTS reader; `demo` names the data made
         data["_target_"] = _BRATS_TARGET
-    for name, former in _ADDED_DATA_OPTIONS.get(data.get("_target_"), {}).items():
-        if name in data and data[name] == former:
-            del data[name]
+    _drop_added(data, _ADDED_DATA_OPTIONS.get(data.get("_target_"), {}))
     if "batch_size" not in data:  # the data configs named it, always the reader's default
         data["batch_size"] = get_class(data["_target_"]).default_batch_size
     for name in _PATH_DATA_KEYS:
@@ -120,9 +118,7 @@ def training_key(cfg: DictConfig, stage: str) -> dict[str, Any]:
         key["pseudo_masks"] = pseudo_masks
         return key
     backbone = dict(_plain(cfg.backbone.net))
-    for name, former in _ADDED_BACKBONE_OPTIONS.items():
-        if name in backbone and backbone[name] == former:
-            del backbone[name]
+    _drop_added(backbone, _ADDED_BACKBONE_OPTIONS)
     if "weights" in backbone:
         backbone["weights"] = content(backbone["weights"])
     key["backbone"] = backbone
@@ -139,13 +135,18 @@ def training_key(cfg: DictConfig, stage: str) -> dict[str, Any]:
     return key
 
 
+def _drop_added(node: dict[str, Any], added: dict[str, Any]) -> None:
+    """Remove from `node` (in place) each added option that is at its former value."""
+    for name, former in added.items():
+        if name in node and node[name] == former:
+            del node[name]
+
+
 def _with_checkpoint_rule(node: DictConfig, checkpoint: DictConfig) -> dict[str, Any]:
     """A training node with its best-checkpoint rule (`callbacks.*_checkpoint`) under the keys
     it had inside the node (`monitor`, `monitor_mode`) when the first networks were stored."""
     plain = dict(_plain(node))
-    for name, former in _ADDED_TRAINING_OPTIONS.items():
-        if name in plain and plain[name] == former:
-            del plain[name]
+    _drop_added(plain, _ADDED_TRAINING_OPTIONS)
     plain.update(monitor=checkpoint.monitor, monitor_mode=checkpoint.mode)
     return plain
 
