@@ -34,3 +34,14 @@ def check_choice(
     if value not in choices:
         raise error(name, f"{name}={value!r} is not one of {choices}")
     return value
+
+
+def check_patience(
+    name: str, value: object, error: Callable[[str, str], Exception] = _value_error
+) -> int | None:
+    """Return an early-stop patience (a whole number of epochs >= 1, or ``None`` for no stop),
+    else raise ``error(name, message)``. Shared by the start-up config check and the trainer,
+    so a bad value fails in seconds with the same words it would get an hour later."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise error(name, f"{name} must be a whole number of epochs >= 1 or null, got {value!r}")
+    return value

@@ -23,14 +23,16 @@ from src.cams import CAM_METHODS, check_options
 from src.cams.base import OptionError
 from src.evaluation.faithfulness import BASELINES
 from src.evaluation.masks import METHODS as MASK_METHODS
-from src.models.backbones import min_image_size, stage_names
-from src.validation import check_choice
+from src.models.backbones import PADDING_MODES, min_image_size, stage_names
+from src.validation import check_choice, check_patience
 
 STAGES = ("all", "pretrain", "finetune", "eval", "masks")
 METHODS = ("cam", "supervised", "selftrain")
 MODALITIES = ("t1", "t1ce", "t2", "flair")
 EVAL_SPLITS = ("train", "val", "test")
 FULLGRAD_METHODS = ("fullgrad", "ltfullgrad")
+#: The training nodes whose best-checkpoint stage may stop early (`<node>.patience`).
+EARLY_STOP_NODES = ("finetune", "segmenter")
 
 
 class ConfigError(ValueError):
@@ -168,6 +170,7 @@ def validate_config(cfg: DictConfig) -> None:
     if cfg.data.get("root") is None:
         raise ConfigError("data.root", "no dataset folder given; set data.root=/path/to/dataset")
     net = cfg.backbone.net
+    _check_choice("backbone.net.padding_mode", net.get("padding_mode", "zeros"), PADDING_MODES)
     _check_image_size(
         cfg.data.get("image_size"),
         net.arch,
@@ -175,6 +178,9 @@ def validate_config(cfg: DictConfig) -> None:
         net.get("padding_mode", "zeros"),
     )
     _check_threads(cfg.get("threads"))
+    for node in EARLY_STOP_NODES:
+        if node in cfg:
+            check_patience(f"{node}.patience", cfg[node].get("patience"), ConfigError)
     if not isinstance(cfg.get("keep_last_checkpoint"), bool):
         raise ConfigError(
             "keep_last_checkpoint",

@@ -20,6 +20,7 @@ from src.pipeline.randomness import RandomState
 from src.pipeline.resume import LAST_CHECKPOINT, record_training_key, resume_checkpoint
 from src.pipeline.store import ModelStore, load_state_dict, save_from_rank_zero
 from src.pipeline.trainer import PipelineLoggers, build_trainer
+from src.validation import check_patience
 
 log = logging.getLogger(__name__)
 
@@ -114,10 +115,8 @@ def early_stop(patience: object, best: ModelCheckpoint, field: str) -> EarlyStop
     schedule still spans the whole budget). `None` trains every epoch. Why a stop and not a
     fixed count: a few cases from one source learn in a few epochs, a harder set needs
     several times as many (docs/training.md)."""
-    if patience is None:
+    if check_patience(field, patience) is None:
         return None
-    if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
-        raise ValueError(f"{field} must be a whole number of epochs >= 1 or null, got {patience!r}")
     return EarlyStopping(monitor=best.monitor, mode=best.mode, patience=patience, verbose=True)
 
 
