@@ -46,10 +46,11 @@ def _command(root: Path, name: str) -> list[str]:
         "finetune.batch_size=8",
         "finetune.module.augment.hflip_p=0.5",  # augmentation draws from the global RNG
         "finetune.module.augment.crop_scale=[0.6,1.0]",
-        # The highest validation loss is the untrained first epoch's: the best checkpoint is
-        # one that only the interrupted process saw.
-        "callbacks.classifier_checkpoint.monitor=val/loss",
-        "callbacks.classifier_checkpoint.mode=max",
+        # The best checkpoint must be one that only the interrupted process saw: the first
+        # epoch's, whatever the scores (Lightning offers `epoch` to every ModelCheckpoint; the
+        # highest validation loss, used before, was epoch 1's on some machines).
+        "callbacks.classifier_checkpoint.monitor=epoch",
+        "callbacks.classifier_checkpoint.mode=min",
         "reuse_classifier=false",
         "keep_last_checkpoint=true",  # the last epochs of both runs are compared
         "cam=gradcam",
