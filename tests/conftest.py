@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,3 +86,16 @@ def demo_brats(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cfg = compose_config(["logger=none"], tmp_path_factory.mktemp("demo-config"), cwd=REPO_ROOT)
     build_datamodule(cfg).prepare_data()
     return Path(cfg.data.root)
+
+
+@pytest.fixture(scope="module")
+def module_tmp_path(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[Path]:
+    """A folder for the runs a test module shares, removed when the module is done unless one
+    of its tests failed. `tmp_path_factory` folders otherwise stay until the session ends, and
+    the end-to-end modules write 0.1-0.9 GB each (checkpoints, stores, run folders): together
+    enough to fill a small CI disk (pyproject.toml removes a passing test's own tmp_path)."""
+    path = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+    failed_before = request.session.testsfailed
+    yield path
+    if request.session.testsfailed == failed_before:
+        shutil.rmtree(path, ignore_errors=True)

@@ -46,8 +46,8 @@ DEMO = [
 
 
 @pytest.fixture(scope="module")
-def ddp_run(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("ddp-pipeline")
+def ddp_run(module_tmp_path) -> dict[str, Path]:
+    root = module_tmp_path
     out = root / "run"
     command = [
         "-m",

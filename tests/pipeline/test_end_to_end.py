@@ -33,11 +33,11 @@ GRADCAM_CRF = ("cam=gradcam", "cam.mask=densecrf")
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory, brats_e2e) -> dict[str, Path]:
+def workspace(module_tmp_path, brats_e2e) -> dict[str, Path]:
     """This module's run folders, on the session's BraTS data, slice cache and model store
     (`brats_e2e`, tests/conftest.py)."""
     return {
-        "root": tmp_path_factory.mktemp("e2e"),
+        "root": module_tmp_path,
         **{k: brats_e2e[k] for k in ("data", "slices", "store")},
     }
 

@@ -22,10 +22,10 @@ EPOCHS = 3
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory, brats_e2e) -> Path:
+def workspace(module_tmp_path, brats_e2e) -> Path:
     """This module's runs and stores, on the session's BraTS data (`brats_e2e`): each run
     trains (`reuse_classifier=false`) into a store of its own, so the stored entries compare."""
-    root = tmp_path_factory.mktemp("resume")
+    root = module_tmp_path
     (root / "BraTS2021").symlink_to(brats_e2e["data"], target_is_directory=True)
     (root / "slices").symlink_to(brats_e2e["slices"], target_is_directory=True)
     return root

@@ -35,11 +35,11 @@ CAM = ("cam=gradcam", "cam.mask=densecrf")
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory, brats_e2e) -> dict[str, Path]:
+def workspace(module_tmp_path, brats_e2e) -> dict[str, Path]:
     """This module's runs on the session's BraTS data and store (whose classifier the
     end-to-end tests train with the same settings)."""
     return {
-        "root": tmp_path_factory.mktemp("selftrain"),
+        "root": module_tmp_path,
         **{k: brats_e2e[k] for k in ("data", "slices", "store")},
     }
 

@@ -23,9 +23,9 @@ EVAL_IMAGES = 6
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory, brats_e2e) -> dict[str, Path]:
+def workspace(module_tmp_path, brats_e2e) -> dict[str, Path]:
     """This module's runs and U-Net store, on the session's BraTS data and slice cache."""
-    root = tmp_path_factory.mktemp("supervised")
+    root = module_tmp_path
     return {
         "root": root,
         "data": brats_e2e["data"],
