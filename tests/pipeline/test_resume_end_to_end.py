@@ -175,4 +175,8 @@ def test_resume_finishes_the_run_as_if_never_interrupted(workspace, uninterrupte
     assert last[1]["epoch"] == EPOCHS - 1  # last.ckpt is the last epoch's, not the best's
     assert all(torch.equal(last[0]["state_dict"][k], v) for k, v in last[1]["state_dict"].items())
     assert _bookkeeping(last[0], run) == _bookkeeping(last[1], uninterrupted)
+    # The best epoch's file holds weights only; the optimiser state resume needs is last.ckpt's.
+    best = _load(uninterrupted / "checkpoints" / "finetune" / "best-epoch=0.ckpt")
+    assert "optimizer_states" not in best and "optimizer_states" in last[1]
+    assert best["state_dict"] and best["epoch"] == 0
     assert (run / "checkpoints" / "finetune" / KEY_FILE).is_file()
