@@ -192,8 +192,9 @@ DEMO_DATA: dict[str, DemoData] = {
         ("data=demo_ksdd2", "backbone=vgg16_slim"),
         ("demo_ksdd2",),
         "DEMO run on `data=demo_ksdd2` (generated KSDD2-format surfaces, every image of the "
-        "split the title names), with its classifier: VGG16-slim trained from scratch (no ImageNet weights "
-        "offline). Numbers show the methods' ordering on phantoms, not the paper's data",
+        "split the title names), with its classifier: VGG16-slim trained from scratch (no "
+        "ImageNet weights offline). Numbers show the methods' ordering on phantoms, not the "
+        "paper's data",
         demo_wins=True,
     ),
 }

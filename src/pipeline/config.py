@@ -170,12 +170,10 @@ def validate_config(cfg: DictConfig) -> None:
     if cfg.data.get("root") is None:
         raise ConfigError("data.root", "no dataset folder given; set data.root=/path/to/dataset")
     net = cfg.backbone.net
-    _check_choice("backbone.net.padding_mode", net.get("padding_mode", "zeros"), PADDING_MODES)
+    padding_mode = net.get("padding_mode", "zeros")
+    _check_choice("backbone.net.padding_mode", padding_mode, PADDING_MODES)
     _check_image_size(
-        cfg.data.get("image_size"),
-        net.arch,
-        net.get("norm", "instance"),
-        net.get("padding_mode", "zeros"),
+        cfg.data.get("image_size"), net.arch, net.get("norm", "instance"), padding_mode
     )
     _check_threads(cfg.get("threads"))
     for node in EARLY_STOP_NODES:
