@@ -59,6 +59,8 @@ class Row:
             return f"{p['masks']} maps"
         if self.workload == "brats_loader":
             return f"{p['cases']} cases, {p['volume']}"
+        if self.workload == "adam_step":
+            return f"1 step, {p['arch']}"
         if "batches" in p:
             return f"{' / '.join(str(b) for b in p['batches'])} img x {p['size']} px"
         text = f"{p['images']} img x {p['size']} px"

@@ -684,6 +684,42 @@ def training_step_ops(p: Params) -> Params:
     return {"note": f"aten ops per step at {p['size']} px: {text} ({same})", "counts": counts}
 
 
+def adam_step(p: Params) -> Params:
+    """One Adam step (weight decay on) over a network's parameters with fixed random
+    gradients; ``kernel``: ``foreach`` (torch's default) or ``fused`` (what fine-tuning uses,
+    ``src.models.schedules.adam_with_cosine``). Its parameters after one step are compared
+    with the for-each kernel's from the same start."""
+    from src.models.backbones import build_backbone
+    from src.models.schedules import adam_with_cosine
+
+    torch.manual_seed(0)
+    norm = "none" if p["arch"] == "vgg16" else "instance"
+    net = build_backbone(p["arch"], 1, norm=norm).to(p["device"])
+    start = [t.detach().clone() for t in net.parameters()]
+    for t in net.parameters():
+        t.grad = torch.randn_like(t) * 1e-3
+    if p["kernel"] == "fused":
+        optimizer = adam_with_cosine(net.parameters(), 1e-4, 1e-5, 1, 0.0)["optimizer"]
+        assert optimizer.param_groups[0]["fused"], "fine-tuning's Adam is not fused here"
+    else:
+        optimizer = torch.optim.Adam(net.parameters(), lr=1e-4, weight_decay=1e-5)
+    reference = torch.optim.Adam(
+        [torch.nn.Parameter(t.clone()) for t in start], lr=1e-4, weight_decay=1e-5
+    )
+    for ref, t in zip(reference.param_groups[0]["params"], net.parameters(), strict=True):
+        ref.grad = t.grad.clone()
+    reference.step()
+    optimizer.step()  # the first step creates the moment buffers: a warm-up
+    first = [t.detach().clone() for t in net.parameters()]
+    result, _ = _measure(p, optimizer.step, 1)
+    count = sum(t.numel() for t in start)
+    result["max_abs_diff"] = max(
+        _diff(a, b) for a, b in zip(first, reference.param_groups[0]["params"], strict=True)
+    )
+    result["note"] = f"{count / 1e6:.0f} M parameters; diff: first step against for-each"
+    return result
+
+
 WORKLOADS: dict[str, Callable[[Params], Params]] = {
     fn.__name__: fn
     for fn in (
@@ -701,5 +737,6 @@ WORKLOADS: dict[str, Callable[[Params], Params]] = {
         augmentation,
         training_step,
         training_step_ops,
+        adam_step,
     )
 }

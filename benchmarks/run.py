@@ -7,8 +7,8 @@ faithfulness metrics against their forward-pass limit and torchcam, DenseCRF
 masks serial vs worker pool, the BraTS loader from NIfTI vs the slice cache, and the effect
 of the intra-op thread count, the training augmentation of both stages (per-image loop
 against batched) and their training step split into augmentation, forward+backward and
-data loading. Defaults keep the whole run under 10 minutes on a 2-core CPU;
-``--full`` uses the real 240 px input size (much longer on CPU).
+data loading, and Adam's step (for-each against fused). Defaults keep the whole run under
+10 minutes on a 2-core CPU; ``--full`` uses the real 240 px input size (much longer on CPU).
 """
 
 from __future__ import annotations
@@ -341,6 +341,22 @@ def step_rows(args: argparse.Namespace) -> list[Row]:
     return rows
 
 
+def optimizer_rows(args: argparse.Namespace) -> list[Row]:
+    """Adam's step alone, torch's default for-each kernel against the fused one fine-tuning
+    uses: on a CPU the for-each temporaries dominate a VGG16 step (fully connected head)."""
+    rows = []
+    for arch in ("vgg16", "resnet18"):
+        group = f"Adam step, {arch}"
+        params = {"arch": arch, "repeats": max(args.repeats, 5)}
+        rows += [
+            Row(f"adam-{arch}-foreach", group, "for-each (torch's default)", "adam_step",
+                {**params, "kernel": "foreach"}),
+            Row(f"adam-{arch}", group, "fused (fine-tuning's)", "adam_step",
+                {**params, "kernel": "fused"}, baseline=f"adam-{arch}-foreach"),
+        ]  # fmt: skip
+    return rows
+
+
 def run_row(row: Row, common: dict[str, Any]) -> None:
     params = {**common, **row.params, "workload": row.workload}
     started = time.perf_counter()
@@ -411,6 +427,7 @@ def main(argv: list[str] | None = None) -> None:
             *thread_rows(args),
             *augmentation_rows(args),
             *step_rows(args),
+            *optimizer_rows(args),
         ]
         rows = [row for row in rows if args.only in row.key]
         print(f"{len(rows)} benchmark rows on {device}, {args.threads} thread(s):", flush=True)
