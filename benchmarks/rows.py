@@ -686,9 +686,10 @@ def training_step_ops(p: Params) -> Params:
 
 def adam_step(p: Params) -> Params:
     """One Adam step (weight decay on) over a network's parameters with fixed random
-    gradients; ``kernel``: ``foreach`` (torch's default) or ``fused`` (what fine-tuning uses,
+    gradients; ``kernel``: ``default`` (torch's; on a CPU a loop over the parameters) or
+    ``fused`` (what fine-tuning uses,
     ``src.models.schedules.adam_with_cosine``). Its parameters after one step are compared
-    with the for-each kernel's from the same start."""
+    with the default kernel's from the same start."""
     from src.models.backbones import build_backbone
     from src.models.schedules import adam_with_cosine
 
@@ -716,7 +717,7 @@ def adam_step(p: Params) -> Params:
     result["max_abs_diff"] = max(
         _diff(a, b) for a, b in zip(first, reference.param_groups[0]["params"], strict=True)
     )
-    result["note"] = f"{count / 1e6:.0f} M parameters; diff: first step against for-each"
+    result["note"] = f"{count / 1e6:.0f} M parameters; diff: first step against the default"
     return result
 
 

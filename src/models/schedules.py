@@ -57,12 +57,13 @@ FUSED_ADAM_DEVICES = ("cpu", "cuda")
 def fused_adam_supported(parameters: list[torch.Tensor]) -> bool:
     """Whether Adam's fused kernel can update `parameters`: floating point, on a CPU or CUDA.
 
-    The fused kernel reads each parameter once per step; the default (for-each) one makes
-    several whole-model temporaries, which on a CPU can cost more than the forward and
-    backward passes: one step over VGG16's 134 M parameters (mostly its fully connected head)
-    takes 6.7 s for-each against 0.11 s fused on one thread, ResNet-18's 0.11 s against 0.01 s
-    (benchmarks/results.md, "Adam step"). The update is Adam's either way, equal up to float
-    rounding. Other devices keep the for-each kernel."""
+    The fused kernel reads each parameter once per step; torch's default on a CPU (a loop of
+    separate operations per parameter) writes a parameter-sized temporary at each of them,
+    which can cost more than the forward and backward passes: one step over VGG16's 134 M
+    parameters (mostly its fully connected head) takes 6.7 s that way against 0.11 s fused on
+    one thread, ResNet-18's 0.11 s against 0.01 s (benchmarks/results.md, "Adam step"). The
+    update is Adam's either way, equal up to float rounding. Other devices keep torch's
+    default kernel."""
     return bool(parameters) and all(
         p.device.type in FUSED_ADAM_DEVICES and torch.is_floating_point(p) for p in parameters
     )

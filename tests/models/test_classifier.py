@@ -153,9 +153,9 @@ def test_lr_follows_cosine_to_min_lr(make_loader, make_trainer):
     assert seen == pytest.approx(expected)
 
 
-def test_adam_is_fused_on_cpu_and_updates_as_the_for_each_kernel():
+def test_adam_is_fused_on_cpu_and_updates_as_the_default_kernel():
     """The fused kernel (one pass per parameter) takes the same Adam steps as torch's default
-    for-each one, up to float rounding, with weight decay."""
+    one, up to float rounding, with weight decay."""
     torch.manual_seed(0)
     start = build_backbone("resnet18", 1)
     nets = [build_backbone("resnet18", 1) for _ in range(2)]
@@ -180,7 +180,7 @@ def test_adam_is_fused_on_cpu_and_updates_as_the_for_each_kernel():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
 
 
-def test_adam_keeps_the_for_each_kernel_where_fused_cannot_run():
+def test_adam_keeps_the_default_kernel_where_fused_cannot_run():
     assert fused_adam_supported([torch.zeros(2), torch.zeros(3, dtype=torch.float64)])
     assert not fused_adam_supported([])
     assert not fused_adam_supported([torch.zeros(2, device="meta")])
