@@ -3,6 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# pytest-xdist workers of the test targets: one per core, at most 4 (the end-to-end tests
+# each hold networks, DataModules and subprocesses). Each worker takes whole test modules
+# (loadscope), so a module's shared fixtures are built once. TEST_WORKERS=0 runs serially.
+TEST_WORKERS ?= auto --maxprocesses=4
+XDIST = -n $(TEST_WORKERS) --dist loadscope
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test test-all test-fast lint format bench clean
@@ -22,13 +27,13 @@ run: install ## run the whole pipeline on the embedded BraTS-format demo data
 	$(PY) -m src.run $(ARGS)
 
 test: install ## run the test suite (what CI runs; skips the tests marked release)
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest $(XDIST) $(ARGS)
 
 test-all: install ## run every test, the long release tests too: run before each release
-	$(PY) -m pytest --release $(ARGS)
+	$(PY) -m pytest $(XDIST) --release $(ARGS)
 
 test-fast: install ## run the tests not marked slow
-	$(PY) -m pytest -m "not slow" $(ARGS)
+	$(PY) -m pytest $(XDIST) -m "not slow" $(ARGS)
 
 lint: install ## ruff check and format check
 	$(PY) -m ruff check src tests benchmarks experiments

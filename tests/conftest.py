@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from collections.abc import Iterator
@@ -9,6 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
+
+# Under pytest-xdist (`make test`: one worker per core) each worker, and through the
+# environment each subprocess it starts, gets one intra-op thread: torch's default of one
+# thread per core in every worker oversubscribes the cores, and an OpenMP thread that waits
+# for a busy core spins.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 # The checkout first on sys.path, whatever starts pytest (`python -m pytest` or the `pytest`
 # script, importlib mode inserts nothing): `tests.helpers`, `experiments` and `benchmarks` are
