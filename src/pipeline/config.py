@@ -31,8 +31,9 @@ METHODS = ("cam", "supervised", "selftrain")
 MODALITIES = ("t1", "t1ce", "t2", "flair")
 EVAL_SPLITS = ("train", "val", "test")
 FULLGRAD_METHODS = ("fullgrad", "ltfullgrad")
-#: The training nodes whose best-checkpoint stage may stop early (`<node>.patience`).
-EARLY_STOP_NODES = ("finetune", "segmenter")
+#: The training nodes whose best-checkpoint stage may stop early (`<node>.patience`), and
+#: the callback config whose monitored score the stop watches.
+EARLY_STOP_NODES = {"finetune": "classifier_checkpoint", "segmenter": "segmenter_checkpoint"}
 
 
 class ConfigError(ValueError):
@@ -176,9 +177,16 @@ def validate_config(cfg: DictConfig) -> None:
         cfg.data.get("image_size"), net.arch, net.get("norm", "instance"), padding_mode
     )
     _check_threads(cfg.get("threads"))
-    for node in EARLY_STOP_NODES:
+    for node, callback in EARLY_STOP_NODES.items():
         if node in cfg:
-            check_patience(f"{node}.patience", cfg[node].get("patience"), ConfigError)
+            patience = check_patience(f"{node}.patience", cfg[node].get("patience"), ConfigError)
+            monitored = cfg.get("callbacks", {}).get(callback, {}).get("monitor")
+            if patience is not None and monitored is None:
+                raise ConfigError(
+                    f"{node}.patience",
+                    f"stops on the score callbacks.{callback}.monitor names, and that is null "
+                    "(the last epoch is kept): set the monitor or drop the patience",
+                )
     if not isinstance(cfg.get("keep_last_checkpoint"), bool):
         raise ConfigError(
             "keep_last_checkpoint",

@@ -117,6 +117,11 @@ def early_stop(patience: object, best: ModelCheckpoint, field: str) -> EarlyStop
     several times as many (docs/training.md)."""
     if check_patience(field, patience) is None:
         return None
+    if best.monitor is None:
+        raise ValueError(
+            f"{field} stops on the score the best checkpoint monitors, and its monitor is null "
+            "(it keeps the last epoch): set the monitor or drop the patience"
+        )
     return EarlyStopping(monitor=best.monitor, mode=best.mode, patience=patience, verbose=True)
 
 
@@ -171,7 +176,10 @@ def fit_and_store(
     score = checkpoints.best_model_score
     score = None if score is None else float(score)
     monitor = checkpoints.monitor
-    log.info("Best %s %s (%s)", monitor, None if score is None else f"{score:.4f}", best)
+    if monitor is None:  # callbacks.<callback>.monitor=null: the checkpoint of the last epoch
+        log.info("Kept the last epoch, no score monitored (%s)", best)
+    else:
+        log.info("Best %s %s (%s)", monitor, None if score is None else f"{score:.4f}", best)
     extra = {"monitor": monitor, "best_score": score, "checkpoint": best}
     if stop is not None:
         extra["epochs_trained"] = trainer.current_epoch

@@ -106,6 +106,15 @@ def test_bad_values_name_their_field(make_config, override, field):
     assert field in str(info.value)
 
 
+def test_a_patience_needs_the_monitored_score_it_stops_on(make_config):
+    """`monitor=null` keeps the last epoch; an early stop would have nothing to watch."""
+    last = "callbacks.classifier_checkpoint.monitor=null"
+    validate_config(make_config(last, "finetune.patience=null"))
+    with pytest.raises(ConfigError, match=r"classifier_checkpoint\.monitor .* is null") as info:
+        validate_config(make_config(last, "finetune.patience=2"))
+    assert info.value.field == "finetune.patience"
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [

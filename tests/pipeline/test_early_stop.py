@@ -33,9 +33,9 @@ class _ScriptedScore(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def _fit(tmp_path, patience, mode: str = "max"):
+def _fit(tmp_path, patience, mode: str = "max", monitor: str | None = "val/score"):
     loader = DataLoader(TensorDataset(torch.zeros(2, 1)), batch_size=2)
-    best = ModelCheckpoint(dirpath=tmp_path, monitor="val/score", mode=mode, filename="{epoch}")
+    best = ModelCheckpoint(dirpath=tmp_path, monitor=monitor, mode=mode, filename="{epoch}")
     stop = early_stop(patience, best, "finetune.patience")
     callbacks = [best, *([stop] if stop else [])]
     module = _ScriptedScore(SCORES, 1.0 if mode == "max" else -1.0)
@@ -57,6 +57,15 @@ def test_training_stops_after_patience_epochs_without_a_better_checkpoint(tmp_pa
 def test_no_patience_trains_every_epoch(tmp_path):
     epochs, kept = _fit(tmp_path, None)
     assert epochs == len(SCORES) and kept.endswith("epoch=5.ckpt")
+
+
+def test_without_a_monitor_the_last_epoch_is_kept_and_a_patience_is_refused(tmp_path):
+    """`callbacks.classifier_checkpoint.monitor=null`: the checkpoint of the last epoch, not
+    of the best score (epoch 5); an early stop then has no score to watch."""
+    epochs, kept = _fit(tmp_path, None, monitor=None)
+    assert epochs == len(SCORES) and kept.endswith(f"epoch={len(SCORES) - 1}.ckpt")
+    with pytest.raises(ValueError, match=r"finetune\.patience .* monitor is null"):
+        early_stop(2, ModelCheckpoint(monitor=None), "finetune.patience")
 
 
 @pytest.mark.parametrize("bad", [0, -1, 2.5, "3", True])
