@@ -37,11 +37,22 @@ def check_choice(
 
 
 def check_patience(
-    name: str, value: object, error: Callable[[str, str], Exception] = _value_error
+    name: str,
+    value: object,
+    error: Callable[[str, str], Exception] = _value_error,
+    monitor: str | None = "",
 ) -> int | None:
     """Return an early-stop patience (a whole number of epochs >= 1, or ``None`` for no stop),
     else raise ``error(name, message)``. Shared by the start-up config check and the trainer,
-    so a bad value fails in seconds with the same words it would get an hour later."""
+    so a bad value fails in seconds with the same words it would get an hour later.
+    ``monitor`` is the score the stop watches, the best checkpoint's: ``None`` (the last
+    epoch is kept) leaves a stop nothing to watch."""
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise error(name, f"{name} must be a whole number of epochs >= 1 or null, got {value!r}")
+    if value is not None and monitor is None:
+        raise error(
+            name,
+            f"{name} stops on the score the best checkpoint monitors, and its monitor is null "
+            "(the last epoch is kept): set the monitor or drop the patience",
+        )
     return value

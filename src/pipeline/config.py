@@ -179,14 +179,8 @@ def validate_config(cfg: DictConfig) -> None:
     _check_threads(cfg.get("threads"))
     for node, callback in EARLY_STOP_NODES.items():
         if node in cfg:
-            patience = check_patience(f"{node}.patience", cfg[node].get("patience"), ConfigError)
-            monitored = cfg.get("callbacks", {}).get(callback, {}).get("monitor")
-            if patience is not None and monitored is None:
-                raise ConfigError(
-                    f"{node}.patience",
-                    f"stops on the score callbacks.{callback}.monitor names, and that is null "
-                    "(the last epoch is kept): set the monitor or drop the patience",
-                )
+            monitor = cfg.get("callbacks", {}).get(callback, {}).get("monitor", "")
+            check_patience(f"{node}.patience", cfg[node].get("patience"), ConfigError, monitor)
     if not isinstance(cfg.get("keep_last_checkpoint"), bool):
         raise ConfigError(
             "keep_last_checkpoint",

@@ -115,13 +115,8 @@ def early_stop(patience: object, best: ModelCheckpoint, field: str) -> EarlyStop
     schedule still spans the whole budget). `None` trains every epoch. Why a stop and not a
     fixed count: a few cases from one source learn in a few epochs, a harder set needs
     several times as many (docs/training.md)."""
-    if check_patience(field, patience) is None:
+    if check_patience(field, patience, monitor=best.monitor) is None:
         return None
-    if best.monitor is None:
-        raise ValueError(
-            f"{field} stops on the score the best checkpoint monitors, and its monitor is null "
-            "(it keeps the last epoch): set the monitor or drop the patience"
-        )
     return EarlyStopping(monitor=best.monitor, mode=best.mode, patience=patience, verbose=True)
 
 

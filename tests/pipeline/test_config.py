@@ -110,7 +110,7 @@ def test_a_patience_needs_the_monitored_score_it_stops_on(make_config):
     """`monitor=null` keeps the last epoch; an early stop would have nothing to watch."""
     last = "callbacks.classifier_checkpoint.monitor=null"
     validate_config(make_config(last, "finetune.patience=null"))
-    with pytest.raises(ConfigError, match=r"classifier_checkpoint\.monitor .* is null") as info:
+    with pytest.raises(ConfigError, match=r"finetune\.patience stops .* monitor is null") as info:
         validate_config(make_config(last, "finetune.patience=2"))
     assert info.value.field == "finetune.patience"
 

@@ -64,7 +64,7 @@ def test_without_a_monitor_the_last_epoch_is_kept_and_a_patience_is_refused(tmp_
     of the best score (epoch 5); an early stop then has no score to watch."""
     epochs, kept = _fit(tmp_path, None, monitor=None)
     assert epochs == len(SCORES) and kept.endswith(f"epoch={len(SCORES) - 1}.ckpt")
-    with pytest.raises(ValueError, match=r"finetune\.patience .* monitor is null"):
+    with pytest.raises(ValueError, match=r"finetune\.patience stops .* monitor is null"):
         early_stop(2, ModelCheckpoint(monitor=None), "finetune.patience")
 
 
