@@ -687,9 +687,8 @@ def training_step_ops(p: Params) -> Params:
 def adam_step(p: Params) -> Params:
     """One Adam step (weight decay on) over a network's parameters with fixed random
     gradients; ``kernel``: ``default`` (torch's; on a CPU a loop over the parameters) or
-    ``fused`` (what fine-tuning uses,
-    ``src.models.schedules.adam_with_cosine``). Its parameters after one step are compared
-    with the default kernel's from the same start."""
+    ``fused`` (what fine-tuning uses, ``src.models.schedules.adam_with_cosine``). Its
+    parameters after one step are compared with the default kernel's from the same start."""
     from src.models.backbones import build_backbone
     from src.models.schedules import adam_with_cosine
 

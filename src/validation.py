@@ -40,7 +40,8 @@ def check_patience(
     name: str,
     value: object,
     error: Callable[[str, str], Exception] = _value_error,
-    monitor: str | None = "",
+    *,
+    monitor: str | None,
 ) -> int | None:
     """Return an early-stop patience (a whole number of epochs >= 1, or ``None`` for no stop),
     else raise ``error(name, message)``. Shared by the start-up config check and the trainer,

@@ -179,8 +179,10 @@ def validate_config(cfg: DictConfig) -> None:
     _check_threads(cfg.get("threads"))
     for node, callback in EARLY_STOP_NODES.items():
         if node in cfg:
+            # An absent callback config is not a null monitor: that is the trainer's to refuse.
             monitor = cfg.get("callbacks", {}).get(callback, {}).get("monitor", "")
-            check_patience(f"{node}.patience", cfg[node].get("patience"), ConfigError, monitor)
+            patience = cfg[node].get("patience")
+            check_patience(f"{node}.patience", patience, ConfigError, monitor=monitor)
     if not isinstance(cfg.get("keep_last_checkpoint"), bool):
         raise ConfigError(
             "keep_last_checkpoint",
